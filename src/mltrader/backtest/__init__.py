@@ -1,0 +1,1 @@
+"""Backtesting: the execution engine, costs, metrics and the HTML report."""

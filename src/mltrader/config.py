@@ -1,0 +1,169 @@
+"""Run configuration: one YAML file, validated by pydantic so a typo is an error naming the key."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mltrader.errors import ConfigError
+
+DEFAULT_FEATURES = (
+    "ret_1", "ret_5", "ret_20",
+    "sma_ratio_20", "sma_ratio_50", "sma_ratio_200",
+    "vol_20", "vol_60", "rsi_14",
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataConfig(_Strict):
+    """Where the bars come from and which part of them to use."""
+
+    source: Literal["bundled", "csv", "parquet", "file"] = "bundled"
+    dataset: str = Field("sp500_20stocks", description="bundled dataset name (source: bundled)")
+    path: Path | None = Field(None, description="file to load (source: csv / parquet / file)")
+    symbols: list[str] | Literal["all"] = "all"
+    start: dt.date | None = None
+    end: dt.date | None = None
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> DataConfig:
+        if self.source != "bundled" and self.path is None:
+            raise ValueError(f"data.source is {self.source!r} but data.path is not set; "
+                             "add `path: my_prices.csv`")
+        if self.start and self.end and self.start > self.end:
+            raise ValueError(f"data.start {self.start} is after data.end {self.end}")
+        return self
+
+
+class ModelConfig(_Strict):
+    """Which registered model to train and its hyper-parameters."""
+
+    name: Literal["lightgbm", "ridge"] = "lightgbm"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class WalkForwardConfig(_Strict):
+    """Out-of-sample protocol: train on the past, predict the next period, roll forward."""
+
+    first_test_year: int = Field(2005, ge=1900, le=2100)
+    retrain: Literal["yearly", "quarterly", "monthly"] = "yearly"
+    window: Literal["expanding", "rolling"] = "expanding"
+    train_years: float | None = Field(None, gt=0, description="rolling window length in years")
+    min_train_rows: int = Field(500, ge=10)
+    embargo_bars: int = Field(0, ge=0, description="extra bars dropped beyond the label horizon")
+
+    @model_validator(mode="after")
+    def _rolling_needs_length(self) -> WalkForwardConfig:
+        if self.window == "rolling" and self.train_years is None:
+            raise ValueError("walk_forward.window is 'rolling' but train_years is not set; "
+                             "add e.g. `train_years: 10`")
+        return self
+
+
+class StrategyConfig(_Strict):
+    """Threshold rule: long above +threshold, flat below -threshold, else keep the position."""
+
+    name: Literal["threshold"] = "threshold"
+    threshold: float = Field(0.0005, ge=0, lt=1)
+    rebalance: Literal["daily", "weekly", "monthly"] = "weekly"
+
+
+class CostsConfig(_Strict):
+    """Trading costs in basis points of traded value."""
+
+    commission_bps: float = Field(1.0, ge=0, le=1000)
+    slippage_bps: float = Field(5.0, ge=0, le=1000)
+
+
+class ExecutionConfig(_Strict):
+    """When a decision made on bar t's close is filled."""
+
+    fill: Literal["auto", "next_open", "next_close"] = Field(
+        "auto", description="auto = next_open for OHLC data, next_close for close-only data")
+    rebalance_band: float = Field(
+        0.01, ge=0, lt=1, description="skip re-weighting trades smaller than this weight")
+
+
+class RunConfig(_Strict):
+    """One run: data, features, model, walk-forward, strategy, costs, output."""
+
+    name: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 42
+    initial_cash: float = Field(100_000.0, gt=0)
+    data: DataConfig = DataConfig()
+    features: list[str] = Field(default_factory=lambda: list(DEFAULT_FEATURES), min_length=1)
+    model: ModelConfig = ModelConfig()
+    walk_forward: WalkForwardConfig = WalkForwardConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    costs: CostsConfig = CostsConfig()
+    execution: ExecutionConfig = ExecutionConfig()
+    output_dir: Path = Path("runs")
+
+    @field_validator("features")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("features lists a name twice; list each feature once")
+        return v
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    if e["type"] == "extra_forbidden":
+        parent = e["loc"][:-1]
+        model: type[BaseModel] = RunConfig
+        for p in parent:
+            ann = model.model_fields[str(p)].annotation
+            model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else model
+        allowed = ", ".join(model.model_fields)
+        return (f"{source}: unknown key {loc!r}; check the spelling (allowed here: {allowed})")
+    msg = e["msg"].removeprefix("Value error, ")
+    got = e.get("input")
+    got_s = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+    return f"{source}: {loc}: {msg}{got_s}"
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
+    """Validate a dict into a `RunConfig`; errors become one-line `ConfigError`s."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of keys at the top level, "
+                          f"got {type(raw).__name__}; see configs/default.yaml")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source)) from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML config file; `overrides` are dotted keys (``data.start``) set on top."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} not found; pass an existing file, "
+                          "e.g. -c configs/default.yaml")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}:{where} is not valid YAML ({getattr(err, 'problem', err)}); "
+                          "fix the indentation or quoting there") from None
+    for key, value in (overrides or {}).items():
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return config_from_dict(raw, str(p))
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """The resolved config as YAML (written into every run folder)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

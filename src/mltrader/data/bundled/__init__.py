@@ -1,0 +1,1 @@
+"""Bundled data files (see README.md here for provenance and licences)."""

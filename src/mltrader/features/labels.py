@@ -1,0 +1,26 @@
+"""Training labels: the return a position decided at bar t actually earns.
+
+Timing convention: a decision on bar t's close fills at bar t+1 (its open, or its close for
+close-only data) and is held until the next decision fills at t+2. So the label is
+``P[t+2] / P[t+1] - 1`` with ``P`` the execution price, and it looks `LABEL_LOOKAHEAD` bars
+ahead: walk-forward drops that many bars from the end of every training window (embargo).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from mltrader.data.bars import Bars
+
+LABEL_LOOKAHEAD = 2
+
+
+def execution_prices(bars: Bars, fill: str) -> pd.DataFrame:
+    """The price at which an order filled on each bar executes: open or close."""
+    return bars.frame("open" if fill == "next_open" else "close")
+
+
+def forward_return(bars: Bars, fill: str) -> pd.DataFrame:
+    """Label at t: return from the fill at t+1 to the fill at t+2 (NaN for the last 2 bars)."""
+    p = execution_prices(bars, fill)
+    return p.shift(-2) / p.shift(-1) - 1.0

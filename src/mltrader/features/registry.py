@@ -1,0 +1,51 @@
+"""Named features, chosen in the config; each maps `Bars` to a causal T x N frame."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pandas as pd
+
+from mltrader.data.bars import Bars
+from mltrader.errors import ConfigError
+from mltrader.features import indicators as ind
+
+FeatureFn = Callable[[Bars], pd.DataFrame]
+FEATURES: dict[str, FeatureFn] = {}
+
+_PATTERNS: list[tuple[re.Pattern[str], Callable[[int], FeatureFn]]] = [
+    (re.compile(r"ret_(\d+)"), lambda n: lambda b: ind.returns(b.frame("close"), n)),
+    (re.compile(r"sma_ratio_(\d+)"), lambda n: lambda b: ind.sma_ratio(b.frame("close"), n)),
+    (re.compile(r"vol_(\d+)"), lambda n: lambda b: ind.volatility(b.frame("close"), n)),
+    (re.compile(r"rsi_(\d+)"), lambda n: lambda b: ind.rsi(b.frame("close"), n) / 100.0 - 0.5),
+]
+
+
+def register_feature(name: str, fn: FeatureFn) -> None:
+    """Add a named feature. It MUST be causal; the look-ahead tests check registered ones."""
+    FEATURES[name] = fn
+
+
+def resolve(name: str) -> FeatureFn:
+    """The function for a feature name: a registered one, or a pattern like ``ret_5``."""
+    if name in FEATURES:
+        return FEATURES[name]
+    for pat, make in _PATTERNS:
+        m = pat.fullmatch(name)
+        if m and int(m.group(1)) >= 1:
+            return make(int(m.group(1)))
+    raise ConfigError(
+        f"unknown feature {name!r} in `features`; use ret_N, sma_ratio_N, vol_N, rsi_N "
+        f"(N = bars){', or one of ' + ', '.join(FEATURES) if FEATURES else ''}"
+    )
+
+
+def compute_features(bars: Bars, names: list[str] | tuple[str, ...]) -> dict[str, pd.DataFrame]:
+    """Every named feature as a T x N frame on the bars' index, in the given order."""
+    fns = [resolve(n) for n in names]  # fail on a bad name before computing anything
+    out: dict[str, pd.DataFrame] = {}
+    for name, fn in zip(names, fns, strict=True):
+        frame = fn(bars)
+        out[name] = frame.reindex(index=bars.index, columns=list(bars.symbols)).astype("float64")
+    return out

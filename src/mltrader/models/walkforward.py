@@ -1,0 +1,153 @@
+"""Walk-forward training: fit on the past only, predict the next period, roll forward.
+
+Each fold's training rows end `lookahead + embargo` bars before its first test bar, so no
+training label reaches into the test period; scalers and the model are refit per fold on
+training rows only; predictions are made once per fold over the whole test window (batched).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+from sklearn.base import BaseEstimator
+
+from mltrader.errors import ConfigError
+
+_FREQ = {"yearly": "Y", "quarterly": "Q", "monthly": "M"}
+
+
+@dataclass(frozen=True)
+class Fold:
+    """Bar positions: train on [train_start, train_stop), test on [test_start, test_stop)."""
+
+    train_start: int
+    train_stop: int
+    test_start: int
+    test_stop: int
+
+    def describe(self, index: pd.DatetimeIndex) -> str:
+        return (f"train {index[self.train_start].date()}..{index[self.train_stop - 1].date()}, "
+                f"test {index[self.test_start].date()}..{index[self.test_stop - 1].date()}")
+
+
+@dataclass(frozen=True)
+class FoldReport:
+    """What one fold did: its rows and its out-of-sample score (mean daily Spearman IC)."""
+
+    fold: Fold
+    train_rows: int
+    test_rows: int
+    ic: float
+
+
+def make_folds(
+    index: pd.DatetimeIndex,
+    *,
+    first_test_year: int,
+    retrain: str,
+    lookahead: int,
+    embargo: int = 0,
+    window: str = "expanding",
+    train_years: float | None = None,
+) -> list[Fold]:
+    """Calendar folds from `first_test_year` on; training ends lookahead+embargo bars early."""
+    start = pd.Timestamp(year=first_test_year, month=1, day=1, tz=index.tz)
+    first = int(index.searchsorted(start))
+    if first >= len(index):
+        raise ConfigError(
+            f"walk_forward.first_test_year {first_test_year} is after the data's last bar "
+            f"{index[-1].date()}; choose an earlier year"
+        )
+    periods = index[first:].tz_localize(None).to_period(_FREQ[retrain])
+    codes = np.flatnonzero(periods[1:] != periods[:-1]) + 1
+    starts = np.concatenate([[0], codes]) + first
+    stops = np.concatenate([starts[1:], [len(index)]])
+    gap = lookahead + embargo
+    folds = []
+    for s, e in zip(starts, stops, strict=True):
+        train_stop = int(s) - gap
+        train_start = 0
+        if window == "rolling" and train_years is not None:
+            lo = index[s] - pd.Timedelta(days=365.25 * train_years)
+            train_start = int(index.searchsorted(lo))
+        if train_stop - train_start <= 0:
+            raise ConfigError(
+                f"walk_forward: no training data before the first test bar {index[s].date()}; "
+                "choose a later first_test_year or load earlier data"
+            )
+        folds.append(Fold(train_start, train_stop, int(s), int(e)))
+    return folds
+
+
+def stack(features: dict[str, pd.DataFrame]) -> np.ndarray:
+    """Features as one (T, N, K) float64 array, in the dict's order."""
+    return np.stack([f.to_numpy(np.float64) for f in features.values()], axis=-1)
+
+
+def daily_ic(pred: np.ndarray, realised: np.ndarray) -> np.ndarray:
+    """Per-bar Spearman correlation across symbols (NaN where < 3 valid pairs)."""
+    out = np.full(pred.shape[0], np.nan)
+    for t in range(pred.shape[0]):
+        ok = ~(np.isnan(pred[t]) | np.isnan(realised[t]))
+        if ok.sum() >= 3 and np.ptp(pred[t, ok]) > 0 and np.ptp(realised[t, ok]) > 0:
+            out[t] = spearmanr(pred[t, ok], realised[t, ok]).statistic
+    return out
+
+
+def walk_forward_predict(
+    x: np.ndarray,
+    y: np.ndarray,
+    folds: list[Fold],
+    model_factory: Callable[[], BaseEstimator],
+    *,
+    min_train_rows: int = 500,
+    index: pd.DatetimeIndex | None = None,
+    clip_quantile: float = 0.01,
+    progress: Callable[[int], AbstractContextManager[Callable[[str], None]]] | None = None,
+) -> tuple[np.ndarray, list[FoldReport]]:
+    """Out-of-sample predictions (T, N), NaN outside test windows or where features are NaN.
+
+    Training labels are clipped to the [q, 1-q] quantiles of the fold's own training labels,
+    so a few extreme days do not dominate a squared-error fit.
+    """
+    t_len, n_sym, _ = x.shape
+    pred = np.full((t_len, n_sym), np.nan)
+    reports: list[FoldReport] = []
+    ctx = progress(len(folds)) if progress else nullcontext(lambda _msg: None)
+    with ctx as advance:
+        for fold in folds:
+            xs, ys = _rows(x, y, fold.train_start, fold.train_stop)
+            if len(ys) < min_train_rows:
+                when = index[fold.test_start].date() if index is not None else fold.test_start
+                raise ConfigError(
+                    f"walk_forward: only {len(ys)} complete training rows before the test "
+                    f"period starting {when} (min_train_rows is {min_train_rows}); "
+                    "choose a later first_test_year or load more history"
+                )
+            lo, hi = np.quantile(ys, [clip_quantile, 1 - clip_quantile])
+            model = model_factory()
+            model.fit(xs, np.clip(ys, lo, hi))
+            test_x = x[fold.test_start : fold.test_stop].reshape(-1, x.shape[2])
+            ok = ~np.isnan(test_x).any(axis=1)
+            block = np.full(test_x.shape[0], np.nan)
+            if ok.any():
+                block[ok] = model.predict(test_x[ok])  # one batched call per fold
+            pred[fold.test_start : fold.test_stop] = block.reshape(-1, n_sym)
+            window = slice(fold.test_start, fold.test_stop)
+            ic = daily_ic(pred[window], y[window])
+            mean_ic = float(np.nanmean(ic)) if np.isfinite(ic).any() else float("nan")
+            reports.append(FoldReport(fold, len(ys), int(ok.sum()), mean_ic))
+            advance(f"IC {mean_ic:+.3f}")
+    return pred, reports
+
+
+def _rows(x: np.ndarray, y: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    xs = x[start:stop].reshape(-1, x.shape[2])
+    ys = y[start:stop].reshape(-1)
+    ok = ~(np.isnan(xs).any(axis=1) | np.isnan(ys))
+    return xs[ok], ys[ok]

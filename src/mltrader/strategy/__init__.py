@@ -1,0 +1,1 @@
+"""Strategies: pure functions from causal predictions to target weights."""
