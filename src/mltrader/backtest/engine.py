@@ -153,8 +153,10 @@ def _execute(t: int, target: np.ndarray, px: np.ndarray, last_px: np.ndarray,
     desired = np.where(tradable, target * equity / np.where(tradable, px, 1.0), shares)
     delta = desired - shares
     # Skip small re-weighting trades; opening and closing a position always go through.
-    small = (np.abs(delta) * np.nan_to_num(px) < band * equity) & (shares > 0) & (desired > 0)
-    delta[small | ~tradable] = 0.0
+    notional = np.abs(delta) * np.nan_to_num(px)
+    small = (notional < band * equity) & (shares > 0) & (desired > 0)
+    dust = notional < 1e-9 * equity  # floating-point residue, not a trade
+    delta[small | dust | ~tradable] = 0.0
     date = bars.index[t]
     for i in np.flatnonzero(delta < 0):  # sells
         qty = -delta[i] if desired[i] > _EPS else shares[i]

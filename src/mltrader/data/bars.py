@@ -150,12 +150,11 @@ class Bars:
         t, n = self.shape
         out = pd.DataFrame(
             {
-                "date": np.repeat(self.index.values, n),
+                "date": self.index.repeat(n),
                 "symbol": np.tile(np.array(self.symbols, dtype=object), t),
                 **{k: v.reshape(-1) for k, v in parts.items()},
             }
         )
-        out["date"] = out["date"].dt.tz_localize("UTC").dt.tz_convert(self.index.tz)
         return out.dropna(subset=["close"]).reset_index(drop=True)
 
     @classmethod

@@ -1,0 +1,168 @@
+"""One run end to end: data -> features -> walk-forward model -> strategy -> backtest -> metrics.
+
+Everything the strategy is judged on is out of sample: the backtest starts at the first
+walk-forward test bar, and buy-and-hold is run over exactly the same bars with the same costs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from mltrader.backtest.engine import EngineSettings, run_backtest
+from mltrader.backtest.metrics import compute_metrics
+from mltrader.backtest.result import BacktestResult
+from mltrader.config import RunConfig
+from mltrader.data.bars import Bars
+from mltrader.data.datasets import DATASETS, load_bundled
+from mltrader.features.labels import LABEL_LOOKAHEAD, forward_return
+from mltrader.features.registry import compute_features
+from mltrader.models.registry import make_model
+from mltrader.models.walkforward import FoldReport, make_folds, stack, walk_forward_predict
+from mltrader.strategy.threshold import threshold_weights
+
+ProgressFactory = Callable[[int], AbstractContextManager[Callable[[str], None]]]
+
+SURVIVORSHIP_WARNING = (
+    "Survivorship bias: these 20 stocks are today's large caps, picked in hindsight. Any "
+    "strategy (and buy-and-hold) on them looks better than it would have in real time."
+)
+
+
+@dataclass(frozen=True)
+class Signals:
+    """The causal research outputs: features, out-of-sample predictions, target weights."""
+
+    features: dict[str, pd.DataFrame]
+    labels: pd.DataFrame
+    predictions: pd.DataFrame
+    weights: pd.DataFrame
+    folds: list[FoldReport]
+    fill: str
+
+
+@dataclass(frozen=True)
+class RunOutput:
+    """Everything a run produced, ready to be written to a run folder."""
+
+    config: RunConfig
+    bars: Bars
+    signals: Signals
+    strategy: BacktestResult
+    benchmark: BacktestResult
+    metrics: dict[str, object]
+    notes: list[str]
+    warnings: list[str]
+
+
+def load_bars(cfg: RunConfig) -> Bars:
+    """The configured data, cut to the configured symbols and dates."""
+    d = cfg.data
+    if d.source == "bundled":
+        bars = load_bundled(d.dataset)
+    else:
+        from mltrader.data.files import load_file
+
+        bars = load_file(d.path)
+    symbols = None if d.symbols == "all" else list(d.symbols)
+    if symbols is None and d.start is None and d.end is None:
+        return bars
+    return bars.select(symbols, d.start, d.end)
+
+
+def resolve_fill(cfg: RunConfig, bars: Bars) -> str:
+    """`auto` means the next open when opens exist, else the next close."""
+    if cfg.execution.fill == "auto":
+        return "next_close" if bars.close_only else "next_open"
+    return cfg.execution.fill
+
+
+def compute_signals(bars: Bars, cfg: RunConfig, progress: ProgressFactory | None = None
+                    ) -> Signals:
+    """Features, walk-forward predictions and target weights; row t uses only bars <= t."""
+    fill = resolve_fill(cfg, bars)
+    feats = compute_features(bars, cfg.features)
+    labels = forward_return(bars, fill)
+    wf = cfg.walk_forward
+    folds = make_folds(
+        bars.index, first_test_year=wf.first_test_year, retrain=wf.retrain,
+        lookahead=LABEL_LOOKAHEAD, embargo=wf.embargo_bars, window=wf.window,
+        train_years=wf.train_years,
+    )
+    pred, reports = walk_forward_predict(
+        stack(feats), labels.to_numpy(np.float64), folds,
+        lambda: make_model(cfg.model.name, cfg.model.params, cfg.seed),
+        min_train_rows=wf.min_train_rows, index=bars.index, progress=progress,
+    )
+    pred_df = pd.DataFrame(pred, index=bars.index, columns=list(bars.symbols))
+    weights = threshold_weights(pred_df, cfg.strategy.threshold, cfg.strategy.rebalance)
+    return Signals(feats, labels, pred_df, weights, reports, fill)
+
+
+def buy_and_hold_targets(bars: Bars, start: int) -> pd.DataFrame:
+    """Equal weight in every symbol trading at bar `start`, decided once and never rebalanced."""
+    targets = np.full(bars.shape, np.nan)
+    live = ~np.isnan(bars.close[start])
+    targets[start] = np.where(live, 1.0 / max(live.sum(), 1), 0.0)
+    return pd.DataFrame(targets, index=bars.index, columns=list(bars.symbols))
+
+
+def _ic_summary(sig: Signals) -> dict[str, object]:
+    from mltrader.models.walkforward import daily_ic
+
+    ic = daily_ic(sig.predictions.to_numpy(), sig.labels.to_numpy())
+    ic = ic[np.isfinite(ic)]
+    mean = float(ic.mean()) if len(ic) else None
+    tstat = float(ic.mean() / ic.std(ddof=1) * np.sqrt(len(ic))) if len(ic) > 2 else None
+    return {"mean_daily_ic": mean, "ic_t_stat": tstat, "ic_days": int(len(ic)),
+            "folds": len(sig.folds)}
+
+
+def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | None = None
+        ) -> RunOutput:
+    """The whole job for one config; `bars` overrides the configured data (for tests)."""
+    bars = load_bars(cfg) if bars is None else bars
+    sig = compute_signals(bars, cfg, progress)
+    start = sig.folds[0].fold.test_start
+    settings = EngineSettings(
+        initial_cash=cfg.initial_cash, commission_bps=cfg.costs.commission_bps,
+        slippage_bps=cfg.costs.slippage_bps, fill=sig.fill,
+        rebalance_band=cfg.execution.rebalance_band,
+    )
+    strat = run_backtest(bars, sig.weights, settings, start=start)
+    bench = run_backtest(bars, buy_and_hold_targets(bars, start), settings, start=start)
+    idx = bars.index
+    oos = {"start": str(idx[start].date()), "end": str(idx[-1].date()),
+           "bars": int(len(idx) - start)}
+    metrics: dict[str, object] = {
+        "strategy": compute_metrics(strat),
+        "buy_and_hold": compute_metrics(bench),
+        "out_of_sample": oos,
+        "model": {"name": cfg.model.name, **_ic_summary(sig)},
+        "fill_timing": strat.fill_timing,
+        "symbols": list(bars.symbols),
+    }
+    notes = [
+        f"Out-of-sample period {oos['start']} to {oos['end']} ({oos['bars']} bars): the model "
+        f"is retrained {cfg.walk_forward.retrain} on data before each period only.",
+        f"Orders decided on a bar's close fill at the {strat.fill_timing}"
+        + (" (the data has closes only)." if bars.close_only else "."),
+        f"Costs: commission {cfg.costs.commission_bps:g} bps + slippage "
+        f"{cfg.costs.slippage_bps:g} bps of traded value, on strategy and buy-and-hold alike.",
+    ]
+    s_sharpe = metrics["strategy"]["sharpe"]  # type: ignore[index]
+    b_sharpe = metrics["buy_and_hold"]["sharpe"]  # type: ignore[index]
+    s_ret = metrics["strategy"]["total_return"]  # type: ignore[index]
+    b_ret = metrics["buy_and_hold"]["total_return"]  # type: ignore[index]
+    verdict = ("beat" if (s_ret or 0) > (b_ret or 0) else "did NOT beat")
+    notes.append(f"Verdict: the strategy {verdict} equal-weight buy-and-hold on total return "
+                 f"({s_ret:+.1%} vs {b_ret:+.1%}); Sharpe {s_sharpe or 0:.2f} vs "
+                 f"{b_sharpe or 0:.2f}.")
+    warnings = []
+    if cfg.data.source == "bundled" and DATASETS[cfg.data.dataset].name == "sp500_20stocks":
+        warnings.append(SURVIVORSHIP_WARNING)
+    return RunOutput(cfg, bars, sig, strat, bench, metrics, notes, warnings)

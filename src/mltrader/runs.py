@@ -1,0 +1,85 @@
+"""Run folders: `runs/<timestamp>-<name>/` with config, metrics, equity, trades and the report."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from mltrader.backtest.report import write_report
+from mltrader.config import dump_config
+from mltrader.pipeline import RunOutput
+
+
+def _clean(obj: object) -> object:
+    """JSON-safe: NaN / inf become null, numpy scalars become Python numbers."""
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item"):
+        obj = obj.item()  # type: ignore[union-attr]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def metrics_json(out: RunOutput) -> str:
+    """The metrics file's exact text: no timestamps, so equal inputs give equal bytes."""
+    return json.dumps(_clean(out.metrics), indent=2) + "\n"
+
+
+def new_run_dir(base: Path, name: str, now: dt.datetime | None = None) -> Path:
+    """A fresh folder named by UTC time and run name; a suffix avoids clobbering."""
+    stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%d-%H%M%S")
+    path = base / f"{stamp}-{name}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = base / f"{stamp}-{name}-{n}"
+    path.mkdir(parents=True)
+    return path
+
+
+def write_run(out: RunOutput, run_dir: Path) -> dict[str, Path]:
+    """Write every artifact of a run; returns their paths by name."""
+    paths = {
+        "config": run_dir / "config.yaml",
+        "metrics": run_dir / "metrics.json",
+        "equity": run_dir / "equity.parquet",
+        "trades": run_dir / "trades.parquet",
+        "fills": run_dir / "fills.parquet",
+        "predictions": run_dir / "predictions.parquet",
+        "report": run_dir / "report.html",
+    }
+    paths["config"].write_text(dump_config(out.config))
+    paths["metrics"].write_text(metrics_json(out))
+    equity = pd.DataFrame({
+        "strategy": out.strategy.equity,
+        "strategy_cash": out.strategy.cash,
+        "buy_and_hold": out.benchmark.equity,
+    })
+    equity.index.name = "date"
+    equity.to_parquet(paths["equity"])
+    out.strategy.trades.to_parquet(paths["trades"], index=False)
+    out.strategy.fills.to_parquet(paths["fills"], index=False)
+    start = out.strategy.equity.index[0]
+    preds = out.signals.predictions.loc[start:]
+    preds.index.name = "date"
+    preds.to_parquet(paths["predictions"])
+    write_report(
+        paths["report"],
+        title=f"mltrader backtest: {out.config.name} ({out.config.model.name})",
+        strategy=out.strategy,
+        benchmark=out.benchmark,
+        metrics={"strategy": out.metrics["strategy"],  # type: ignore[dict-item]
+                 "buy & hold": out.metrics["buy_and_hold"]},  # type: ignore[dict-item]
+        notes=out.notes,
+        warnings=out.warnings,
+        strategy_name=f"Strategy ({out.config.model.name}, {out.config.strategy.name})",
+        benchmark_name="Buy & hold (equal weight)",
+    )
+    return paths
