@@ -1,0 +1,102 @@
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import BaseEstimator, RegressorMixin
+
+from mltrader.errors import ConfigError
+from mltrader.models.registry import make_model
+from mltrader.models.walkforward import make_folds, walk_forward_predict
+
+INDEX = pd.bdate_range("2000-01-03", "2006-12-29", tz="UTC")
+
+
+def test_yearly_folds_cover_test_years_and_embargo_the_label():
+    folds = make_folds(INDEX, first_test_year=2003, retrain="yearly", lookahead=2, embargo=3)
+    assert [INDEX[f.test_start].year for f in folds] == [2003, 2004, 2005, 2006]
+    for f in folds:
+        assert f.train_start == 0  # expanding
+        assert f.train_stop == f.test_start - 5  # 2-bar label + 3 extra bars
+        assert INDEX[f.test_stop - 1].year == INDEX[f.test_start].year
+    assert folds[-1].test_stop == len(INDEX)
+    for a, b in zip(folds, folds[1:], strict=False):
+        assert a.test_stop == b.test_start
+
+
+def test_rolling_and_monthly_folds():
+    folds = make_folds(INDEX, first_test_year=2004, retrain="monthly", lookahead=2,
+                       window="rolling", train_years=2)
+    assert len(folds) == 36
+    f = folds[0]
+    assert (INDEX[f.test_start] - INDEX[f.train_start]).days <= 2 * 366
+
+
+def test_first_test_year_outside_data():
+    with pytest.raises(ConfigError, match="after the data's last bar"):
+        make_folds(INDEX, first_test_year=2030, retrain="yearly", lookahead=2)
+    with pytest.raises(ConfigError, match="no training data"):
+        make_folds(INDEX, first_test_year=1990, retrain="yearly", lookahead=2)
+
+
+class _Recorder(BaseEstimator, RegressorMixin):
+    """Remembers which training rows it saw (the first feature is the bar position)."""
+
+    seen: list[np.ndarray] = []
+
+    def fit(self, x, y):
+        _Recorder.seen.append(x[:, 0].copy())
+        return self
+
+    def predict(self, x):
+        return np.zeros(len(x))
+
+
+def test_training_rows_never_reach_the_test_window():
+    t, n = len(INDEX), 3
+    x = np.repeat(np.arange(t, dtype=float)[:, None, None], n, axis=1)
+    y = np.random.default_rng(0).normal(size=(t, n))
+    folds = make_folds(INDEX, first_test_year=2003, retrain="quarterly", lookahead=2)
+    _Recorder.seen = []
+    pred, reports = walk_forward_predict(x, y, folds, _Recorder, min_train_rows=10)
+    for fold, seen in zip(folds, _Recorder.seen, strict=True):
+        assert seen.max() == fold.test_start - 3  # label of the last row ends at test_start-1
+    assert np.isnan(pred[: folds[0].test_start]).all()
+    assert not np.isnan(pred[folds[0].test_start :]).any()
+    assert len(reports) == len(folds)
+
+
+def test_scaler_is_fit_on_training_rows_only():
+    rng = np.random.default_rng(1)
+    t, n = len(INDEX), 2
+    x = rng.normal(size=(t, n, 1))
+    y = rng.normal(size=(t, n))
+    folds = make_folds(INDEX, first_test_year=2006, retrain="yearly", lookahead=2)
+    fitted = []
+
+    def factory():
+        m = make_model("ridge", {}, 0)
+        fitted.append(m)
+        return m
+
+    walk_forward_predict(x, y, folds, factory, min_train_rows=10)
+    scaler = fitted[0].steps[0][1]
+    train = x[: folds[0].train_stop].reshape(-1)
+    assert scaler.mean_[0] == pytest.approx(train.mean())
+    assert scaler.mean_[0] != pytest.approx(x.reshape(-1).mean())
+
+
+def test_too_few_training_rows_is_a_clear_error():
+    x = np.ones((len(INDEX), 1, 1))
+    y = np.ones((len(INDEX), 1))
+    folds = make_folds(INDEX, first_test_year=2001, retrain="yearly", lookahead=2)
+    with pytest.raises(ConfigError, match="min_train_rows"):
+        walk_forward_predict(x, y, folds, lambda: make_model("ridge", {}, 0),
+                             min_train_rows=10_000, index=INDEX)
+
+
+def test_lightgbm_is_deterministic():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3000, 5))
+    y = x[:, 0] * 0.1 + rng.normal(size=3000)
+    a = make_model("lightgbm", {"n_estimators": 20}, 7).fit(x, y).predict(x)
+    b = make_model("lightgbm", {"n_estimators": 20}, 7).fit(x, y).predict(x)
+    assert np.array_equal(a, b)
