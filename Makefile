@@ -20,10 +20,10 @@ demo: $(STAMP)
 	$(BIN)/mltrader backtest -c configs/default.yaml
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest
 
 clean:

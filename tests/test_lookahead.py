@@ -101,7 +101,10 @@ def test_lightgbm_pipeline_is_causal_too():
 
 @pytest.fixture
 def planted_leak():
-    register_feature("leak_next_return", lambda b: b.frame("close").shift(-1) / b.frame("close") - 1)
+    def peek(b: Bars) -> pd.DataFrame:
+        return b.frame("close").shift(-1) / b.frame("close") - 1  # tomorrow's return: a leak
+
+    register_feature("leak_next_return", peek)
     yield
     FEATURES.pop("leak_next_return")
 

@@ -1,0 +1,5 @@
+"""`python -m mltrader` runs the command line."""
+
+from mltrader.cli import main
+
+main()
