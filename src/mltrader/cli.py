@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -39,7 +40,7 @@ err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -156,13 +157,17 @@ def backtest(
     """
     from mltrader.config import load_config
     from mltrader.pipeline import run
-    from mltrader.runs import new_run_dir, write_run
+    from mltrader.runs import check_writable, new_run_dir, write_run
 
     overrides: dict[str, Any] = {}
     if data is not None:
         overrides.update({"data.source": "file", "data.path": str(data)})
-    if symbols:
-        overrides["data.symbols"] = [s.strip() for s in symbols.split(",") if s.strip()]
+    if symbols is not None:
+        listed = [s.strip() for s in symbols.split(",") if s.strip()]
+        if not listed:
+            raise MltraderError("--symbols is empty; give comma-separated symbols, "
+                                "e.g. --symbols AAPL,MSFT")
+        overrides["data.symbols"] = listed
     if start:
         overrides["data.start"] = start
     if end:
@@ -174,6 +179,7 @@ def backtest(
     if output_dir is not None:
         overrides["output_dir"] = str(output_dir)
     cfg = load_config(config, overrides)
+    check_writable(Path(cfg.output_dir))  # fail now, not after training
     result = run(cfg, progress=_fold_progress)
     run_dir = new_run_dir(Path(cfg.output_dir), cfg.name)
     paths = write_run(result, run_dir)
@@ -182,11 +188,11 @@ def backtest(
     out.print(metrics_table(m, f"Out of sample {oos['start']} .. {oos['end']}: "
                                f"{cfg.model.name}, {cfg.strategy.name} rule"))
     for note in result.notes[1:]:
-        out.print(f"- {note}", highlight=False)
+        out.print(f"- {escape(note)}", highlight=False)
     for w in result.warnings:
-        out.print(f"[yellow]warning:[/] {w}", highlight=False)
-    out.print(f"Report: [bold]{paths['report']}[/]")
-    out.print(f"Run folder: {run_dir}")
+        out.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
+    out.print(f"Report: [bold]{escape(str(paths['report']))}[/]")
+    out.print(f"Run folder: {escape(str(run_dir))}")
 
 
 @data_app.command("list")

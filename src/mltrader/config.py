@@ -126,6 +126,8 @@ def _format_error(err: ValidationError, source: str) -> str:
         allowed = ", ".join(model.model_fields)
         return (f"{source}: unknown key {loc!r}; check the spelling (allowed here: {allowed})")
     msg = e["msg"].removeprefix("Value error, ")
+    if msg.startswith(f"{loc}.") or msg.startswith(f"{loc} "):
+        return f"{source}: {msg}"  # the message already names the key
     got = e.get("input")
     got_s = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
     return f"{source}: {loc}: {msg}{got_s}"
@@ -155,11 +157,19 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{p}:{where} is not valid YAML ({getattr(err, 'problem', err)}); "
                           "fix the indentation or quoting there") from None
+    if not isinstance(raw, dict):
+        return config_from_dict(raw, str(p))  # the proper "expected a mapping" error
     for key, value in (overrides or {}).items():
         node = raw
         parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
+        for depth, part in enumerate(parts[:-1]):
+            if node.get(part) is None:  # an empty section (all children commented out)
+                node[part] = {}
+            node = node[part]
+            if not isinstance(node, dict):
+                section = ".".join(parts[: depth + 1])
+                raise ConfigError(f"{p}: `{section}` must be a mapping of keys to set {key} "
+                                  "from the command line")
         node[parts[-1]] = value
     return config_from_dict(raw, str(p))
 

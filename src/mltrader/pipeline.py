@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from mltrader.backtest.engine import EngineSettings, run_backtest
-from mltrader.backtest.metrics import compute_metrics
+from mltrader.backtest.metrics import benchmark_metrics, compute_metrics
 from mltrader.backtest.result import BacktestResult
 from mltrader.config import RunConfig
 from mltrader.data.bars import Bars
@@ -141,6 +141,7 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
     metrics: dict[str, object] = {
         "strategy": compute_metrics(strat),
         "buy_and_hold": compute_metrics(bench),
+        "vs_buy_and_hold": benchmark_metrics(strat, bench),
         "out_of_sample": oos,
         "model": {"name": cfg.model.name, **_ic_summary(sig)},
         "fill_timing": strat.fill_timing,

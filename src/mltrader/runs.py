@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
 
 from mltrader.backtest.report import write_report
 from mltrader.config import dump_config
+from mltrader.errors import MltraderError
 from mltrader.pipeline import RunOutput
 
 
@@ -30,6 +32,19 @@ def _clean(obj: object) -> object:
 def metrics_json(out: RunOutput) -> str:
     """The metrics file's exact text: no timestamps, so equal inputs give equal bytes."""
     return json.dumps(_clean(out.metrics), indent=2) + "\n"
+
+
+def check_writable(base: Path) -> None:
+    """Make sure run folders can be created under `base`, before any long work starts.
+
+    Creates nothing: it finds the nearest existing folder and checks it is writable.
+    """
+    probe = base.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise MltraderError(f"cannot write run folders to {base} ({probe} is not a writable "
+                            "folder); choose another --output-dir")
 
 
 def new_run_dir(base: Path, name: str, now: dt.datetime | None = None) -> Path:
@@ -75,7 +90,8 @@ def write_run(out: RunOutput, run_dir: Path) -> dict[str, Path]:
         title=f"mltrader backtest: {out.config.name} ({out.config.model.name})",
         strategy=out.strategy,
         benchmark=out.benchmark,
-        metrics={"strategy": out.metrics["strategy"],  # type: ignore[dict-item]
+        metrics={"strategy": {**out.metrics["strategy"],  # type: ignore[dict-item]
+                              **out.metrics["vs_buy_and_hold"]},  # type: ignore[dict-item]
                  "buy & hold": out.metrics["buy_and_hold"]},  # type: ignore[dict-item]
         notes=out.notes,
         warnings=out.warnings,

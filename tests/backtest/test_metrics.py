@@ -12,7 +12,14 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from mltrader.backtest.metrics import METRIC_KEYS, compute_metrics, drawdown_series
+from mltrader.backtest.metrics import (
+    BENCHMARK_KEYS,
+    METRIC_KEYS,
+    benchmark_metrics,
+    compute_metrics,
+    drawdown_series,
+    max_drawdown_duration_days,
+)
 from mltrader.backtest.result import FILL_COLUMNS, TRADE_COLUMNS, BacktestResult
 
 
@@ -107,6 +114,8 @@ def test_drawdowns_with_recovery() -> None:
     # initial-cash peak (dated at the first bar) regained Mar 3: 2 days; 120 on Mar 4
     # regained Mar 15: 11 days
     assert m["longest_drawdown_days"] == 11
+    # the deepest drawdown (-10% on Mar 1) is the short one: Mar 1 -> Mar 3
+    assert m["max_drawdown_duration_days"] == 2
 
 
 def test_flat_equity_has_undefined_ratios() -> None:
@@ -124,6 +133,11 @@ def test_flat_equity_has_undefined_ratios() -> None:
     assert m["turnover"] == 0.0
     assert m["total_costs"] == 0.0
     assert m["exposure"] == 0.0
+    assert m["calmar"] is None
+    assert m["max_drawdown_duration_days"] == 0
+    for key in ("profit_factor", "avg_win", "avg_loss", "avg_win_loss_ratio", "expectancy",
+                "expectancy_return", "best_trade_return", "worst_trade_return"):
+        assert m[key] is None, key
 
 
 def test_single_bar_has_no_volatility() -> None:
@@ -188,12 +202,172 @@ def test_keys_order_and_json_safety() -> None:
     assert all(type(v) in (float, int, type(None)) for v in m.values())
     assert isinstance(m["trades"], int) and isinstance(m["fills"], int)
     assert isinstance(m["longest_drawdown_days"], int)
+    assert isinstance(m["max_drawdown_duration_days"], int)
     json.dumps(m, allow_nan=False)
 
 
 def test_rejects_empty_equity() -> None:
     with pytest.raises(ValueError):
         compute_metrics(make_result([]))
+
+
+def test_calmar_is_cagr_over_max_drawdown() -> None:
+    # 3 bars at 3 per year = 1 year: cagr = total return = 21%, max drawdown 110 -> 99 = -10%
+    m = compute_metrics(make_result([110.0, 99.0, 121.0], 100.0), periods_per_year=3.0)
+    approx(m["cagr"], 0.21)
+    approx(m["max_drawdown"], -0.1)
+    approx(m["calmar"], 2.1)
+    # a steady loss: cagr = max drawdown = -27.1% over one year, calmar -1
+    m = compute_metrics(make_result([90.0, 81.0, 72.9], 100.0), periods_per_year=3.0)
+    approx(m["calmar"], -1.0)
+
+
+def test_calmar_none_without_drawdown() -> None:
+    assert compute_metrics(make_result([101.0, 102.0, 103.0]))["calmar"] is None
+
+
+def test_max_drawdown_duration_unrecovered_vs_longest() -> None:
+    dates = ["2021-01-01", "2021-01-02", "2021-01-20", "2021-01-21", "2021-01-25"]
+    # shallow -1% dip Jan 1 -> Jan 20 (19 days); deep 100.5 -> 80 from Jan 20, never regained
+    m = compute_metrics(make_result([100.0, 99.0, 100.5, 80.0, 90.0], 100.0, dates=dates))
+    approx(m["max_drawdown"], 80.0 / 100.5 - 1.0)
+    assert m["longest_drawdown_days"] == 19
+    assert m["max_drawdown_duration_days"] == 5  # Jan 20 -> last bar Jan 25
+
+
+def test_max_drawdown_duration_uses_last_bar_at_the_peak_and_exact_recovery() -> None:
+    dates = ["2021-01-04", "2021-01-05", "2021-01-06", "2021-01-08", "2021-01-11"]
+    # peak 105 reached Jan 4, held Jan 5; trough Jan 6; regained exactly Jan 8
+    res = make_result([105.0, 105.0, 95.0, 105.0, 104.0], 100.0, dates=dates)
+    assert compute_metrics(res)["max_drawdown_duration_days"] == 3
+
+
+def test_max_drawdown_duration_first_of_equal_troughs_and_bar_index() -> None:
+    # two -50% troughs; the first one (peak at bar 0 = initial cash, regained at bar 2) counts
+    equity = pd.Series([50.0, 80.0, 100.0, 120.0, 60.0, 60.0, 70.0])
+    assert max_drawdown_duration_days(equity, 100.0) == 2
+    # without timestamps the duration is a bar count: peak 120 at bar 1 to last bar 3
+    assert max_drawdown_duration_days(pd.Series([100.0, 120.0, 50.0, 60.0]), 100.0) == 2
+    assert max_drawdown_duration_days(pd.Series([110.0, 120.0]), 100.0) == 0
+
+
+def test_trade_statistics_on_closed_trades() -> None:
+    # closed pnl 5, -2, 0, 3, -4; the open +10 trade is left out
+    trades = trades_frame([5.0, -2.0, 0.0, 10.0, 3.0, -4.0],
+                          [False, False, False, True, False, False])
+    trades["return"] = [0.05, -0.01, 0.0, 0.9, 0.02, -0.08]
+    m = compute_metrics(make_result([100.0, 101.0], trades=trades))
+    approx(m["profit_factor"], 8.0 / 6.0)
+    approx(m["avg_win"], 4.0)
+    approx(m["avg_loss"], -3.0)
+    approx(m["avg_win_loss_ratio"], 4.0 / 3.0)
+    approx(m["expectancy"], 2.0 / 5.0)
+    approx(m["expectancy_return"], (0.05 - 0.01 + 0.0 + 0.02 - 0.08) / 5)
+    approx(m["best_trade_return"], 0.05)
+    approx(m["worst_trade_return"], -0.08)
+    approx(m["win_rate"], 2 / 5)
+
+
+def test_trade_statistics_only_winners() -> None:
+    m = compute_metrics(make_result([100.0, 101.0], trades=trades_frame([2.0, 6.0],
+                                                                        [False, False])))
+    assert m["profit_factor"] is None
+    approx(m["avg_win"], 4.0)
+    assert m["avg_loss"] is None
+    assert m["avg_win_loss_ratio"] is None
+    approx(m["expectancy"], 4.0)
+    approx(m["expectancy_return"], 0.4)
+    approx(m["best_trade_return"], 0.6)
+    approx(m["worst_trade_return"], 0.2)
+
+
+def test_trade_statistics_only_losers_and_scratches() -> None:
+    trades = trades_frame([-1.0, 0.0, -3.0], [False, False, False])
+    m = compute_metrics(make_result([100.0, 101.0], trades=trades))
+    assert m["profit_factor"] == 0.0
+    assert m["avg_win"] is None
+    approx(m["avg_loss"], -2.0)
+    assert m["avg_win_loss_ratio"] is None
+    approx(m["expectancy"], -4.0 / 3.0)
+    assert m["best_trade_return"] == 0.0
+    approx(m["worst_trade_return"], -0.3)
+
+
+def test_trade_statistics_none_when_all_open() -> None:
+    m = compute_metrics(make_result([100.0, 101.0], trades=trades_frame([3.0, -1.0],
+                                                                        [True, True])))
+    for key in ("profit_factor", "avg_win", "avg_loss", "avg_win_loss_ratio", "expectancy",
+                "expectancy_return", "best_trade_return", "worst_trade_return"):
+        assert m[key] is None, key
+
+
+# --- benchmark-relative metrics ----------------------------------------------------------
+
+def _from_returns(rets: Sequence[float], initial: float = 100.0,
+                  dates: Sequence[str] | None = None) -> BacktestResult:
+    return make_result(initial * np.cumprod(1.0 + np.asarray(rets, dtype=float)), initial,
+                       dates=dates)
+
+
+def test_benchmark_metrics_hand_computed() -> None:
+    # r = 2%, 0, 1%, -1%; b = 1%, -1%, 2%, 0: means 0.5% each; centred r = 1.5, -.5, .5, -1.5
+    # (%), centred b = .5, -1.5, 1.5, -.5: cov = 0.75e-4, var = 1.25e-4 each -> beta = corr = 0.6
+    # intercept = 0.005 - 0.6 * 0.005 = 0.002 per bar; active = +1%, +1%, -1%, -1%: mean 0
+    m = benchmark_metrics(_from_returns([0.02, 0.0, 0.01, -0.01]),
+                          _from_returns([0.01, -0.01, 0.02, 0.0], initial=50.0))
+    assert tuple(m) == BENCHMARK_KEYS
+    approx(m["beta"], 0.6)
+    approx(m["correlation"], 0.6)
+    approx(m["alpha"], 0.002 * 252)
+    approx(m["tracking_error"], math.sqrt(0.0004 / 3) * math.sqrt(252))
+    approx(m["information_ratio"], 0.0)
+    json.dumps(m, allow_nan=False)
+    assert all(type(v) is float for v in m.values())
+
+
+def test_benchmark_metrics_levered_benchmark_plus_drift() -> None:
+    # r = 2 b + 1% exactly: beta 2, correlation 1, alpha 1% per bar x 12
+    b = [0.1, -0.1, 0.1, -0.1]
+    m = benchmark_metrics(_from_returns([2 * x + 0.01 for x in b]), _from_returns(b),
+                          periods_per_year=12.0)
+    approx(m["beta"], 2.0)
+    approx(m["correlation"], 1.0)
+    approx(m["alpha"], 0.12)
+    # active = b + 1%: mean 1%, sample std sqrt(0.04 / 3)
+    approx(m["tracking_error"], math.sqrt(0.04 / 3 * 12))
+    approx(m["information_ratio"], 0.01 / math.sqrt(0.04 / 3) * math.sqrt(12))
+
+
+def test_benchmark_metrics_against_itself() -> None:
+    res = _from_returns([0.01, -0.02, 0.03])
+    m = benchmark_metrics(res, res)
+    approx(m["beta"], 1.0)
+    approx(m["correlation"], 1.0)
+    approx(m["alpha"], 0.0)
+    assert m["tracking_error"] == 0.0
+    assert m["information_ratio"] is None
+
+
+def test_benchmark_metrics_constant_benchmark_and_single_bar() -> None:
+    m = benchmark_metrics(_from_returns([0.01, -0.02, 0.03]), make_result([100.0] * 3))
+    assert m["beta"] is None and m["alpha"] is None and m["correlation"] is None
+    assert m["tracking_error"] is not None and m["information_ratio"] is not None
+    single = benchmark_metrics(make_result([101.0]), make_result([99.0]))
+    assert single == dict.fromkeys(BENCHMARK_KEYS)
+
+
+def test_benchmark_metrics_requires_identical_index() -> None:
+    res = _from_returns([0.01, 0.02, 0.03], dates=["2020-01-01", "2020-01-02", "2020-01-03"])
+    with pytest.raises(ValueError, match="3 bars, benchmark 2"):
+        benchmark_metrics(res, _from_returns([0.01, 0.02]))
+    shifted = _from_returns([0.01, 0.02, 0.03],
+                            dates=["2020-01-01", "2020-01-02", "2020-01-06"])
+    with pytest.raises(ValueError, match="identical equity indexes.*position 2"):
+        benchmark_metrics(res, shifted)
+    with pytest.raises(ValueError, match="periods_per_year"):
+        benchmark_metrics(res, res, periods_per_year=0.0)
+    with pytest.raises(ValueError, match="at least one bar"):
+        benchmark_metrics(make_result([]), make_result([]))
 
 
 # --- cross-checks against plain re-implementations ---------------------------------------

@@ -1,188 +1,243 @@
-"""The backtest engine: trade to target weights at the next bar, with costs, and keep the books.
+"""The backtest engine: targets or signals in, fills and books out, via the compiled kernel.
 
-Timing: a target row decided on bar t's close is executed at bar t+1's open ("next_open") or
-close ("next_close"; the only choice for close-only data). Equity is marked at every close.
-Long-only for now: weights must lie in [0, 1] and sum to at most 1 (no leverage).
+Timing: a decision on bar t's close becomes an order that can fill from bar t+1, at its open
+("next_open") or its close ("next_close", the only choice for close-only data). Stops and
+targets are checked intrabar from the bar after entry (see `EngineSettings`). Equity is
+marked at every close: equity = cash + sum(shares x last close).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
-from mltrader.backtest.result import FILL_COLUMNS, TRADE_COLUMNS, BacktestResult
+from mltrader.backtest import kernel as K
+from mltrader.backtest.result import BacktestResult
+from mltrader.backtest.settings import EngineSettings
 from mltrader.data.bars import Bars
 from mltrader.errors import MltraderError
 
-_EPS = 1e-12
+__all__ = ["EngineSettings", "run_backtest", "run_signals"]
+
+_ORDER_TYPES = {"market": K.MARKET, "limit": K.LIMIT, "stop": K.STOP, "stop_limit": K.STOP_LIMIT}
+_TYPE_NAMES = {v: k for k, v in _ORDER_TYPES.items()}
+FILL_REASONS = {K.R_ORDER: "order", K.R_STOP: "stop_loss", K.R_TARGET: "take_profit",
+                K.R_TRAIL: "trailing_stop", K.R_END: "end"}
+STATUS = {K.S_WORKING: "working", K.S_FILLED: "filled", K.S_CANCELLED: "cancelled",
+          K.S_REJECTED: "rejected", K.S_REPLACED: "replaced", K.S_PARTIAL: "partially_filled"}
+REASONS = {
+    K.W_NONE: "", K.W_NO_PRICE: "symbol did not trade on the fill bar",
+    K.W_NOT_REACHED: "limit/stop price not reached (day order)",
+    K.W_CASH: "not enough cash", K.W_LEVERAGE: "gross leverage limit",
+    K.W_NO_SHORT: "short selling not allowed", K.W_REPLACED: "replaced by a newer decision",
+    K.W_EXITED: "position closed by a stop/target", K.W_VOLUME: "volume limit: rest cancelled",
+    K.W_ZERO: "nothing to trade", K.W_RESIZED: "resized to fit cash / leverage",
+}
 
 
-@dataclass(frozen=True)
-class EngineSettings:
-    """Costs and execution rules; bps are basis points of traded value."""
-
-    initial_cash: float = 100_000.0
-    commission_bps: float = 0.0
-    slippage_bps: float = 0.0
-    fill: str = "next_close"  # or "next_open"
-    rebalance_band: float = 0.0
-
-
-def _check_targets(targets: np.ndarray, symbols: tuple[str, ...]) -> None:
-    with np.errstate(invalid="ignore"):
-        if (targets < -_EPS).any():
-            r, c = np.argwhere(targets < -_EPS)[0]
-            raise MltraderError(f"target weight for {symbols[c]} at row {r} is negative; "
-                                "short selling is not supported by this engine yet")
-        gross = np.nansum(targets, axis=1)
-    if (gross > 1 + 1e-9).any():
-        r = int(np.argmax(gross > 1 + 1e-9))
-        raise MltraderError(f"target weights at row {r} sum to {gross[r]:.4f} > 1; "
-                            "leverage is not supported: scale the weights down")
-
-
-class _Books:
-    """Round-trip bookkeeping per symbol: flat -> position -> flat."""
-
-    def __init__(self, n: int) -> None:
-        self.entry_bar = np.full(n, -1)
-        self.entry_price = np.zeros(n)
-        self.invested = np.zeros(n)
-        self.received = np.zeros(n)
-        self.max_qty = np.zeros(n)
-        self.rows: list[tuple] = []
-
-    def on_fill(self, i: int, bar: int, qty: float, price: float, cash_flow: float,
-                new_shares: float, index: pd.DatetimeIndex, sym: str) -> None:
-        if self.entry_bar[i] < 0:
-            self.entry_bar[i] = bar
-            self.entry_price[i] = price
-            self.invested[i] = self.received[i] = self.max_qty[i] = 0.0
-        if cash_flow < 0:
-            self.invested[i] -= cash_flow
-        else:
-            self.received[i] += cash_flow
-        self.max_qty[i] = max(self.max_qty[i], new_shares)
-        if new_shares <= _EPS:
-            self._close(i, bar, price, 0.0, index, sym, is_open=False)
-
-    def _close(self, i: int, bar: int, price: float, value_left: float,
-               index: pd.DatetimeIndex, sym: str, *, is_open: bool) -> None:
-        pnl = self.received[i] + value_left - self.invested[i]
-        ret = pnl / self.invested[i] if self.invested[i] > 0 else 0.0
-        self.rows.append((sym, index[self.entry_bar[i]], index[bar], self.entry_price[i], price,
-                          self.max_qty[i], pnl, ret, bar - self.entry_bar[i], is_open))
-        self.entry_bar[i] = -1
-
-    def finish(self, shares: np.ndarray, last_px: np.ndarray, bar: int,
-               index: pd.DatetimeIndex, symbols: tuple[str, ...]) -> pd.DataFrame:
-        for i in np.flatnonzero(self.entry_bar >= 0):
-            self._close(i, bar, last_px[i], shares[i] * last_px[i], index, symbols[i],
-                        is_open=True)
-        return pd.DataFrame(self.rows, columns=list(TRADE_COLUMNS))
+def _params(s: EngineSettings, mode: int, close_only: bool) -> tuple[np.ndarray, np.ndarray]:
+    ip = np.zeros(K.N_IP, dtype=np.int64)
+    ip[K.IP_NEXT_OPEN] = int(s.fill == "next_open")
+    ip[K.IP_WHOLE] = int(s.whole_shares)
+    ip[K.IP_SHORT] = int(s.allow_short)
+    ip[K.IP_ORDER_TYPE] = _ORDER_TYPES[s.order_type]
+    ip[K.IP_GTC] = int(s.tif == "gtc")
+    ip[K.IP_WAIT] = int(s.remainder == "wait")
+    ip[K.IP_REJECT] = int(s.oversize == "reject")
+    ip[K.IP_MODE] = mode
+    fp = np.zeros(K.N_FP)
+    fp[K.FP_CASH] = s.initial_cash
+    fp[K.FP_LIMIT_OFF] = s.limit_offset_bps
+    fp[K.FP_STOP_OFF] = s.stop_offset_bps
+    fp[K.FP_SL] = s.stop_loss or 0.0
+    fp[K.FP_TP] = s.take_profit or 0.0
+    fp[K.FP_TS] = s.trailing_stop or 0.0
+    fp[K.FP_COMM_BPS] = s.commission_bps
+    fp[K.FP_COMM_PS] = s.commission_per_share
+    fp[K.FP_COMM_MIN] = s.commission_min
+    fp[K.FP_COMM_FIXED] = s.commission_fixed
+    fp[K.FP_SLIP_BPS] = s.slippage_bps
+    fp[K.FP_SLIP_RANGE] = 0.0 if close_only else s.slippage_range_frac
+    fp[K.FP_SPREAD] = s.half_spread_bps
+    fp[K.FP_BORROW] = s.borrow_bps_per_year * 1e-4 / s.periods_per_year
+    fp[K.FP_VOL_SHARE] = s.max_volume_share or 0.0
+    fp[K.FP_LEVERAGE] = s.max_gross_leverage
+    fp[K.FP_SIZE_FRAC] = s.size_fraction
+    fp[K.FP_SIZE_BUF] = s.size_buffer
+    fp[K.FP_BAND] = s.rebalance_band
+    return ip, fp
 
 
-def run_backtest(
-    bars: Bars, targets: pd.DataFrame, settings: EngineSettings, start: int = 0
-) -> BacktestResult:
-    """Simulate trading to `targets` (T x N weights; NaN = no decision) from bar `start` on."""
+def _prices(bars: Bars) -> tuple[np.ndarray, ...]:
+    c = bars.close
+    if bars.close_only:
+        return c, c, c, c
+    return bars.open, bars.high, bars.low, c  # type: ignore[return-value]
+
+
+def _simulate(bars: Bars, settings: EngineSettings, mode: int, tw: np.ndarray,
+              sig: tuple[np.ndarray, ...], independent: bool, start: int) -> BacktestResult:
     if settings.fill == "next_open" and bars.close_only:
         raise MltraderError("execution.fill is next_open but the data has closes only; "
                             "use fill: next_close (or auto)")
-    tgt = targets.reindex(index=bars.index, columns=list(bars.symbols)).to_numpy(np.float64)
-    _check_targets(tgt, bars.symbols)
-    close = bars.close
-    exec_px = bars.open if settings.fill == "next_open" else bars.close
-    t_len, n = close.shape
-    comm = settings.commission_bps * 1e-4
-    slip = settings.slippage_bps * 1e-4
-    cash = float(settings.initial_cash)
-    shares = np.zeros(n)
-    last_px = np.full(n, np.nan)  # last known close, for marking symbols that did not trade
-    span = range(start, t_len)
-    eq_out = np.zeros(len(span))
-    cash_out = np.zeros(len(span))
-    pos_out = np.zeros((len(span), n))
-    val_out = np.zeros((len(span), n))
-    fills: list[tuple] = []
-    books = _Books(n)
-    pending: np.ndarray | None = None
-    for k, t in enumerate(span):
-        if pending is not None:
-            cash = _execute(t, pending, exec_px[t], last_px, shares, cash, comm, slip,
-                            settings.rebalance_band, fills, books, bars)
-            pending = None
-        px = close[t]
-        seen = ~np.isnan(px)
-        last_px[seen] = px[seen]
-        value = np.where(shares != 0, shares * np.nan_to_num(last_px), 0.0)
-        eq_out[k] = cash + value.sum()
-        cash_out[k] = cash
-        pos_out[k] = shares
-        val_out[k] = value
-        row = tgt[t]
-        if not np.isnan(row).all():
-            pending = row
+    if settings.max_volume_share and bars.volume is None:
+        raise MltraderError("max_volume_share is set but the data has no volume; "
+                            "remove the limit or load OHLCV data")
+    if not 0 <= start < len(bars):
+        raise MltraderError(f"start bar {start} is outside the data (0..{len(bars) - 1})")
+    o, h, lo, c = _prices(bars)
+    vol = bars.volume if bars.volume is not None else np.full(bars.shape, np.nan)
+    n = bars.shape[1]
+    book_of = np.arange(n, dtype=np.int64) if independent else np.zeros(n, dtype=np.int64)
+    n_books = n if independent else 1
+    ip, fp = _params(settings, mode, bars.close_only)
+    cap = max(1024, 4 * n)
+    while True:
+        out = K.simulate(o, h, lo, c, vol, tw, *sig, book_of, n_books, start, ip, fp, cap)
+        if not out[0]:
+            break
+        cap *= 4  # more events than room: run again with bigger record tables
+    return _result(bars, settings, start, independent, *out[1:])
+
+
+def _result(bars: Bars, s: EngineSettings, start: int, independent: bool, eq: np.ndarray,
+            cash: np.ndarray, pos: np.ndarray, borrow: np.ndarray, f_i: np.ndarray,
+            f_f: np.ndarray, tr_i: np.ndarray, tr_f: np.ndarray, od_i: np.ndarray,
+            od_f: np.ndarray) -> BacktestResult:
     idx = bars.index[start:]
     cols = list(bars.symbols)
-    equity = pd.Series(eq_out, index=idx, name="equity")
+    equity = pd.Series(eq.sum(axis=1), index=idx, name="equity")
+    positions = pd.DataFrame(pos, index=idx, columns=cols)
+    close = bars.close[start:]
+    last = pd.DataFrame(close, index=idx, columns=cols).ffill().to_numpy()
+    value = np.where(pos != 0, pos * np.nan_to_num(last), 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        weights = val_out / eq_out[:, None]
-    trades = books.finish(shares, np.nan_to_num(last_px), t_len - 1, bars.index, bars.symbols)
+        if independent:
+            weights = value / eq
+        else:
+            weights = value / eq[:, :1]
+    sym_cat = list(bars.symbols)
+
+    def symbols_of(codes: np.ndarray) -> pd.Categorical:
+        return pd.Categorical.from_codes(codes, categories=sym_cat)
+
+    def names(codes: np.ndarray, table: dict[int, str]) -> pd.Categorical:
+        return pd.Categorical.from_codes(codes, categories=[table[k] for k in sorted(table)])
+
+    fills = pd.DataFrame({
+        "date": bars.index[f_i[:, 0]],
+        "symbol": symbols_of(f_i[:, 1]),
+        "qty": f_f[:, 0],
+        "price": f_f[:, 1],
+        "notional": np.abs(f_f[:, 0]) * f_f[:, 1],
+        "commission": f_f[:, 2],
+        "slippage": f_f[:, 3],
+        "order_id": f_i[:, 2],
+        "reason": names(f_i[:, 3], FILL_REASONS),
+    })
+    order = np.lexsort((tr_i[:, 0], tr_i[:, 1]))  # by entry bar, then symbol
+    tr_i, tr_f = tr_i[order], tr_f[order]
+    trades = pd.DataFrame({
+        "symbol": symbols_of(tr_i[:, 0]),
+        "entry_date": bars.index[tr_i[:, 1]],
+        "exit_date": bars.index[tr_i[:, 2]],
+        "entry_price": tr_f[:, 0],
+        "exit_price": tr_f[:, 1],
+        "max_qty": np.abs(tr_f[:, 2]),
+        "pnl": tr_f[:, 3],
+        "return": tr_f[:, 4],
+        "bars_held": tr_i[:, 2] - tr_i[:, 1],
+        "open": tr_i[:, 4].astype(bool),
+        "entry_bar": tr_i[:, 1],
+        "exit_bar": tr_i[:, 2],
+        "qty": tr_f[:, 2],
+        "mae": tr_f[:, 5],
+        "mfe": tr_f[:, 6],
+        "exit_reason": names(tr_i[:, 3], FILL_REASONS),
+    })
+    typ = od_i[:, 3]
+    orders = pd.DataFrame({
+        "order_id": od_i[:, 0],
+        "symbol": symbols_of(od_i[:, 1]),
+        "created": bars.index[od_i[:, 2]],
+        "type": names(typ, _TYPE_NAMES),
+        "intent": pd.Categorical.from_codes(od_i[:, 4], categories=["target_weight", "enter"]),
+        "value": od_f[:, 0],
+        "limit_price": np.where((typ == K.LIMIT) | (typ == K.STOP_LIMIT), od_f[:, 1], np.nan),
+        "stop_price": np.where((typ == K.STOP) | (typ == K.STOP_LIMIT), od_f[:, 2], np.nan),
+        "filled_qty": od_f[:, 3],
+        "status": names(od_i[:, 5], STATUS),
+        "reason": names(od_i[:, 6], REASONS),
+        "closed": bars.index[od_i[:, 7]],
+    })
+    book_equity = pd.DataFrame(eq, index=idx, columns=cols) if independent else None
     return BacktestResult(
         equity=equity,
-        cash=pd.Series(cash_out, index=idx, name="cash"),
-        positions=pd.DataFrame(pos_out, index=idx, columns=cols),
+        cash=pd.Series(cash.sum(axis=1), index=idx, name="cash"),
+        positions=positions,
         weights=pd.DataFrame(weights, index=idx, columns=cols),
-        fills=pd.DataFrame(fills, columns=list(FILL_COLUMNS)),
+        fills=fills,
         trades=trades,
-        initial_cash=float(settings.initial_cash),
-        fill_timing="next bar's open" if settings.fill == "next_open" else "next bar's close",
+        initial_cash=float(s.initial_cash) * (bars.shape[1] if independent else 1),
+        fill_timing="next bar's open" if s.fill == "next_open" else "next bar's close",
+        orders=orders,
+        book_equity=book_equity,
+        borrow_costs=float(borrow.sum()),
     )
 
 
-def _execute(t: int, target: np.ndarray, px: np.ndarray, last_px: np.ndarray,
-             shares: np.ndarray, cash: float, comm: float, slip: float, band: float,
-             fills: list[tuple], books: _Books, bars: Bars) -> float:
-    """Fill one target row at prices `px`; sells first, then buys scaled to the cash left."""
-    mark = np.where(np.isnan(px), last_px, px)
-    equity = cash + float(np.nansum(np.where(shares != 0, shares * mark, 0.0)))
-    tradable = ~np.isnan(px) & ~np.isnan(target)
-    desired = np.where(tradable, target * equity / np.where(tradable, px, 1.0), shares)
-    delta = desired - shares
-    # Skip small re-weighting trades; opening and closing a position always go through.
-    notional = np.abs(delta) * np.nan_to_num(px)
-    small = (notional < band * equity) & (shares > 0) & (desired > 0)
-    dust = notional < 1e-9 * equity  # floating-point residue, not a trade
-    delta[small | dust | ~tradable] = 0.0
-    date = bars.index[t]
-    for i in np.flatnonzero(delta < 0):  # sells
-        qty = -delta[i] if desired[i] > _EPS else shares[i]
-        price = px[i] * (1 - slip)
-        notional = qty * price
-        fee = notional * comm
-        cash += notional - fee
-        shares[i] = 0.0 if desired[i] <= _EPS else shares[i] - qty
-        fills.append((date, bars.symbols[i], -qty, price, notional, fee, qty * px[i] * slip))
-        books.on_fill(i, t, -qty, price, notional - fee, shares[i], bars.index, bars.symbols[i])
-    buys = np.flatnonzero(delta > 0)
-    if len(buys):
-        cost = delta[buys] * px[buys] * (1 + slip) * (1 + comm)
-        total = float(cost.sum())
-        # a hair under the exact ratio, so rounding can never leave cash below zero
-        scale = min(1.0, max(cash, 0.0) / total * (1 - 1e-12)) if total > 0 else 1.0
-        for i in buys:
-            qty = delta[i] * scale
-            if qty <= _EPS:
-                continue
-            price = px[i] * (1 + slip)
-            notional = qty * price
-            fee = notional * comm
-            cash -= notional + fee
-            shares[i] += qty
-            fills.append((date, bars.symbols[i], qty, price, notional, fee, qty * px[i] * slip))
-            books.on_fill(i, t, qty, price, -(notional + fee), shares[i], bars.index,
-                          bars.symbols[i])
-    return cash
+def _check_targets(targets: np.ndarray, symbols: tuple[str, ...], s: EngineSettings) -> None:
+    with np.errstate(invalid="ignore"):
+        neg = targets < -1e-12
+        if neg.any() and not s.allow_short:
+            r, c = np.argwhere(neg)[0]
+            raise MltraderError(f"target weight for {symbols[c]} at row {r} is negative but "
+                                "short selling is off; set allow_short or use weights >= 0")
+        gross = np.nansum(np.abs(targets), axis=1)
+    limit = s.max_gross_leverage + 1e-9
+    if (gross > limit).any():
+        r = int(np.argmax(gross > limit))
+        raise MltraderError(f"target weights at row {r} have gross exposure {gross[r]:.4f} > "
+                            f"max_gross_leverage {s.max_gross_leverage:g}; scale them down")
+
+
+def run_backtest(bars: Bars, targets: pd.DataFrame, settings: EngineSettings, start: int = 0,
+                 independent: bool = False) -> BacktestResult:
+    """Trade to target weights (T x N, fractions of equity; NaN = no decision) from `start`."""
+    tgt = targets.reindex(index=bars.index, columns=list(bars.symbols)).to_numpy(np.float64)
+    _check_targets(tgt, bars.symbols, settings)
+    empty = np.zeros((1, 1), dtype=np.bool_)
+    return _simulate(bars, settings, K.MODE_TARGETS, np.ascontiguousarray(tgt),
+                     (empty, empty, empty, empty), independent, start)
+
+
+def _as_bool(name: str, a: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+    if a is None:
+        return np.zeros(shape, dtype=np.bool_)
+    arr = np.asarray(a, dtype=np.bool_)
+    if arr.ndim == 1 and shape[1] == 1:
+        arr = arr[:, None]
+    if arr.shape != shape:
+        raise MltraderError(f"{name} has shape {arr.shape}, expected {shape} (bars x symbols)")
+    return np.ascontiguousarray(arr)
+
+
+def run_signals(bars: Bars, entries: np.ndarray, exits: np.ndarray, settings: EngineSettings,
+                *, short_entries: np.ndarray | None = None,
+                short_exits: np.ndarray | None = None, independent: bool = False,
+                start: int = 0) -> BacktestResult:
+    """Enter on `entries` when flat, exit on `exits` when long (and mirrored for shorts).
+
+    Entries are sized from cash at the fill price: size_fraction x cash / (price x
+    (1 + size_buffer)), floored when whole_shares. Exits are market orders and fill before
+    the stops are checked on their bar. `independent=True` gives every symbol its own book
+    with `initial_cash` (the result's equity is the sum; `book_equity` has each).
+    """
+    shape = bars.shape
+    if (short_entries is not None) and not settings.allow_short:
+        raise MltraderError("short_entries given but allow_short is off; set allow_short=True")
+    sig = (_as_bool("entries", entries, shape), _as_bool("exits", exits, shape),
+           _as_bool("short_entries", short_entries, shape),
+           _as_bool("short_exits", short_exits, shape))
+    tw = np.zeros((1, 1))
+    return _simulate(bars, settings, K.MODE_SIGNALS, tw, sig, independent, start)

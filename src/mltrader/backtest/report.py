@@ -34,11 +34,26 @@ METRIC_LABELS: dict[str, tuple[str, str]] = {
     "turnover": ("Turnover (x/yr)", "times"),
     "total_costs": ("Total costs", "money"),
     "exposure": ("Exposure (share of bars)", "pct"),
+    "calmar": ("Calmar", "ratio"),
+    "max_drawdown_duration_days": ("Max drawdown duration (days)", "int"),
+    "profit_factor": ("Profit factor", "ratio"),
+    "avg_win": ("Average win", "money"),
+    "avg_loss": ("Average loss", "money"),
+    "avg_win_loss_ratio": ("Average win / average loss", "ratio"),
+    "expectancy": ("Expectancy (per trade)", "money"),
+    "expectancy_return": ("Expectancy (return per trade)", "pct"),
+    "best_trade_return": ("Best trade", "pct"),
+    "worst_trade_return": ("Worst trade", "pct"),
+    "alpha": ("Alpha vs buy & hold (annual)", "pct"),
+    "beta": ("Beta vs buy & hold", "ratio"),
+    "information_ratio": ("Information ratio vs buy & hold", "ratio"),
+    "tracking_error": ("Tracking error (annual)", "pct"),
+    "correlation": ("Correlation with buy & hold", "ratio"),
 }
 # rows where the better column is bolded: max = higher is better, min = lower is better
 _BETTER: dict[str, Callable[[Sequence[float]], float]] = {
     "total_return": max, "cagr": max, "sharpe": max, "sortino": max,
-    "max_drawdown": max, "longest_drawdown_days": min,
+    "max_drawdown": max, "longest_drawdown_days": min, "calmar": max,
 }
 _SIG_DIGITS = 6
 _TRADE_ROWS = 50

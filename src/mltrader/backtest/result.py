@@ -11,6 +11,13 @@ TRADE_COLUMNS = (
     "symbol", "entry_date", "exit_date", "entry_price", "exit_price", "max_qty",
     "pnl", "return", "bars_held", "open",
 )
+# Added by the engine on top of the columns above (tests and reports may build without them).
+FILL_EXTRA_COLUMNS = ("order_id", "reason")
+TRADE_EXTRA_COLUMNS = ("entry_bar", "exit_bar", "qty", "mae", "mfe", "exit_reason")
+ORDER_COLUMNS = (
+    "order_id", "symbol", "created", "type", "intent", "value", "limit_price", "stop_price",
+    "filled_qty", "status", "reason", "closed",
+)
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,12 @@ class BacktestResult:
       ``pnl`` is net of costs, ``return`` = pnl / money put in, ``open`` is True for a trade
       still open at the end (marked at the last close).
     - ``fill_timing``: words for the report, e.g. "next bar's close".
+    - ``orders``: every order with its final status and the reason (ORDER_COLUMNS);
+      ``book_equity``: equity per symbol when each symbol trades its own book;
+      ``borrow_costs``: money paid to borrow shares for shorts.
+    - Trades from the engine also carry ``entry_bar``/``exit_bar`` (positions in the bar
+      index), signed ``qty`` (largest position), ``mae``/``mfe`` (worst / best price move
+      from entry while open, as fractions: mae <= 0 <= mfe) and ``exit_reason``.
     """
 
     equity: pd.Series
@@ -36,3 +49,6 @@ class BacktestResult:
     trades: pd.DataFrame
     initial_cash: float
     fill_timing: str = "next bar's open"
+    orders: pd.DataFrame | None = None
+    book_equity: pd.DataFrame | None = None
+    borrow_costs: float = 0.0

@@ -1,0 +1,616 @@
+"""The compiled simulation loop: one pass over bars, per-symbol state in flat arrays.
+
+Everything here is numba-compiled (``cache=True``) and works on plain numpy arrays: no
+per-bar Python objects. `engine.py` packs settings into the `IP_*` / `FP_*` parameter
+vectors, calls `simulate`, and turns the record arrays into DataFrames.
+
+Per bar t (from `start`): borrow fees on shorts; working orders try to fill (orders that
+reduce exposure first, then the rest); stops / targets / trailing stops of positions opened
+before t; mark to the close; then the decision taken on t's close creates or replaces orders,
+which can fill from t+1 on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# ---- integer parameters
+IP_NEXT_OPEN, IP_WHOLE, IP_SHORT, IP_ORDER_TYPE, IP_GTC, IP_WAIT, IP_REJECT, IP_MODE = range(8)
+N_IP = 8
+# ---- float parameters
+(FP_CASH, FP_LIMIT_OFF, FP_STOP_OFF, FP_SL, FP_TP, FP_TS, FP_COMM_BPS, FP_COMM_PS,
+ FP_COMM_MIN, FP_COMM_FIXED, FP_SLIP_BPS, FP_SLIP_RANGE, FP_SPREAD, FP_BORROW, FP_VOL_SHARE,
+ FP_LEVERAGE, FP_SIZE_FRAC, FP_SIZE_BUF, FP_BAND) = range(19)
+N_FP = 19
+
+MODE_TARGETS, MODE_SIGNALS = 0, 1
+MARKET, LIMIT, STOP, STOP_LIMIT = 0, 1, 2, 3
+KIND_TARGET, KIND_ENTER = 0, 1
+# fill / trade-exit reasons
+R_ORDER, R_STOP, R_TARGET, R_TRAIL, R_END = 0, 1, 2, 3, 4
+# order statuses
+S_WORKING, S_FILLED, S_CANCELLED, S_REJECTED, S_REPLACED, S_PARTIAL = 0, 1, 2, 3, 4, 5
+# order status reasons
+(W_NONE, W_NO_PRICE, W_NOT_REACHED, W_CASH, W_LEVERAGE, W_NO_SHORT, W_REPLACED, W_EXITED,
+ W_VOLUME, W_ZERO, W_RESIZED) = range(11)
+
+_EPS = 1e-9
+
+
+@njit(cache=True)
+def _commission(qty: float, value: float, fp: np.ndarray) -> float:
+    per_share = abs(qty) * fp[FP_COMM_PS]
+    if per_share < fp[FP_COMM_MIN]:
+        per_share = fp[FP_COMM_MIN]
+    return per_share + value * fp[FP_COMM_BPS] * 1e-4 + fp[FP_COMM_FIXED]
+
+
+@njit(cache=True)
+def _slipped(price: float, side: float, hi: float, lo: float, fp: np.ndarray) -> float:
+    """Fill price after slippage (bps + share of the bar's range) and the half-spread."""
+    rng = hi - lo
+    if not rng > 0.0:
+        rng = 0.0
+    adj = price * (fp[FP_SLIP_BPS] + fp[FP_SPREAD]) * 1e-4 + fp[FP_SLIP_RANGE] * rng
+    return price + side * adj
+
+
+@njit(cache=True)
+def _order_price(typ: int, side: float, lim: float, stp: float, trig: np.ndarray, i: int,
+                 o: float, h: float, lo: float) -> float:
+    """Reference fill price of a working order on a bar (NaN if it does not fill)."""
+    if typ == MARKET:
+        return o
+    if typ == LIMIT:
+        if side > 0:
+            if o <= lim:
+                return o
+            if lo <= lim:
+                return lim
+        else:
+            if o >= lim:
+                return o
+            if h >= lim:
+                return lim
+        return np.nan
+    # stop and stop-limit: the stop triggers first
+    if trig[i] == 0:
+        if side > 0:
+            if o >= stp:
+                trig[i] = 1
+                px = o
+            elif h >= stp:
+                trig[i] = 1
+                px = stp
+            else:
+                return np.nan
+        else:
+            if o <= stp:
+                trig[i] = 1
+                px = o
+            elif lo <= stp:
+                trig[i] = 1
+                px = stp
+            else:
+                return np.nan
+        if typ == STOP:
+            return px
+        # stop-limit: fill at the trigger price only if it is within the limit
+        if (side > 0 and px <= lim) or (side < 0 and px >= lim):
+            return px
+        return np.nan
+    if typ == STOP:
+        return o
+    # a triggered stop-limit works as a limit order
+    if side > 0:
+        if o <= lim:
+            return o
+        if lo <= lim:
+            return lim
+    else:
+        if o >= lim:
+            return o
+        if h >= lim:
+            return lim
+    return np.nan
+
+
+@njit(cache=True)
+def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_of, n_books,
+             start, ip, fp, cap):
+    """Run the simulation; returns output arrays and record tables (see engine.py)."""
+    t_len, n = c_arr.shape
+    rows = t_len - start
+    eq_out = np.zeros((rows, n_books))
+    cash_out = np.zeros((rows, n_books))
+    pos_out = np.zeros((rows, n))
+    borrow_out = np.zeros(n_books)
+    # records: fills (bar, sym, qty, price, commission, slippage, order id, reason)
+    f_i = np.zeros((cap, 4), dtype=np.int64)
+    f_f = np.zeros((cap, 4))
+    nf = 0
+    # trades: int (sym, entry_bar, exit_bar, reason, open) float (entry px, exit px, max qty,
+    # pnl, return, mae, mfe)
+    tr_i = np.zeros((cap, 5), dtype=np.int64)
+    tr_f = np.zeros((cap, 7))
+    nt = 0
+    # orders: int (id, sym, created, type, kind, status, reason, last bar)
+    # float (value, limit, stop, filled qty)
+    od_i = np.zeros((cap, 8), dtype=np.int64)
+    od_f = np.zeros((cap, 4))
+    nod = 0
+    overflow = False
+
+    cash = np.full(n_books, fp[FP_CASH])
+    sh = np.zeros(n)
+    last = np.full(n, np.nan)
+    e_bar = np.full(n, -1, dtype=np.int64)
+    e_px = np.zeros(n)
+    best = np.zeros(n)
+    adv = np.zeros(n)
+    fav = np.zeros(n)
+    inv = np.zeros(n)
+    rec = np.zeros(n)
+    maxq = np.zeros(n)
+    # working order per symbol (row index into the order table, -1 if none)
+    o_row = np.full(n, -1, dtype=np.int64)
+    o_fixed = np.full(n, np.nan)
+    trig = np.zeros(n, dtype=np.int64)
+    mark = np.zeros(n)
+    bvalue = np.zeros(n_books)
+    bgross = np.zeros(n_books)
+
+    next_open = ip[IP_NEXT_OPEN] == 1
+    whole = ip[IP_WHOLE] == 1
+    allow_short = ip[IP_SHORT] == 1
+    lev = fp[FP_LEVERAGE]
+    sl, tp, ts = fp[FP_SL], fp[FP_TP], fp[FP_TS]
+    has_exits = sl > 0 or tp > 0 or ts > 0
+    borrow = fp[FP_BORROW]
+    vol_share = fp[FP_VOL_SHARE]
+    any_orders = 0
+
+    for t in range(start, t_len):
+        k = t - start
+        # ---------------------------------------------------------------- borrow fees
+        if borrow > 0 and t > start:
+            for i in range(n):
+                if sh[i] < 0 and last[i] == last[i]:
+                    fee = -sh[i] * last[i] * borrow
+                    cash[book_of[i]] -= fee
+                    borrow_out[book_of[i]] += fee
+                    inv[i] += fee
+        # ---------------------------------------------------------------- working orders
+        if any_orders > 0:
+            for b in range(n_books):
+                bvalue[b] = cash[b]
+                bgross[b] = 0.0
+            for i in range(n):
+                px = o_arr[t, i] if next_open else c_arr[t, i]
+                mk = px if px == px else last[i]
+                mark[i] = mk
+                if sh[i] != 0.0:
+                    bvalue[book_of[i]] += sh[i] * mk
+                    bgross[book_of[i]] += abs(sh[i]) * mk
+            for phase in range(2):  # 0: orders that reduce exposure, 1: the rest
+                for i in range(n):
+                    r = o_row[i]
+                    if r < 0:
+                        continue
+                    b = book_of[i]
+                    if next_open:
+                        bo, bh, bl = o_arr[t, i], h_arr[t, i], l_arr[t, i]
+                    else:
+                        bo = c_arr[t, i]
+                        bh = bo
+                        bl = bo
+                    kind = od_i[r, 4]
+                    # desired quantity change, at the bar's reference price
+                    if not (bo == bo):
+                        if phase == 1:
+                            if ip[IP_GTC] == 0 and o_fixed[i] != o_fixed[i]:
+                                od_i[r, 5] = S_CANCELLED
+                                od_i[r, 6] = W_NO_PRICE
+                                od_i[r, 7] = t
+                                o_row[i] = -1
+                                any_orders -= 1
+                        continue
+                    typ = od_i[r, 3]
+                    val = od_f[r, 0]
+                    if o_fixed[i] == o_fixed[i]:
+                        delta = o_fixed[i]
+                    elif kind == KIND_TARGET:
+                        ref = bo if typ == MARKET else (od_f[r, 1] if typ == LIMIT else od_f[r, 2])
+                        desired = val * bvalue[b] / ref
+                        if desired > sh[i] and desired > 0:  # buying: the weight pays costs too
+                            desired = val * bvalue[b] / (ref * (1.0 + (
+                                fp[FP_SLIP_BPS] + fp[FP_SPREAD] + fp[FP_COMM_BPS]) * 1e-4))
+                        if whole:
+                            desired = np.trunc(desired)
+                        delta = desired - sh[i]
+                        if (fp[FP_BAND] > 0 and sh[i] != 0 and desired != 0
+                                and (sh[i] > 0) == (desired > 0)
+                                and abs(delta) * ref < fp[FP_BAND] * bvalue[b]):
+                            delta = 0.0
+                        if abs(delta) * ref < 1e-9 * abs(bvalue[b]) + 1e-12:
+                            delta = 0.0
+                    else:  # entry sized from cash at the fill price
+                        ref = bo if typ == MARKET else (od_f[r, 1] if typ == LIMIT else od_f[r, 2])
+                        q = fp[FP_SIZE_FRAC] * cash[b] / (ref * (1.0 + fp[FP_SIZE_BUF]))
+                        if whole:
+                            q = np.floor(q)
+                        delta = q * val
+                    reduces = delta != 0.0 and abs(sh[i] + delta) < abs(sh[i])
+                    if (phase == 0) != reduces:
+                        continue
+                    if delta == 0.0:
+                        od_i[r, 5] = S_FILLED if od_f[r, 3] != 0 else S_CANCELLED
+                        od_i[r, 6] = W_NONE if od_f[r, 3] != 0 else W_ZERO
+                        od_i[r, 7] = t
+                        o_row[i] = -1
+                        o_fixed[i] = np.nan
+                        any_orders -= 1
+                        continue
+                    side = 1.0 if delta > 0 else -1.0
+                    ref_px = _order_price(typ, side, od_f[r, 1], od_f[r, 2], trig, i, bo, bh, bl)
+                    status_reason = W_NONE
+                    if ref_px == ref_px:
+                        # shorting rule: never go below zero without allow_short
+                        if not allow_short and sh[i] + delta < -_EPS:
+                            delta = -sh[i]
+                            status_reason = W_NO_SHORT
+                        # liquidity
+                        rest = 0.0
+                        if vol_share > 0:
+                            vol = v_arr[t, i]
+                            cap_q = vol * vol_share if vol == vol else np.inf
+                            if whole:
+                                cap_q = np.floor(cap_q)
+                            if abs(delta) > cap_q:
+                                rest = delta - side * cap_q
+                                delta = side * cap_q
+                        fpx = _slipped(ref_px, side, bh, bl, fp)
+                        # cash and leverage limits on trades that add exposure
+                        if not reduces and delta != 0.0:
+                            q_ok = abs(delta)
+                            cur = abs(sh[i]) * mark[i]
+                            new = abs(sh[i] + delta) * mark[i]
+                            room = lev * bvalue[b] - (bgross[b] - cur)
+                            if new > room:
+                                q_lev = max(room / mark[i] - abs(sh[i]), 0.0)
+                                if q_lev < q_ok:
+                                    q_ok = q_lev
+                                    status_reason = W_LEVERAGE
+                            if side > 0 and lev <= 1.0 + 1e-12:
+                                afford = (cash[b] - fp[FP_COMM_FIXED]) / (
+                                    fpx * (1.0 + fp[FP_COMM_BPS] * 1e-4) + fp[FP_COMM_PS])
+                                afford = max(afford * (1.0 - 1e-12), 0.0)
+                                if afford < q_ok:
+                                    q_ok = afford
+                                    status_reason = W_CASH
+                            if q_ok < abs(delta):
+                                if ip[IP_REJECT] == 1:
+                                    od_i[r, 5] = S_REJECTED
+                                    od_i[r, 6] = status_reason
+                                    od_i[r, 7] = t
+                                    o_row[i] = -1
+                                    o_fixed[i] = np.nan
+                                    any_orders -= 1
+                                    continue
+                                if whole:
+                                    q_ok = np.floor(q_ok)
+                                delta = side * q_ok
+                                rest = 0.0
+                        if delta != 0.0:
+                            if nf + 2 > cap or nt + 2 > cap:
+                                overflow = True
+                                break
+                            s0 = sh[i]
+                            # a fill that flips the sign is a close plus an open
+                            legs = 1
+                            q1 = delta
+                            if s0 != 0.0 and (s0 + delta) != 0.0 and ((s0 + delta) > 0) != (s0 > 0):
+                                legs = 2
+                                q1 = -s0
+                            for leg in range(legs):
+                                q = q1 if leg == 0 else delta + s0
+                                value = abs(q) * fpx
+                                comm = _commission(q, value, fp)
+                                if legs == 2:
+                                    whole_fee = _commission(delta, abs(delta) * fpx, fp)
+                                    comm = whole_fee * abs(q) / abs(delta)
+                                flow = -q * fpx - comm
+                                cash[b] += flow
+                                f_i[nf, 0] = t
+                                f_i[nf, 1] = i
+                                f_i[nf, 2] = od_i[r, 0]
+                                f_i[nf, 3] = R_ORDER
+                                f_f[nf, 0] = q
+                                f_f[nf, 1] = fpx
+                                f_f[nf, 2] = comm
+                                f_f[nf, 3] = abs(q) * abs(fpx - ref_px)
+                                nf += 1
+                                bvalue[b] += flow + q * mark[i]
+                                bgross[b] += (abs(sh[i] + q) - abs(sh[i])) * mark[i]
+                                if sh[i] == 0.0:
+                                    e_bar[i] = t
+                                    e_px[i] = fpx
+                                    best[i] = fpx
+                                    adv[i] = fpx
+                                    fav[i] = fpx
+                                    inv[i] = 0.0
+                                    rec[i] = 0.0
+                                    maxq[i] = 0.0
+                                if flow < 0:
+                                    inv[i] -= flow
+                                else:
+                                    rec[i] += flow
+                                sh[i] += q
+                                if abs(sh[i]) < 1e-10 * max(1.0, abs(q)):
+                                    sh[i] = 0.0
+                                if abs(sh[i]) > abs(maxq[i]):
+                                    maxq[i] = sh[i]
+                                if sh[i] == 0.0:
+                                    nt = _close_trade(tr_i, tr_f, nt, i, e_bar[i], t, R_ORDER, 0,
+                                                      e_px[i], fpx, maxq[i], rec[i] - inv[i],
+                                                      adv[i], fav[i])
+                                    e_bar[i] = -1
+                            od_f[r, 3] += delta
+                        # what is left of the order
+                        if rest != 0.0 and ip[IP_WAIT] == 1:
+                            o_fixed[i] = rest
+                            od_i[r, 5] = S_PARTIAL
+                            od_i[r, 7] = t
+                            continue
+                        filled_any = od_f[r, 3] != 0.0
+                        status = S_FILLED
+                        if rest != 0.0:
+                            status = S_PARTIAL if filled_any else S_CANCELLED
+                            status_reason = W_VOLUME
+                        elif status_reason == W_CASH or status_reason == W_LEVERAGE:
+                            if delta != 0.0:
+                                status_reason = W_RESIZED
+                            else:
+                                status = S_REJECTED
+                        elif status_reason == W_NO_SHORT and not filled_any:
+                            status = S_REJECTED
+                        od_i[r, 5] = status
+                        od_i[r, 6] = status_reason
+                        od_i[r, 7] = t
+                        o_row[i] = -1
+                        o_fixed[i] = np.nan
+                        trig[i] = 0
+                        any_orders -= 1
+                    elif ip[IP_GTC] == 0 and o_fixed[i] != o_fixed[i]:
+                        od_i[r, 5] = S_CANCELLED
+                        od_i[r, 6] = W_NOT_REACHED
+                        od_i[r, 7] = t
+                        o_row[i] = -1
+                        trig[i] = 0
+                        any_orders -= 1
+                if overflow:
+                    break
+            if overflow:
+                break
+        # ---------------------------------------------------------------- exits and marks
+        for i in range(n):
+            ci = c_arr[t, i]
+            if sh[i] != 0.0 and has_exits and e_bar[i] < t and ci == ci:
+                oi, hi, li = o_arr[t, i], h_arr[t, i], l_arr[t, i]
+                lng = sh[i] > 0
+                px = np.nan
+                why = R_STOP
+                if lng:
+                    stop = e_px[i] * (1.0 - sl) if sl > 0 else -np.inf
+                    trail = best[i] * (1.0 - ts) if ts > 0 else -np.inf
+                    lvl = stop
+                    if trail > stop:
+                        lvl = trail
+                        why = R_TRAIL
+                    if oi <= lvl:
+                        px = oi
+                    elif li <= lvl:
+                        px = lvl
+                    elif tp > 0:
+                        tgt = e_px[i] * (1.0 + tp)
+                        why = R_TARGET
+                        if oi >= tgt:
+                            px = oi
+                        elif hi >= tgt:
+                            px = tgt
+                else:
+                    stop = e_px[i] * (1.0 + sl) if sl > 0 else np.inf
+                    trail = best[i] * (1.0 + ts) if ts > 0 else np.inf
+                    lvl = stop
+                    if trail < stop:
+                        lvl = trail
+                        why = R_TRAIL
+                    if oi >= lvl:
+                        px = oi
+                    elif hi >= lvl:
+                        px = lvl
+                    elif tp > 0:
+                        tgt = e_px[i] * (1.0 - tp)
+                        why = R_TARGET
+                        if oi <= tgt:
+                            px = oi
+                        elif li <= tgt:
+                            px = tgt
+                if px == px:
+                    if nf + 1 > cap or nt + 1 > cap:
+                        overflow = True
+                        break
+                    q = -sh[i]
+                    side = 1.0 if q > 0 else -1.0
+                    fpx = _slipped(px, side, hi, li, fp)
+                    comm = _commission(q, abs(q) * fpx, fp)
+                    flow = -q * fpx - comm
+                    b = book_of[i]
+                    cash[b] += flow
+                    f_i[nf, 0] = t
+                    f_i[nf, 1] = i
+                    f_i[nf, 2] = -1
+                    f_i[nf, 3] = why
+                    f_f[nf, 0] = q
+                    f_f[nf, 1] = fpx
+                    f_f[nf, 2] = comm
+                    f_f[nf, 3] = abs(q) * abs(fpx - px)
+                    nf += 1
+                    if flow < 0:
+                        inv[i] -= flow
+                    else:
+                        rec[i] += flow
+                    if lng:
+                        adv[i] = min(adv[i], min(li, px))
+                        fav[i] = max(fav[i], min(hi, max(px, oi)))
+                    else:
+                        adv[i] = max(adv[i], max(hi, px))
+                        fav[i] = min(fav[i], max(li, min(px, oi)))
+                    sh[i] = 0.0
+                    nt = _close_trade(tr_i, tr_f, nt, i, e_bar[i], t, why, 0, e_px[i], fpx,
+                                      maxq[i], rec[i] - inv[i], adv[i], fav[i])
+                    e_bar[i] = -1
+                    if o_row[i] >= 0:  # a working order of an exited position is void
+                        r = o_row[i]
+                        od_i[r, 5] = S_CANCELLED
+                        od_i[r, 6] = W_EXITED
+                        od_i[r, 7] = t
+                        o_row[i] = -1
+                        o_fixed[i] = np.nan
+                        any_orders -= 1
+            if ci == ci:
+                last[i] = ci
+                if sh[i] != 0.0 and e_bar[i] < t:
+                    hi = h_arr[t, i]
+                    li = l_arr[t, i]
+                    if sh[i] > 0:
+                        if hi > best[i]:
+                            best[i] = hi
+                        if li < adv[i]:
+                            adv[i] = li
+                        if hi > fav[i]:
+                            fav[i] = hi
+                    else:
+                        if li < best[i]:
+                            best[i] = li
+                        if hi > adv[i]:
+                            adv[i] = hi
+                        if li < fav[i]:
+                            fav[i] = li
+        if overflow:
+            break
+        for b in range(n_books):
+            eq_out[k, b] = cash[b]
+            cash_out[k, b] = cash[b]
+        for i in range(n):
+            if sh[i] != 0.0:
+                eq_out[k, book_of[i]] += sh[i] * last[i]
+            pos_out[k, i] = sh[i]
+        # ---------------------------------------------------------------- decisions
+        if t == t_len - 1:
+            break
+        mode = ip[IP_MODE]
+        for i in range(n):
+            make = False
+            kind = KIND_TARGET
+            val = 0.0
+            if mode == MODE_TARGETS:
+                w = tw[t, i]
+                if w == w:
+                    make = True
+                    val = w
+            else:
+                if sh[i] > 0 and ext[t, i]:
+                    make = True
+                elif sh[i] < 0 and sext[t, i]:
+                    make = True
+                elif sh[i] == 0.0 and o_row[i] < 0:
+                    if ent[t, i]:
+                        make = True
+                        kind = KIND_ENTER
+                        val = 1.0
+                    elif allow_short and sent[t, i]:
+                        make = True
+                        kind = KIND_ENTER
+                        val = -1.0
+            if not make:
+                continue
+            if nod + 1 > cap:
+                overflow = True
+                break
+            if o_row[i] >= 0:
+                r = o_row[i]
+                od_i[r, 5] = S_REPLACED
+                od_i[r, 6] = W_REPLACED
+                od_i[r, 7] = t
+                any_orders -= 1
+            typ = ip[IP_ORDER_TYPE]
+            if mode == MODE_SIGNALS and kind == KIND_TARGET:
+                typ = MARKET  # exits are market orders
+            ref = c_arr[t, i]
+            if not (ref == ref):
+                ref = last[i]
+            side = 1.0
+            if kind == KIND_ENTER:
+                side = val
+            else:  # buy if the target value is above the current holding, else sell
+                held = sh[i] * last[i] if sh[i] != 0.0 else 0.0
+                if val * eq_out[k, book_of[i]] < held:
+                    side = -1.0
+            lim = ref * (1.0 - side * fp[FP_LIMIT_OFF] * 1e-4)
+            stp = ref * (1.0 + side * fp[FP_STOP_OFF] * 1e-4)
+            od_i[nod, 0] = nod
+            od_i[nod, 1] = i
+            od_i[nod, 2] = t
+            od_i[nod, 3] = typ
+            od_i[nod, 4] = kind
+            od_i[nod, 5] = S_WORKING
+            od_i[nod, 6] = W_NONE
+            od_i[nod, 7] = t
+            od_f[nod, 0] = val
+            od_f[nod, 1] = lim
+            od_f[nod, 2] = stp
+            od_f[nod, 3] = 0.0
+            o_row[i] = nod
+            o_fixed[i] = np.nan
+            trig[i] = 0
+            nod += 1
+            any_orders += 1
+        if overflow:
+            break
+    # open trades at the end, marked at the last close
+    if not overflow:
+        for i in range(n):
+            if sh[i] != 0.0:
+                if nt + 1 > cap:
+                    overflow = True
+                    break
+                nt = _close_trade(tr_i, tr_f, nt, i, e_bar[i], t_len - 1, R_END, 1, e_px[i],
+                                  last[i], maxq[i], rec[i] + sh[i] * last[i] - inv[i], adv[i],
+                                  fav[i])
+    return (overflow, eq_out, cash_out, pos_out, borrow_out, f_i[:nf], f_f[:nf], tr_i[:nt],
+            tr_f[:nt], od_i[:nod], od_f[:nod])
+
+
+@njit(cache=True)
+def _close_trade(tr_i, tr_f, nt, i, entry_bar, exit_bar, reason, is_open, entry_px, exit_px,
+                 max_qty, pnl, adv, fav):
+    tr_i[nt, 0] = i
+    tr_i[nt, 1] = entry_bar
+    tr_i[nt, 2] = exit_bar
+    tr_i[nt, 3] = reason
+    tr_i[nt, 4] = is_open
+    tr_f[nt, 0] = entry_px
+    tr_f[nt, 1] = exit_px
+    tr_f[nt, 2] = max_qty
+    tr_f[nt, 3] = pnl
+    basis = abs(max_qty) * entry_px
+    tr_f[nt, 4] = pnl / basis if basis > 0 else 0.0
+    if max_qty > 0:
+        tr_f[nt, 5] = adv / entry_px - 1.0
+        tr_f[nt, 6] = fav / entry_px - 1.0
+    else:
+        tr_f[nt, 5] = 1.0 - adv / entry_px
+        tr_f[nt, 6] = 1.0 - fav / entry_px
+    return nt + 1

@@ -1,0 +1,400 @@
+"""The `mltrader` command line end to end: help, data list, backtest runs and one-line errors.
+
+Small synthetic data (1500 bars x 4 symbols, ridge, first test year 2003) keeps each backtest
+well under a second; the bad-input cases fail before any training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner, Result
+
+from mltrader import __version__
+from mltrader.cli import app
+from mltrader.config import load_config
+from mltrader.data.files import save_file
+from mltrader.testing import synthetic_bars
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
+RUN_FILES = ("config.yaml", "metrics.json", "equity.parquet", "trades.parquet", "fills.parquet",
+             "predictions.parquet", "report.html")
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+# Wide terminal, no colour: help text and tables are not wrapped or styled in odd places.
+runner = CliRunner(env={"COLUMNS": "200", "FORCE_COLOR": None, "NO_COLOR": "1"})
+
+
+def plain(text: str) -> str:
+    return ANSI.sub("", text)
+
+
+def invoke(*args: str | Path) -> Result:
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def write_yaml(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def small_yaml(path: Path, output_dir: Path, model: str = "{name: ridge}") -> Path:
+    return write_yaml(path, (
+        f"model: {model}\n"
+        "walk_forward: {first_test_year: 2003, min_train_rows: 100}\n"
+        f"output_dir: {output_dir}\n"
+    ))
+
+
+def assert_one_line_error(result: Result, *needles: str) -> str:
+    """Non-zero exit, exactly one non-empty stderr line starting 'error:', no traceback."""
+    assert result.exit_code != 0, result.output
+    # in-process an uncaught exception would not print a traceback; it lands here instead
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    stderr = plain(result.stderr)
+    assert "Traceback" not in result.output
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, stderr
+    line = lines[0]
+    assert line.startswith("error:"), line
+    assert "internal error" not in line, line
+    for needle in needles:
+        assert needle in line, (needle, line)
+    return line
+
+
+def run_dirs(base: Path) -> list[Path]:
+    return sorted(p for p in base.iterdir() if p.is_dir()) if base.exists() else []
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Close-only and OHLC price files plus a small ridge config, shared by the module."""
+    d = tmp_path_factory.mktemp("cli_data")
+    return {
+        "dir": d,
+        "close": save_file(synthetic_bars(1500, 4, seed=11), d / "prices.csv"),
+        "ohlc": save_file(synthetic_bars(1500, 4, seed=11, ohlc=True), d / "ohlc.csv"),
+        "config": small_yaml(d / "small.yaml", d / "runs"),
+    }
+
+
+@pytest.fixture(scope="module")
+def e2e(files: dict[str, Path]) -> tuple[Result, Path]:
+    """One close-only backtest into the config's own output_dir."""
+    result = invoke("backtest", "-c", files["config"], "--data", files["close"])
+    assert result.exit_code == 0, result.output
+    dirs = run_dirs(files["dir"] / "runs")
+    assert len(dirs) == 1, dirs
+    return result, dirs[0]
+
+
+# ------------------------------------------------------------------------------ help / info
+@pytest.mark.parametrize("args", [["--help"], ["backtest", "--help"], ["data", "--help"],
+                                  ["data", "list", "--help"]])
+def test_help_exits_zero(args: list[str]) -> None:
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert "Usage" in plain(result.stdout)
+
+
+def test_no_args_shows_help() -> None:
+    result = invoke()
+    assert "backtest" in plain(result.output)
+    assert "Traceback" not in result.output
+
+
+def test_backtest_help_has_example_and_every_option() -> None:
+    text = plain(invoke("backtest", "--help").stdout)
+    assert "Example" in text
+    for opt in ("--config", "-c", "--data", "--symbols", "--start", "--end", "--model", "--seed",
+                "--output-dir", "-o"):
+        assert opt in text, opt
+
+
+def test_data_list() -> None:
+    result = invoke("data", "list")
+    assert result.exit_code == 0, result.output
+    text = plain(result.stdout)
+    for needle in ("sp500_20stocks", "1990-01-02", "2022-12-28", "sp500_ohlcv", "OHLCV"):
+        assert needle in text, needle
+    row = next(ln for ln in text.splitlines() if "sp500_20stocks" in ln)
+    assert "1990-01-02" in row and "2022-12-28" in row
+
+
+def test_version() -> None:
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert plain(result.stdout).strip() == f"mltrader {__version__}"
+
+
+# ------------------------------------------------------------------------------ end to end
+def test_backtest_writes_one_complete_run_folder(e2e: tuple[Result, Path]) -> None:
+    _, run_dir = e2e
+    for name in RUN_FILES:
+        assert (run_dir / name).is_file(), name
+        assert (run_dir / name).stat().st_size > 0, name
+
+
+def test_backtest_metrics_are_out_of_sample(e2e: tuple[Result, Path]) -> None:
+    _, run_dir = e2e
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("strategy", "buy_and_hold", "out_of_sample", "model"):
+        assert key in metrics, key
+    oos = metrics["out_of_sample"]
+    assert oos["start"].startswith("2003-")
+    assert metrics["model"]["name"] == "ridge"
+    equity = pd.read_parquet(run_dir / "equity.parquet")
+    first = equity.index[0]
+    assert str(first.date()) >= "2003-01-01"
+    assert str(first.date()) == oos["start"]
+    assert len(equity) == oos["bars"]
+    assert {"strategy", "buy_and_hold"} <= set(equity.columns)
+
+
+def test_backtest_prints_table_and_paths(e2e: tuple[Result, Path]) -> None:
+    result, run_dir = e2e
+    text = plain(result.stdout)
+    assert "buy & hold" in text
+    assert "Sharpe" in text and "Total return" in text
+    assert "Out of sample 2003-" in text
+    assert "report.html" in text
+    assert "Run folder:" in text
+    assert "Traceback" not in result.output
+
+
+def test_backtest_resolved_config_loads_back(e2e: tuple[Result, Path],
+                                             files: dict[str, Path]) -> None:
+    _, run_dir = e2e
+    cfg = load_config(run_dir / "config.yaml")
+    assert cfg.data.source == "file"
+    assert cfg.data.path is not None
+    assert Path(cfg.data.path) == files["close"]
+    assert cfg.model.name == "ridge"
+    assert cfg.walk_forward.first_test_year == 2003
+    assert Path(cfg.output_dir) == files["dir"] / "runs"
+
+
+@pytest.mark.parametrize("model", ["{name: ridge}",
+                                   "{name: lightgbm, params: {n_estimators: 30, n_jobs: 1}}"])
+def test_same_seed_same_metrics_bytes(tmp_path: Path, files: dict[str, Path], model: str
+                                      ) -> None:
+    cfg = small_yaml(tmp_path / "cfg.yaml", tmp_path / "unused", model)
+    texts = []
+    for out in ("a", "b"):
+        result = invoke("backtest", "-c", cfg, "--data", files["close"], "--seed", "7",
+                        "-o", tmp_path / out)
+        assert result.exit_code == 0, result.output
+        (run_dir,) = run_dirs(tmp_path / out)
+        texts.append((run_dir / "metrics.json").read_bytes())
+    assert texts[0] == texts[1]
+    assert not (tmp_path / "unused").exists()  # --output-dir overrides the config's
+
+
+def test_close_only_fills_at_next_close(e2e: tuple[Result, Path]) -> None:
+    result, run_dir = e2e
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["fill_timing"] == "next bar's close"
+    assert "closes only" in (run_dir / "report.html").read_text()
+    assert "closes only" in plain(result.stdout)
+
+
+def test_ohlc_fills_at_next_open(tmp_path: Path, files: dict[str, Path]) -> None:
+    result = invoke("backtest", "-c", files["config"], "--data", files["ohlc"], "-o", tmp_path)
+    assert result.exit_code == 0, result.output
+    (run_dir,) = run_dirs(tmp_path)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["fill_timing"] == "next bar's open"
+    assert "closes only" not in (run_dir / "report.html").read_text()
+
+
+# ------------------------------------------------------------------------------ bad config
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        ("modle: {name: ridge}\n", ["'modle'", "unknown key", "allowed here"]),
+        ("model: {nam: ridge}\n", ["'model.nam'", "unknown key", "name, params"]),
+        ("strategy: {threshold: abc}\n", ["strategy.threshold", "'abc'"]),
+        ("model: [a\n  b: c\n", ["not valid YAML", "line 2"]),
+    ],
+    ids=["unknown-top-key", "unknown-nested-key", "wrong-type", "invalid-yaml"],
+)
+def test_bad_config_is_one_line(tmp_path: Path, files: dict[str, Path], text: str,
+                                needles: list[str]) -> None:
+    cfg = write_yaml(tmp_path / "bad.yaml", text)
+    result = invoke("backtest", "-c", cfg, "--data", files["close"], "-o", tmp_path / "runs")
+    assert_one_line_error(result, str(cfg), *needles)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_config_not_a_mapping(tmp_path: Path) -> None:
+    cfg = write_yaml(tmp_path / "list.yaml", "- a\n- b\n")
+    result = invoke("backtest", "-c", cfg)  # no option overrides
+    assert_one_line_error(result, str(cfg), "expected a mapping", "got list")
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    result = invoke("backtest", "-c", missing)
+    assert_one_line_error(result, str(missing), "not found")
+
+
+def test_unknown_model(tmp_path: Path, files: dict[str, Path]) -> None:
+    result = invoke("backtest", "-c", files["config"], "--data", files["close"],
+                    "--model", "gpt", "-o", tmp_path / "runs")
+    assert_one_line_error(result, "model.name", "'gpt'", "lightgbm", "ridge")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_first_test_year_after_data_ends(tmp_path: Path, files: dict[str, Path]) -> None:
+    cfg = write_yaml(tmp_path / "late.yaml", (
+        "model: {name: ridge}\n"
+        "walk_forward: {first_test_year: 2010, min_train_rows: 100}\n"
+    ))
+    result = invoke("backtest", "-c", cfg, "--data", files["close"], "-o", tmp_path / "runs")
+    assert_one_line_error(result, "first_test_year", "2010", "2005-")
+    assert not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------------------------------------------ bundled data
+def test_unknown_symbol_on_bundled_data(tmp_path: Path) -> None:
+    result = invoke("backtest", "-c", DEFAULT_CONFIG, "--symbols", "AAPL,NOPE",
+                    "-o", tmp_path / "runs")
+    assert_one_line_error(result, "'NOPE'", "unknown symbol", "AAPL")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_dates_outside_bundled_data(tmp_path: Path) -> None:
+    result = invoke("backtest", "-c", DEFAULT_CONFIG, "--start", "1980-01-01",
+                    "--end", "1985-01-01", "-o", tmp_path / "runs")
+    assert_one_line_error(result, "no data between", "1980-01-01", "1985-01-01", "1990-01-02")
+    assert not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------------------------------------------ bad data files
+WIDE_OK = "date,AAA,BBB\n2020-01-01,10,20\n2020-01-02,11,21\n2020-01-03,12,22\n"
+BAD_DATA = {
+    # id: (file content, substrings of the message besides the file name)
+    "empty": ("", ["empty", "0 bytes"]),
+    "header-only": ("date,symbol,close\n", ["header but no data rows"]),
+    "no-close": ("date,symbol,open\n2020-01-01,AAA,10\n", ["no close column"]),
+    "unsorted": ("date,AAA\n2020-01-02,10\n2020-01-01,11\n2020-01-03,12\n",
+                 ["row 3", "'2020-01-01' comes after '2020-01-02'", "sort"]),
+    "duplicate-date": ("date,AAA\n2020-01-01,10\n2020-01-02,11\n2020-01-02,12\n",
+                       ["row 4", "duplicate date '2020-01-02'", "row 3"]),
+    "nan-inside": ("date,AAA,BBB\n2020-01-01,10,20\n2020-01-02,NaN,21\n2020-01-03,12,22\n",
+                   ["row 3", "column 'AAA'", "no price for AAA inside its history"]),
+    "non-positive": ("date,AAA,BBB\n2020-01-01,10,20\n2020-01-02,11,0\n2020-01-03,12,22\n",
+                     ["row 3", "column 'BBB'", "> 0"]),
+    "negative": ("date,symbol,close\n2020-01-01,AAA,10\n2020-01-02,AAA,-5\n",
+                 ["row 3", "'-5'", "> 0"]),
+    "high-below-low": ("date,symbol,open,high,low,close,volume\n"
+                       "2020-01-01,AAA,10,11,9,10.5,100\n"
+                       "2020-01-02,AAA,10,9,11,10,100\n",
+                       ["row 3", "high 9 is below low 11"]),
+    "bad-number": ("date,AAA,BBB\n2020-01-01,10,20\n2020-01-02,11,\"1,234.5\"\n",
+                   ["row 3", "column 'BBB'", "cannot read number '1,234.5'"]),
+    "bad-number-text": ("date,symbol,close\n2020-01-01,AAA,10\n2020-01-02,AAA,abc\n",
+                        ["row 3", "cannot read number 'abc'"]),
+}
+
+
+def test_good_wide_csv_parses(tmp_path: Path) -> None:
+    """Control for the bad-data cases: the same shape of file, valid, gets past loading."""
+    path = tmp_path / "wide.csv"
+    path.write_text(WIDE_OK)
+    cfg = write_yaml(tmp_path / "c.yaml", "model: {name: ridge}\n")
+    result = invoke("backtest", "-c", cfg, "--data", path, "-o", tmp_path / "runs")
+    # 3 bars cannot be walk-forward tested from 2005, but the error is about that, not the file
+    line = assert_one_line_error(result, "first_test_year")
+    assert str(path) not in line
+
+
+@pytest.mark.parametrize("case", list(BAD_DATA))
+def test_bad_data_file_is_one_line(tmp_path: Path, files: dict[str, Path], case: str) -> None:
+    content, needles = BAD_DATA[case]
+    path = tmp_path / f"{case}.csv"
+    path.write_text(content)
+    result = invoke("backtest", "-c", files["config"], "--data", path, "-o", tmp_path / "runs")
+    assert_one_line_error(result, str(path), *needles)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_missing_data_file(tmp_path: Path, files: dict[str, Path]) -> None:
+    path = tmp_path / "nope.csv"
+    result = invoke("backtest", "-c", files["config"], "--data", path, "-o", tmp_path / "runs")
+    assert_one_line_error(result, str(path), "file not found")
+
+
+# ------------------------------------------------- regressions: bugs found by these tests, fixed
+def test_error_text_with_square_brackets_is_printed_verbatim(tmp_path: Path,
+                                                             files: dict[str, Path]) -> None:
+    path = tmp_path / "brackets.csv"
+    path.write_text("date,AAA\n2020-01-01,10\n2020-01-02,[/x]\n")
+    result = invoke("backtest", "-c", files["config"], "--data", path)
+    assert_one_line_error(result, str(path), "cannot read number '[/x]'")
+
+
+def test_missing_file_with_brackets_in_name_is_named_verbatim(tmp_path: Path,
+                                                              files: dict[str, Path]) -> None:
+    path = tmp_path / "prices[red].csv"
+    result = invoke("backtest", "-c", files["config"], "--data", path)
+    assert_one_line_error(result, str(path), "file not found")
+
+
+def test_override_into_emptied_section_works(tmp_path: Path, files: dict[str, Path]) -> None:
+    """`data:` with every child commented out is YAML null; --data should simply fill it in."""
+    cfg = write_yaml(tmp_path / "c.yaml", (
+        "data:\n  # source: bundled\n"
+        "model: {name: ridge}\n"
+        "walk_forward: {first_test_year: 2003, min_train_rows: 100}\n"
+    ))
+    result = invoke("backtest", "-c", cfg, "--data", files["close"], "-o", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert len(run_dirs(tmp_path / "runs")) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "args", "needle"),
+    [
+        ("data: 5\nmodel: {name: ridge}\n", ["--data", "DATA"], "`data` must be a mapping"),
+        ("- a\n- b\n", ["--seed", "3"], "expected a mapping"),
+    ],
+    ids=["scalar-section+--data", "list+--seed"],
+)
+def test_override_into_non_mapping_is_a_user_error(tmp_path: Path, files: dict[str, Path],
+                                                   text: str, args: list[str], needle: str
+                                                   ) -> None:
+    cfg = write_yaml(tmp_path / "c.yaml", text)
+    args = [str(files["close"]) if a == "DATA" else a for a in args]
+    result = invoke("backtest", "-c", cfg, *args, "-o", tmp_path / "runs")
+    assert_one_line_error(result, str(cfg), needle)
+
+
+# ------------------------------------------------------------------------------ real process
+def test_subprocess_bad_input_is_one_clean_stderr_line(tmp_path: Path,
+                                                       files: dict[str, Path]) -> None:
+    path = tmp_path / "missing.csv"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("FORCE_COLOR", "MLTRADER_DEBUG", "TTY_COMPATIBLE", "TTY_INTERACTIVE")}
+    env.update({"COLUMNS": "400", "NO_COLOR": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "mltrader.cli", "backtest", "-c", str(files["config"]),
+         "--data", str(path), "-o", str(tmp_path / "runs")],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [ln for ln in plain(proc.stderr).splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error:")
+    assert str(path) in lines[0] and "file not found" in lines[0]
+    assert not (tmp_path / "runs").exists()
