@@ -226,6 +226,8 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                         if desired > sh[i] and desired > 0:  # buying: the weight pays costs too
                             desired = val * bvalue[b] / (ref * (1.0 + (
                                 fp[FP_SLIP_BPS] + fp[FP_SPREAD] + fp[FP_COMM_BPS]) * 1e-4))
+                            if desired < sh[i]:  # within the cost margin: hold, don't churn
+                                desired = sh[i]
                         if whole:
                             desired = np.trunc(desired)
                         delta = desired - sh[i]
@@ -237,7 +239,8 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                             delta = 0.0
                     else:  # entry sized from cash at the fill price
                         ref = bo if typ == MARKET else (od_f[r, 1] if typ == LIMIT else od_f[r, 2])
-                        q = fp[FP_SIZE_FRAC] * cash[b] / (ref * (1.0 + fp[FP_SIZE_BUF]))
+                        paid = _slipped(ref, val, bh, bl, fp)  # size at the price paid
+                        q = fp[FP_SIZE_FRAC] * cash[b] / (paid * (1.0 + fp[FP_SIZE_BUF]))
                         if whole:
                             q = np.floor(q)
                         delta = q * val
@@ -283,8 +286,11 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                                     q_ok = q_lev
                                     status_reason = W_LEVERAGE
                             if side > 0 and lev <= 1.0 + 1e-12:
-                                afford = (cash[b] - fp[FP_COMM_FIXED]) / (
-                                    fpx * (1.0 + fp[FP_COMM_BPS] * 1e-4) + fp[FP_COMM_PS])
+                                # cost(q) = q a + fixed + max(minimum, per_share q) <= cash
+                                a = fpx * (1.0 + fp[FP_COMM_BPS] * 1e-4)
+                                room_cash = cash[b] - fp[FP_COMM_FIXED]
+                                afford = min(room_cash / (a + fp[FP_COMM_PS]),
+                                             (room_cash - fp[FP_COMM_MIN]) / a)
                                 afford = max(afford * (1.0 - 1e-12), 0.0)
                                 if afford < q_ok:
                                     q_ok = afford
