@@ -76,19 +76,43 @@ class StrategyConfig(_Strict):
 
 
 class CostsConfig(_Strict):
-    """Trading costs in basis points of traded value."""
+    """Trading costs; bps are basis points (0.01%) of traded value."""
 
     commission_bps: float = Field(1.0, ge=0, le=1000)
+    commission_per_share: float = Field(0.0, ge=0, description="money per share traded")
+    commission_min: float = Field(0.0, ge=0, description="minimum per-share commission")
+    commission_fixed: float = Field(0.0, ge=0, description="money per order")
     slippage_bps: float = Field(5.0, ge=0, le=1000)
+    slippage_range_frac: float = Field(0.0, ge=0, le=1,
+                                       description="extra slippage: share of the bar's range")
+    half_spread_bps: float = Field(0.0, ge=0, le=1000)
+    borrow_bps_per_year: float = Field(0.0, ge=0, le=10000, description="fee on short value")
 
 
 class ExecutionConfig(_Strict):
-    """When a decision made on bar t's close is filled."""
+    """When and how a decision made on bar t's close is filled."""
 
     fill: Literal["auto", "next_open", "next_close"] = Field(
         "auto", description="auto = next_open for OHLC data, next_close for close-only data")
     rebalance_band: float = Field(
         0.01, ge=0, lt=1, description="skip re-weighting trades smaller than this weight")
+    order_type: Literal["market", "limit", "stop", "stop_limit"] = "market"
+    limit_offset_bps: float = Field(0.0, ge=0, le=5000)
+    stop_offset_bps: float = Field(0.0, ge=0, le=5000)
+    tif: Literal["day", "gtc"] = "day"
+    whole_shares: bool = False
+    max_volume_share: float | None = Field(None, gt=0, le=1)
+    remainder: Literal["wait", "cancel"] = "cancel"
+    max_gross_leverage: float = Field(1.0, gt=0, le=10)
+    oversize: Literal["resize", "reject"] = "resize"
+
+
+class RiskConfig(_Strict):
+    """Exits checked intrabar from the bar after entry (on closes for close-only data)."""
+
+    stop_loss: float | None = Field(None, gt=0, lt=1, description="e.g. 0.03 = 3% below entry")
+    take_profit: float | None = Field(None, gt=0, lt=10)
+    trailing_stop: float | None = Field(None, gt=0, lt=1)
 
 
 class RunConfig(_Strict):
@@ -104,6 +128,7 @@ class RunConfig(_Strict):
     strategy: StrategyConfig = StrategyConfig()
     costs: CostsConfig = CostsConfig()
     execution: ExecutionConfig = ExecutionConfig()
+    risk: RiskConfig = RiskConfig()
     output_dir: Path = Path("runs")
 
     @field_validator("features")

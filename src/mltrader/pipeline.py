@@ -6,6 +6,7 @@ walk-forward test bar, and buy-and-hold is run over exactly the same bars with t
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -103,6 +104,24 @@ def compute_signals(bars: Bars, cfg: RunConfig, progress: ProgressFactory | None
     return Signals(feats, labels, pred_df, weights, reports, fill)
 
 
+def engine_settings(cfg: RunConfig, fill: str) -> EngineSettings:
+    """The engine's settings from a run config (costs, execution, exits)."""
+    ex, co, rk = cfg.execution, cfg.costs, cfg.risk
+    return EngineSettings(
+        initial_cash=cfg.initial_cash, fill=fill,  # type: ignore[arg-type]
+        whole_shares=ex.whole_shares, order_type=ex.order_type,
+        limit_offset_bps=ex.limit_offset_bps, stop_offset_bps=ex.stop_offset_bps, tif=ex.tif,
+        stop_loss=rk.stop_loss, take_profit=rk.take_profit, trailing_stop=rk.trailing_stop,
+        commission_bps=co.commission_bps, commission_per_share=co.commission_per_share,
+        commission_min=co.commission_min, commission_fixed=co.commission_fixed,
+        slippage_bps=co.slippage_bps, slippage_range_frac=co.slippage_range_frac,
+        half_spread_bps=co.half_spread_bps, borrow_bps_per_year=co.borrow_bps_per_year,
+        max_volume_share=ex.max_volume_share, remainder=ex.remainder,
+        max_gross_leverage=ex.max_gross_leverage, oversize=ex.oversize,
+        rebalance_band=ex.rebalance_band,
+    )
+
+
 def buy_and_hold_targets(bars: Bars, start: int) -> pd.DataFrame:
     """Equal weight in every symbol trading at bar `start`, decided once and never rebalanced."""
     targets = np.full(bars.shape, np.nan)
@@ -128,13 +147,11 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
     bars = load_bars(cfg) if bars is None else bars
     sig = compute_signals(bars, cfg, progress)
     start = sig.folds[0].fold.test_start
-    settings = EngineSettings(
-        initial_cash=cfg.initial_cash, commission_bps=cfg.costs.commission_bps,
-        slippage_bps=cfg.costs.slippage_bps, fill=sig.fill,
-        rebalance_band=cfg.execution.rebalance_band,
-    )
+    settings = engine_settings(cfg, sig.fill)
     strat = run_backtest(bars, sig.weights, settings, start=start)
-    bench = run_backtest(bars, buy_and_hold_targets(bars, start), settings, start=start)
+    # buy-and-hold holds: same costs and fills, but no stop or target ever sells it
+    hold = dataclasses.replace(settings, stop_loss=None, take_profit=None, trailing_stop=None)
+    bench = run_backtest(bars, buy_and_hold_targets(bars, start), hold, start=start)
     idx = bars.index
     oos = {"start": str(idx[start].date()), "end": str(idx[-1].date()),
            "bars": int(len(idx) - start)}
@@ -155,6 +172,10 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
         f"Costs: commission {cfg.costs.commission_bps:g} bps + slippage "
         f"{cfg.costs.slippage_bps:g} bps of traded value, on strategy and buy-and-hold alike.",
     ]
+    rk = cfg.risk
+    if bars.close_only and (rk.stop_loss or rk.take_profit or rk.trailing_stop):
+        notes.append("Stops and targets are judged on closes only (no intrabar high/low in "
+                     "this data), so real fills could be worse than shown.")
     s_sharpe = metrics["strategy"]["sharpe"]  # type: ignore[index]
     b_sharpe = metrics["buy_and_hold"]["sharpe"]  # type: ignore[index]
     s_ret = metrics["strategy"]["total_return"]  # type: ignore[index]

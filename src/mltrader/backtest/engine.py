@@ -91,31 +91,37 @@ def _simulate(bars: Bars, settings: EngineSettings, mode: int, tw: np.ndarray,
     book_of = np.arange(n, dtype=np.int64) if independent else np.zeros(n, dtype=np.int64)
     n_books = n if independent else 1
     ip, fp = _params(settings, mode, bars.close_only)
-    cap = max(1024, 4 * n)
+    cap = _capacity(mode, tw, sig, n, settings)
     while True:
         out = K.simulate(o, h, lo, c, vol, tw, *sig, book_of, n_books, start, ip, fp, cap)
         if not out[0]:
-            break
-        cap *= 4  # more events than room: run again with bigger record tables
-    return _result(bars, settings, start, independent, *out[1:])
+            return _result(bars, settings, start, independent, *out[1:])
+        cap *= 4  # more events than the estimate: run again with bigger record tables
+
+
+def _capacity(mode: int, tw: np.ndarray, sig: tuple[np.ndarray, ...], n: int,
+              s: EngineSettings) -> int:
+    """Room for orders, fills and trades: an upper bound in the usual cases, so one run does."""
+    if mode == K.MODE_SIGNALS:
+        decisions = sum(int(np.count_nonzero(a)) for a in sig)
+    else:
+        decisions = int(np.count_nonzero(~np.isnan(tw)))
+    per_order = 8 if s.remainder == "wait" and s.max_volume_share else 2
+    return 64 + 2 * n + per_order * decisions
 
 
 def _result(bars: Bars, s: EngineSettings, start: int, independent: bool, eq: np.ndarray,
-            cash: np.ndarray, pos: np.ndarray, borrow: np.ndarray, f_i: np.ndarray,
-            f_f: np.ndarray, tr_i: np.ndarray, tr_f: np.ndarray, od_i: np.ndarray,
-            od_f: np.ndarray) -> BacktestResult:
+            cash: np.ndarray, pos: np.ndarray, val: np.ndarray, borrow: np.ndarray,
+            f_i: np.ndarray, f_f: np.ndarray, tr_i: np.ndarray, tr_f: np.ndarray,
+            od_i: np.ndarray, od_f: np.ndarray) -> BacktestResult:
     idx = bars.index[start:]
     cols = list(bars.symbols)
-    equity = pd.Series(eq.sum(axis=1), index=idx, name="equity")
-    positions = pd.DataFrame(pos, index=idx, columns=cols)
-    close = bars.close[start:]
-    last = pd.DataFrame(close, index=idx, columns=cols).ffill().to_numpy()
-    value = np.where(pos != 0, pos * np.nan_to_num(last), 0.0)
+    equity = pd.Series(eq[:, 0] if eq.shape[1] == 1 else eq.sum(axis=1), index=idx,
+                       name="equity", copy=False)
+    positions = pd.DataFrame(pos, index=idx, columns=cols, copy=False)
     with np.errstate(invalid="ignore", divide="ignore"):
-        if independent:
-            weights = value / eq
-        else:
-            weights = value / eq[:, :1]
+        val /= eq if independent else eq[:, :1]  # position value -> weight of its book
+    weights = pd.DataFrame(val, index=idx, columns=cols, copy=False)
     sym_cat = list(bars.symbols)
 
     def symbols_of(codes: np.ndarray) -> pd.Categorical:
@@ -173,9 +179,10 @@ def _result(bars: Bars, s: EngineSettings, start: int, independent: bool, eq: np
     book_equity = pd.DataFrame(eq, index=idx, columns=cols) if independent else None
     return BacktestResult(
         equity=equity,
-        cash=pd.Series(cash.sum(axis=1), index=idx, name="cash"),
+        cash=pd.Series(cash[:, 0] if cash.shape[1] == 1 else cash.sum(axis=1), index=idx,
+                       name="cash", copy=False),
         positions=positions,
-        weights=pd.DataFrame(weights, index=idx, columns=cols),
+        weights=weights,
         fills=fills,
         trades=trades,
         initial_cash=float(s.initial_cash) * (bars.shape[1] if independent else 1),

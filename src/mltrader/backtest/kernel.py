@@ -119,12 +119,20 @@ def _order_price(typ: int, side: float, lim: float, stp: float, trig: np.ndarray
 @njit(cache=True)
 def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_of, n_books,
              start, ip, fp, cap):
-    """Run the simulation; returns output arrays and record tables (see engine.py)."""
+    """Run the simulation; returns output arrays and record tables (see engine.py).
+
+    `cap` is the size of the record tables; when they would overflow the run stops early
+    with `overflow` True and the caller runs it again with more room (growing the tables
+    inside the loop made it several times slower).
+    """
     t_len, n = c_arr.shape
     rows = t_len - start
-    eq_out = np.zeros((rows, n_books))
-    cash_out = np.zeros((rows, n_books))
-    pos_out = np.zeros((rows, n))
+    # outputs are written in full for every bar, so they need no zero-fill pass
+    eq_out = np.empty((rows, n_books))
+    cash_out = np.empty((rows, n_books))
+    pos_out = np.empty((rows, n))
+    val_out = np.empty((rows, n))
+    overflow = False
     borrow_out = np.zeros(n_books)
     # records: fills (bar, sym, qty, price, commission, slippage, order id, reason)
     f_i = np.zeros((cap, 4), dtype=np.int64)
@@ -140,7 +148,6 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
     od_i = np.zeros((cap, 8), dtype=np.int64)
     od_f = np.zeros((cap, 4))
     nod = 0
-    overflow = False
 
     cash = np.full(n_books, fp[FP_CASH])
     sh = np.zeros(n)
@@ -511,7 +518,11 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
             cash_out[k, b] = cash[b]
         for i in range(n):
             if sh[i] != 0.0:
-                eq_out[k, book_of[i]] += sh[i] * last[i]
+                v = sh[i] * last[i]
+                eq_out[k, book_of[i]] += v
+                val_out[k, i] = v
+            else:
+                val_out[k, i] = 0.0
             pos_out[k, i] = sh[i]
         # ---------------------------------------------------------------- decisions
         if t == t_len - 1:
@@ -586,16 +597,17 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
         if overflow:
             break
     # open trades at the end, marked at the last close
-    if not overflow:
-        for i in range(n):
-            if sh[i] != 0.0:
-                if nt + 1 > cap:
-                    overflow = True
-                    break
-                nt = _close_trade(tr_i, tr_f, nt, i, e_bar[i], t_len - 1, R_END, 1, e_px[i],
-                                  last[i], maxq[i], rec[i] + sh[i] * last[i] - inv[i], adv[i],
-                                  fav[i])
-    return (overflow, eq_out, cash_out, pos_out, borrow_out, f_i[:nf], f_f[:nf], tr_i[:nt],
+    for i in range(n):
+        if overflow:
+            break
+        if sh[i] != 0.0:
+            if nt + 1 > cap:
+                overflow = True
+                break
+            nt = _close_trade(tr_i, tr_f, nt, i, e_bar[i], t_len - 1, R_END, 1, e_px[i],
+                              last[i], maxq[i], rec[i] + sh[i] * last[i] - inv[i], adv[i],
+                              fav[i])
+    return (overflow, eq_out, cash_out, pos_out, val_out, borrow_out, f_i[:nf], f_f[:nf], tr_i[:nt],
             tr_f[:nt], od_i[:nod], od_f[:nod])
 
 
