@@ -26,7 +26,7 @@ from mltrader.testing import synthetic_bars
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
 RUN_FILES = ("config.yaml", "metrics.json", "equity.parquet", "trades.parquet", "fills.parquet",
-             "predictions.parquet", "report.html")
+             "orders.parquet", "predictions.parquet", "report.html")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 # Wide terminal, no colour: help text and tables are not wrapped or styled in odd places.

@@ -67,6 +67,7 @@ def write_run(out: RunOutput, run_dir: Path) -> dict[str, Path]:
         "equity": run_dir / "equity.parquet",
         "trades": run_dir / "trades.parquet",
         "fills": run_dir / "fills.parquet",
+        "orders": run_dir / "orders.parquet",
         "predictions": run_dir / "predictions.parquet",
         "report": run_dir / "report.html",
     }
@@ -81,6 +82,8 @@ def write_run(out: RunOutput, run_dir: Path) -> dict[str, Path]:
     equity.to_parquet(paths["equity"])
     out.strategy.trades.to_parquet(paths["trades"], index=False)
     out.strategy.fills.to_parquet(paths["fills"], index=False)
+    if out.strategy.orders is not None:
+        out.strategy.orders.to_parquet(paths["orders"], index=False)
     start = out.strategy.equity.index[0]
     preds = out.signals.predictions.loc[start:]
     preds.index.name = "date"
