@@ -38,7 +38,7 @@ S_WORKING, S_FILLED, S_CANCELLED, S_REJECTED, S_REPLACED, S_PARTIAL = 0, 1, 2, 3
 _EPS = 1e-9
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _commission(qty: float, value: float, fp: np.ndarray) -> float:
     per_share = abs(qty) * fp[FP_COMM_PS]
     if per_share < fp[FP_COMM_MIN]:
@@ -46,7 +46,7 @@ def _commission(qty: float, value: float, fp: np.ndarray) -> float:
     return per_share + value * fp[FP_COMM_BPS] * 1e-4 + fp[FP_COMM_FIXED]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _slipped(price: float, side: float, hi: float, lo: float, fp: np.ndarray) -> float:
     """Fill price after slippage (bps + share of the bar's range) and the half-spread."""
     rng = hi - lo
@@ -56,7 +56,7 @@ def _slipped(price: float, side: float, hi: float, lo: float, fp: np.ndarray) ->
     return price + side * adj
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _order_price(typ: int, side: float, lim: float, stp: float, trig: np.ndarray, i: int,
                  o: float, h: float, lo: float) -> float:
     """Reference fill price of a working order on a bar (NaN if it does not fill)."""
@@ -116,7 +116,7 @@ def _order_price(typ: int, side: float, lim: float, stp: float, trig: np.ndarray
     return np.nan
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_of, n_books,
              start, ip, fp, cap):
     """Run the simulation; returns output arrays and record tables (see engine.py).
@@ -611,7 +611,7 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
             tr_f[:nt], od_i[:nod], od_f[:nod])
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _close_trade(tr_i, tr_f, nt, i, entry_bar, exit_bar, reason, is_open, entry_px, exit_px,
                  max_qty, pnl, adv, fav):
     tr_i[nt, 0] = i
