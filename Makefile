@@ -20,10 +20,10 @@ demo: $(STAMP)
 	$(BIN)/mltrader backtest -c configs/default.yaml
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest
 
 clean:
