@@ -255,3 +255,11 @@ def test_independent_books():
     np.testing.assert_allclose(res.book_equity.iloc[-1], [11_000, 5_000])
     assert res.initial_cash == 20_000
     assert res.equity.iloc[-1] == pytest.approx(16_000)
+
+
+def test_event_tables_are_built_once_and_behave_like_frames():
+    bars = ohlc([FLAT, (101, 103, 99, 102), FLAT])
+    res = run_backtest(bars, targets(bars, {0: 1.0}), S)
+    assert res.fills is res.fills and res.trades is res.trades and res.orders is res.orders
+    assert list(res.orders["status"]) == ["filled"]
+    assert "fills=" in repr(res)

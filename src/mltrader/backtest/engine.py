@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from mltrader.backtest import kernel as K
-from mltrader.backtest.result import BacktestResult
+from mltrader.backtest.result import BacktestResult, LazyBacktestResult
 from mltrader.backtest.settings import EngineSettings
 from mltrader.data.bars import Bars
 from mltrader.errors import MltraderError
@@ -130,64 +130,71 @@ def _result(bars: Bars, s: EngineSettings, start: int, independent: bool, eq: np
     def names(codes: np.ndarray, table: dict[int, str]) -> pd.Categorical:
         return pd.Categorical.from_codes(codes, categories=[table[k] for k in sorted(table)])
 
-    fills = pd.DataFrame({
-        "date": bars.index[f_i[:, 0]],
-        "symbol": symbols_of(f_i[:, 1]),
-        "qty": f_f[:, 0],
-        "price": f_f[:, 1],
-        "notional": np.abs(f_f[:, 0]) * f_f[:, 1],
-        "commission": f_f[:, 2],
-        "slippage": f_f[:, 3],
-        "order_id": f_i[:, 2],
-        "reason": names(f_i[:, 3], FILL_REASONS),
-    })
-    order = np.lexsort((tr_i[:, 0], tr_i[:, 1]))  # by entry bar, then symbol
-    tr_i, tr_f = tr_i[order], tr_f[order]
-    trades = pd.DataFrame({
-        "symbol": symbols_of(tr_i[:, 0]),
-        "entry_date": bars.index[tr_i[:, 1]],
-        "exit_date": bars.index[tr_i[:, 2]],
-        "entry_price": tr_f[:, 0],
-        "exit_price": tr_f[:, 1],
-        "max_qty": np.abs(tr_f[:, 2]),
-        "pnl": tr_f[:, 3],
-        "return": tr_f[:, 4],
-        "bars_held": tr_i[:, 2] - tr_i[:, 1],
-        "open": tr_i[:, 4].astype(bool),
-        "entry_bar": tr_i[:, 1],
-        "exit_bar": tr_i[:, 2],
-        "qty": tr_f[:, 2],
-        "mae": tr_f[:, 5],
-        "mfe": tr_f[:, 6],
-        "exit_reason": names(tr_i[:, 3], FILL_REASONS),
-    })
-    typ = od_i[:, 3]
-    orders = pd.DataFrame({
-        "order_id": od_i[:, 0],
-        "symbol": symbols_of(od_i[:, 1]),
-        "created": bars.index[od_i[:, 2]],
-        "type": names(typ, _TYPE_NAMES),
-        "intent": pd.Categorical.from_codes(od_i[:, 4], categories=["target_weight", "enter"]),
-        "value": od_f[:, 0],
-        "limit_price": np.where((typ == K.LIMIT) | (typ == K.STOP_LIMIT), od_f[:, 1], np.nan),
-        "stop_price": np.where((typ == K.STOP) | (typ == K.STOP_LIMIT), od_f[:, 2], np.nan),
-        "filled_qty": od_f[:, 3],
-        "status": names(od_i[:, 5], STATUS),
-        "reason": names(od_i[:, 6], REASONS),
-        "closed": bars.index[od_i[:, 7]],
-    })
+    def fills() -> pd.DataFrame:
+        return pd.DataFrame({
+            "date": bars.index[f_i[:, 0]],
+            "symbol": symbols_of(f_i[:, 1]),
+            "qty": f_f[:, 0],
+            "price": f_f[:, 1],
+            "notional": np.abs(f_f[:, 0]) * f_f[:, 1],
+            "commission": f_f[:, 2],
+            "slippage": f_f[:, 3],
+            "order_id": f_i[:, 2],
+            "reason": names(f_i[:, 3], FILL_REASONS),
+        })
+
+    def trades() -> pd.DataFrame:
+        order = np.lexsort((tr_i[:, 0], tr_i[:, 1]))  # by entry bar, then symbol
+        ti, tf = tr_i[order], tr_f[order]
+        return pd.DataFrame({
+            "symbol": symbols_of(ti[:, 0]),
+            "entry_date": bars.index[ti[:, 1]],
+            "exit_date": bars.index[ti[:, 2]],
+            "entry_price": tf[:, 0],
+            "exit_price": tf[:, 1],
+            "max_qty": np.abs(tf[:, 2]),
+            "pnl": tf[:, 3],
+            "return": tf[:, 4],
+            "bars_held": ti[:, 2] - ti[:, 1],
+            "open": ti[:, 4].astype(bool),
+            "entry_bar": ti[:, 1],
+            "exit_bar": ti[:, 2],
+            "qty": tf[:, 2],
+            "mae": tf[:, 5],
+            "mfe": tf[:, 6],
+            "exit_reason": names(ti[:, 3], FILL_REASONS),
+        })
+
+    def orders() -> pd.DataFrame:
+        typ = od_i[:, 3]
+        return pd.DataFrame({
+            "order_id": od_i[:, 0],
+            "symbol": symbols_of(od_i[:, 1]),
+            "created": bars.index[od_i[:, 2]],
+            "type": names(typ, _TYPE_NAMES),
+            "intent": pd.Categorical.from_codes(od_i[:, 4],
+                                                categories=["target_weight", "enter"]),
+            "value": od_f[:, 0],
+            "limit_price": np.where((typ == K.LIMIT) | (typ == K.STOP_LIMIT), od_f[:, 1],
+                                    np.nan),
+            "stop_price": np.where((typ == K.STOP) | (typ == K.STOP_LIMIT), od_f[:, 2],
+                                   np.nan),
+            "filled_qty": od_f[:, 3],
+            "status": names(od_i[:, 5], STATUS),
+            "reason": names(od_i[:, 6], REASONS),
+            "closed": bars.index[od_i[:, 7]],
+        })
+
     book_equity = pd.DataFrame(eq, index=idx, columns=cols) if independent else None
-    return BacktestResult(
+    return LazyBacktestResult(
+        builders={"fills": fills, "trades": trades, "orders": orders},
         equity=equity,
         cash=pd.Series(cash[:, 0] if cash.shape[1] == 1 else cash.sum(axis=1), index=idx,
                        name="cash", copy=False),
         positions=positions,
         weights=weights,
-        fills=fills,
-        trades=trades,
         initial_cash=float(s.initial_cash) * (bars.shape[1] if independent else 1),
         fill_timing="next bar's open" if s.fill == "next_open" else "next bar's close",
-        orders=orders,
         book_equity=book_equity,
         borrow_costs=float(borrow.sum()),
     )

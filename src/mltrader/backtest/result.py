@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -52,3 +53,33 @@ class BacktestResult:
     orders: pd.DataFrame | None = None
     book_equity: pd.DataFrame | None = None
     borrow_costs: float = 0.0
+
+
+def _lazy_table(name: str) -> property:
+    def get(self: LazyBacktestResult) -> pd.DataFrame | None:
+        built = self.__dict__["_built"]
+        if name not in built:
+            built[name] = self.__dict__["_builders"][name]()
+        return built[name]
+
+    return property(get, doc=f"The {name} table, built from the engine's records on first use.")
+
+
+class LazyBacktestResult(BacktestResult):
+    """A `BacktestResult` whose event tables (fills, trades, orders) are built on first use.
+
+    Building three DataFrames costs a few milliseconds, most of a short backtest's time;
+    parameter sweeps that only read equity never pay it. Reads behave exactly like the
+    eager class. (Not for `dataclasses.replace`: build a `BacktestResult` instead.)
+    """
+
+    fills = _lazy_table("fills")  # type: ignore[assignment]
+    trades = _lazy_table("trades")  # type: ignore[assignment]
+    orders = _lazy_table("orders")  # type: ignore[assignment]
+
+    def __init__(self, *, builders: dict[str, Callable[[], pd.DataFrame]],
+                 **fields: object) -> None:
+        for key, value in fields.items():
+            object.__setattr__(self, key, value)
+        object.__setattr__(self, "_builders", builders)
+        object.__setattr__(self, "_built", {})
