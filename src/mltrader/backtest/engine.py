@@ -111,7 +111,7 @@ def _capacity(mode: int, tw: np.ndarray, sig: tuple[np.ndarray, ...], n: int,
 
 
 def _result(bars: Bars, s: EngineSettings, start: int, independent: bool, eq: np.ndarray,
-            cash: np.ndarray, pos: np.ndarray, val: np.ndarray, borrow: np.ndarray,
+            cash: np.ndarray, pos: np.ndarray, borrow: np.ndarray,
             f_i: np.ndarray, f_f: np.ndarray, tr_i: np.ndarray, tr_f: np.ndarray,
             od_i: np.ndarray, od_f: np.ndarray) -> BacktestResult:
     idx = bars.index[start:]
@@ -119,9 +119,15 @@ def _result(bars: Bars, s: EngineSettings, start: int, independent: bool, eq: np
     equity = pd.Series(eq[:, 0] if eq.shape[1] == 1 else eq.sum(axis=1), index=idx,
                        name="equity", copy=False)
     positions = pd.DataFrame(pos, index=idx, columns=cols, copy=False)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        val /= eq if independent else eq[:, :1]  # position value -> weight of its book
-    weights = pd.DataFrame(val, index=idx, columns=cols, copy=False)
+
+    def weights() -> pd.DataFrame:
+        """Position value at the last known close over its book's equity."""
+        last = bars.frame("close").iloc[start:].ffill().to_numpy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            value = np.where(pos != 0, pos * last, 0.0)
+            value /= eq if independent else eq[:, :1]
+        return pd.DataFrame(value, index=idx, columns=cols, copy=False)
+
     sym_cat = list(bars.symbols)
 
     def symbols_of(codes: np.ndarray) -> pd.Categorical:
@@ -185,14 +191,13 @@ def _result(bars: Bars, s: EngineSettings, start: int, independent: bool, eq: np
             "closed": bars.index[od_i[:, 7]],
         })
 
-    book_equity = pd.DataFrame(eq, index=idx, columns=cols) if independent else None
+    book_equity = (pd.DataFrame(eq, index=idx, columns=cols, copy=False) if independent
+                   else None)
     return LazyBacktestResult(
-        builders={"fills": fills, "trades": trades, "orders": orders},
+        builders={"fills": fills, "trades": trades, "orders": orders, "weights": weights},
         equity=equity,
-        cash=pd.Series(cash[:, 0] if cash.shape[1] == 1 else cash.sum(axis=1), index=idx,
-                       name="cash", copy=False),
+        cash=pd.Series(cash, index=idx, name="cash", copy=False),
         positions=positions,
-        weights=weights,
         initial_cash=float(s.initial_cash) * (bars.shape[1] if independent else 1),
         fill_timing="next bar's open" if s.fill == "next_open" else "next bar's close",
         book_equity=book_equity,

@@ -121,6 +121,8 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
              start, ip, fp, cap):
     """Run the simulation; returns output arrays and record tables (see engine.py).
 
+    `book_of` maps symbols to books: all 0 (one account) or 0..n-1 (a book per symbol).
+
     `cap` is the size of the record tables; when they would overflow the run stops early
     with `overflow` True and the caller runs it again with more room (growing the tables
     inside the loop made it several times slower).
@@ -129,9 +131,8 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
     rows = t_len - start
     # outputs are written in full for every bar, so they need no zero-fill pass
     eq_out = np.empty((rows, n_books))
-    cash_out = np.empty((rows, n_books))
+    cash_out = np.empty(rows)  # all books together
     pos_out = np.empty((rows, n))
-    val_out = np.empty((rows, n))
     overflow = False
     borrow_out = np.zeros(n_books)
     # records: fills (bar, sym, qty, price, commission, slippage, order id, reason)
@@ -165,6 +166,7 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
     o_fixed = np.full(n, np.nan)
     trig = np.zeros(n, dtype=np.int64)
     mark = np.zeros(n)
+    act = np.zeros(n, dtype=np.int64)
     bvalue = np.zeros(n_books)
     bgross = np.zeros(n_books)
 
@@ -190,18 +192,33 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                     inv[i] += fee
         # ---------------------------------------------------------------- working orders
         if any_orders > 0:
-            for b in range(n_books):
-                bvalue[b] = cash[b]
-                bgross[b] = 0.0
+            na = 0  # the symbols with a working order
             for i in range(n):
-                px = o_arr[t, i] if next_open else c_arr[t, i]
-                mk = px if px == px else last[i]
-                mark[i] = mk
-                if sh[i] != 0.0:
-                    bvalue[book_of[i]] += sh[i] * mk
-                    bgross[book_of[i]] += abs(sh[i]) * mk
-            for phase in range(2):  # 0: orders that reduce exposure, 1: the rest
+                if o_row[i] >= 0:
+                    act[na] = i
+                    na += 1
+            if n_books == 1:  # one account: value every position at this bar's prices
+                bvalue[0] = cash[0]
+                bgross[0] = 0.0
                 for i in range(n):
+                    px = o_arr[t, i] if next_open else c_arr[t, i]
+                    mk = px if px == px else last[i]
+                    mark[i] = mk
+                    if sh[i] != 0.0:
+                        bvalue[0] += sh[i] * mk
+                        bgross[0] += abs(sh[i]) * mk
+            else:  # a book per symbol: only the books with an order need valuing
+                for a in range(na):
+                    i = act[a]
+                    b = book_of[i]
+                    px = o_arr[t, i] if next_open else c_arr[t, i]
+                    mk = px if px == px else last[i]
+                    mark[i] = mk
+                    bvalue[b] = cash[b] + sh[i] * mk
+                    bgross[b] = abs(sh[i]) * mk
+            for phase in range(2):  # 0: orders that reduce exposure, 1: the rest
+                for a in range(na):
+                    i = act[a]
                     r = o_row[i]
                     if r < 0:
                         continue
@@ -513,16 +530,14 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                             fav[i] = li
         if overflow:
             break
+        total_cash = 0.0
         for b in range(n_books):
             eq_out[k, b] = cash[b]
-            cash_out[k, b] = cash[b]
+            total_cash += cash[b]
+        cash_out[k] = total_cash
         for i in range(n):
             if sh[i] != 0.0:
-                v = sh[i] * last[i]
-                eq_out[k, book_of[i]] += v
-                val_out[k, i] = v
-            else:
-                val_out[k, i] = 0.0
+                eq_out[k, book_of[i]] += sh[i] * last[i]
             pos_out[k, i] = sh[i]
         # ---------------------------------------------------------------- decisions
         if t == t_len - 1:
@@ -607,7 +622,7 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
             nt = _close_trade(tr_i, tr_f, nt, i, e_bar[i], t_len - 1, R_END, 1, e_px[i],
                               last[i], maxq[i], rec[i] + sh[i] * last[i] - inv[i], adv[i],
                               fav[i])
-    return (overflow, eq_out, cash_out, pos_out, val_out, borrow_out, f_i[:nf], f_f[:nf], tr_i[:nt],
+    return (overflow, eq_out, cash_out, pos_out, borrow_out, f_i[:nf], f_f[:nf], tr_i[:nt],
             tr_f[:nt], od_i[:nod], od_f[:nod])
 
 

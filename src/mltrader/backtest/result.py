@@ -66,13 +66,14 @@ def _lazy_table(name: str) -> property:
 
 
 class LazyBacktestResult(BacktestResult):
-    """A `BacktestResult` whose event tables (fills, trades, orders) are built on first use.
+    """A `BacktestResult` whose weights and event tables are built on first use.
 
-    Building three DataFrames costs a few milliseconds, most of a short backtest's time;
+    Building them costs a few milliseconds (tens on large panels), most of a short run;
     parameter sweeps that only read equity never pay it. Reads behave exactly like the
     eager class. (Not for `dataclasses.replace`: build a `BacktestResult` instead.)
     """
 
+    weights = _lazy_table("weights")  # type: ignore[assignment]
     fills = _lazy_table("fills")  # type: ignore[assignment]
     trades = _lazy_table("trades")  # type: ignore[assignment]
     orders = _lazy_table("orders")  # type: ignore[assignment]

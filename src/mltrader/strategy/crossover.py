@@ -81,16 +81,61 @@ def _window_sum(x: np.ndarray, j: int, t: int, n: int) -> float:
 
 
 @njit(cache=True)
-def _cross(x: np.ndarray, fast: int, slow: int, tie: float, has_nan: bool
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One fused pass: both running means, the crossings, and which columns had near-ties.
-
-    `has_nan` False skips the missing-value bookkeeping (about 3x faster on clean data).
-    """
+def _cross_clean(x: np.ndarray, fast: int, slow: int, tie: float, max_ties: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """`_cross` for data without NaN: no missing-value bookkeeping, about 2x faster."""
     t_len, cols = x.shape
     entries = np.zeros((t_len, cols), dtype=np.bool_)
     exits = np.zeros((t_len, cols), dtype=np.bool_)
-    tied = np.zeros(cols, dtype=np.bool_)
+    ties = np.zeros((max_ties, 2), dtype=np.int64)
+    n_ties = 0
+    sf = np.zeros(cols)
+    ss = np.zeros(cols)
+    prev_f = np.full(cols, np.nan)
+    prev_s = np.full(cols, np.nan)
+    for t in range(t_len):
+        resum = t % _RESUM_EVERY == 0
+        for j in range(cols):
+            a = sf[j] + x[t, j]
+            b = ss[j] + x[t, j]
+            if t >= fast:
+                a -= x[t - fast, j]
+            if t >= slow:
+                b -= x[t - slow, j]
+            if resum:
+                if t >= fast - 1:
+                    a = _window_sum(x, j, t, fast)
+                if t >= slow - 1:
+                    b = _window_sum(x, j, t, slow)
+            sf[j] = a
+            ss[j] = b
+            f = a / fast if t >= fast - 1 else np.nan
+            s = b / slow if t >= slow - 1 else np.nan
+            if abs(f - s) <= tie * abs(s):
+                if n_ties < max_ties:
+                    ties[n_ties, 0] = t
+                    ties[n_ties, 1] = j
+                n_ties += 1
+            pf = prev_f[j]
+            ps = prev_s[j]
+            if pf < ps and f > s:
+                entries[t, j] = True
+            elif pf > ps and f < s:
+                exits[t, j] = True
+            prev_f[j] = f
+            prev_s[j] = s
+    return entries, exits, ties[: min(n_ties, max_ties)], n_ties
+
+
+@njit(cache=True)
+def _cross(x: np.ndarray, fast: int, slow: int, tie: float, max_ties: int
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """One fused pass: both running means, the crossings, and the (bar, column) near-ties."""
+    t_len, cols = x.shape
+    entries = np.zeros((t_len, cols), dtype=np.bool_)
+    exits = np.zeros((t_len, cols), dtype=np.bool_)
+    ties = np.zeros((max_ties, 2), dtype=np.int64)
+    n_ties = 0
     sf = np.zeros(cols)
     ss = np.zeros(cols)
     nf = np.zeros(cols, dtype=np.int64)
@@ -101,34 +146,24 @@ def _cross(x: np.ndarray, fast: int, slow: int, tie: float, has_nan: bool
         resum = t % _RESUM_EVERY == 0
         for j in range(cols):
             v = x[t, j]
-            if not has_nan:
-                a = sf[j] + v
-                b = ss[j] + v
-                if t >= fast:
-                    a -= x[t - fast, j]
-                if t >= slow:
-                    b -= x[t - slow, j]
-                sf[j] = a
-                ss[j] = b
+            if v != v:
+                nf[j] += 1
+                ns[j] += 1
             else:
-                if v != v:
-                    nf[j] += 1
-                    ns[j] += 1
+                sf[j] += v
+                ss[j] += v
+            if t >= fast:
+                old = x[t - fast, j]
+                if old != old:
+                    nf[j] -= 1
                 else:
-                    sf[j] += v
-                    ss[j] += v
-                if t >= fast:
-                    old = x[t - fast, j]
-                    if old != old:
-                        nf[j] -= 1
-                    else:
-                        sf[j] -= old
-                if t >= slow:
-                    old = x[t - slow, j]
-                    if old != old:
-                        ns[j] -= 1
-                    else:
-                        ss[j] -= old
+                    sf[j] -= old
+            if t >= slow:
+                old = x[t - slow, j]
+                if old != old:
+                    ns[j] -= 1
+                else:
+                    ss[j] -= old
             if resum:
                 if t >= fast - 1:
                     sf[j] = _window_sum(x, j, t, fast)
@@ -137,7 +172,10 @@ def _cross(x: np.ndarray, fast: int, slow: int, tie: float, has_nan: bool
             f = sf[j] / fast if (t >= fast - 1 and nf[j] == 0) else np.nan
             s = ss[j] / slow if (t >= slow - 1 and ns[j] == 0) else np.nan
             if abs(f - s) <= tie * abs(s):
-                tied[j] = True
+                if n_ties < max_ties:
+                    ties[n_ties, 0] = t
+                    ties[n_ties, 1] = j
+                n_ties += 1
             pf = prev_f[j]
             ps = prev_s[j]
             if pf < ps and f > s:
@@ -146,7 +184,19 @@ def _cross(x: np.ndarray, fast: int, slow: int, tie: float, has_nan: bool
                 exits[t, j] = True
             prev_f[j] = f
             prev_s[j] = s
-    return entries, exits, tied
+    return entries, exits, ties[: min(n_ties, max_ties)], n_ties
+
+
+def _settle(col: np.ndarray, t: int, fast: int, slow: int, entries: np.ndarray,
+            exits: np.ndarray, j: int) -> None:
+    """Redo the crossing decisions at bars t and t+1 from exactly rounded means."""
+    means = {u: (_exact_mean(col, u, fast), _exact_mean(col, u, slow))
+             for u in (t - 1, t, t + 1) if 0 <= u < len(col)}
+    for u in (t, t + 1):
+        if u in means and u - 1 in means:
+            (pf, ps), (f, s) = means[u - 1], means[u]
+            entries[u, j] = pf < ps and f > s
+            exits[u, j] = pf > ps and f < s
 
 
 def sma_cross_signals(close: np.ndarray, fast: int = 20, slow: int = 100
@@ -156,17 +206,11 @@ def sma_cross_signals(close: np.ndarray, fast: int = 20, slow: int = 100
         raise ValueError(f"need 0 < fast < slow, got fast={fast}, slow={slow}")
     x = np.asarray(close, dtype=np.float64)
     x2 = np.ascontiguousarray(x.reshape(len(x), -1))
-    entries, exits, tied = _cross(x2, fast, slow, _TIE, bool(np.isnan(x2).any()))
-    for j in np.flatnonzero(tied):  # rare: settle near-ties with exactly rounded means
-        col = np.ascontiguousarray(x2[:, j : j + 1])
-        f = _rolling_mean(col, fast)[:, 0]
-        s = _rolling_mean(col, slow)[:, 0]
-        with np.errstate(invalid="ignore"):
-            near = np.flatnonzero(np.abs(f - s) <= _TIE * np.abs(s))
-        for t in near:
-            f[t] = _exact_mean(col[:, 0], t, fast)
-            s[t] = _exact_mean(col[:, 0], t, slow)
-        with np.errstate(invalid="ignore"):
-            entries[1:, j] = (f[:-1] < s[:-1]) & (f[1:] > s[1:])
-            exits[1:, j] = (f[:-1] > s[:-1]) & (f[1:] < s[1:])
+    kernel = _cross if np.isnan(x2).any() else _cross_clean
+    max_ties = 4096
+    entries, exits, ties, n_ties = kernel(x2, fast, slow, _TIE, max_ties)
+    if n_ties > max_ties:  # very many near-ties: find them all and settle each
+        entries, exits, ties, n_ties = kernel(x2, fast, slow, _TIE, n_ties)
+    for t, j in ties:  # rare: settle near-ties with exactly rounded means
+        _settle(x2[:, j], int(t), fast, slow, entries, exits, int(j))
     return entries.reshape(x.shape), exits.reshape(x.shape)
