@@ -169,6 +169,7 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
     act = np.zeros(n, dtype=np.int64)
     bvalue = np.zeros(n_books)
     bgross = np.zeros(n_books)
+    vsum = np.zeros(n_books)  # value of each book's positions at this bar's close
 
     next_open = ip[IP_NEXT_OPEN] == 1
     whole = ip[IP_WHOLE] == 1
@@ -528,17 +529,18 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                             adv[i] = hi
                         if li < fav[i]:
                             fav[i] = li
+            # the same pass records the position and its value at the close
+            pos_out[k, i] = sh[i]
+            if sh[i] != 0.0:
+                vsum[book_of[i]] += sh[i] * last[i]
         if overflow:
             break
         total_cash = 0.0
         for b in range(n_books):
-            eq_out[k, b] = cash[b]
+            eq_out[k, b] = cash[b] + vsum[b]
+            vsum[b] = 0.0
             total_cash += cash[b]
         cash_out[k] = total_cash
-        for i in range(n):
-            if sh[i] != 0.0:
-                eq_out[k, book_of[i]] += sh[i] * last[i]
-            pos_out[k, i] = sh[i]
         # ---------------------------------------------------------------- decisions
         if t == t_len - 1:
             break
