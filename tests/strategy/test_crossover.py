@@ -64,3 +64,17 @@ def test_a_real_tie_is_settled_exactly():
 def test_bad_windows():
     with pytest.raises(ValueError):
         sma_cross_signals(np.ones(10), 5, 5)
+
+
+@pytest.mark.parametrize("cols", [1, 3, 12])
+def test_all_code_paths_agree_with_the_exact_reference(cols):
+    """Clean few-column, clean many-column and with-NaN (late listing) paths."""
+    rng = np.random.default_rng(cols)
+    x = 50 * np.exp(np.cumsum(rng.normal(0, 0.02, (3000, cols)), axis=0))
+    gappy = x.copy()
+    gappy[:200, 0] = np.nan  # listed late
+    for data in (x, gappy):
+        up, down = sma_cross_signals(data, 20, 100)
+        for j in range(cols):
+            ref_up, ref_down = reference_signals(data[:, j], 20, 100)
+            assert np.array_equal(up[:, j], ref_up) and np.array_equal(down[:, j], ref_down)

@@ -128,6 +128,58 @@ def _cross_clean(x: np.ndarray, fast: int, slow: int, tie: float, max_ties: int
 
 
 @njit(cache=True)
+def _cross_column(x: np.ndarray, j: int, fast: int, slow: int, tie: float, entries: np.ndarray,
+                  exits: np.ndarray, ties: np.ndarray, n_ties: int) -> int:
+    """`_cross_clean` for one column with the running state in registers (few columns)."""
+    sf = 0.0
+    ss = 0.0
+    pf = np.nan
+    ps = np.nan
+    max_ties = ties.shape[0]
+    for t in range(x.shape[0]):
+        v = x[t, j]
+        sf += v
+        ss += v
+        if t >= fast:
+            sf -= x[t - fast, j]
+        if t >= slow:
+            ss -= x[t - slow, j]
+        if t % _RESUM_EVERY == 0:
+            if t >= fast - 1:
+                sf = _window_sum(x, j, t, fast)
+            if t >= slow - 1:
+                ss = _window_sum(x, j, t, slow)
+        f = sf / fast if t >= fast - 1 else np.nan
+        s = ss / slow if t >= slow - 1 else np.nan
+        if abs(f - s) <= tie * abs(s):
+            if n_ties < max_ties:
+                ties[n_ties, 0] = t
+                ties[n_ties, 1] = j
+            n_ties += 1
+        if pf < ps and f > s:
+            entries[t, j] = True
+        elif pf > ps and f < s:
+            exits[t, j] = True
+        pf = f
+        ps = s
+    return n_ties
+
+
+@njit(cache=True)
+def _cross_few(x: np.ndarray, fast: int, slow: int, tie: float, max_ties: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Clean data with few columns: one column at a time, state in registers."""
+    t_len, cols = x.shape
+    entries = np.zeros((t_len, cols), dtype=np.bool_)
+    exits = np.zeros((t_len, cols), dtype=np.bool_)
+    ties = np.zeros((max_ties, 2), dtype=np.int64)
+    n_ties = 0
+    for j in range(cols):
+        n_ties = _cross_column(x, j, fast, slow, tie, entries, exits, ties, n_ties)
+    return entries, exits, ties[: min(n_ties, max_ties)], n_ties
+
+
+@njit(cache=True)
 def _cross(x: np.ndarray, fast: int, slow: int, tie: float, max_ties: int
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """One fused pass: both running means, the crossings, and the (bar, column) near-ties."""
@@ -206,7 +258,10 @@ def sma_cross_signals(close: np.ndarray, fast: int = 20, slow: int = 100
         raise ValueError(f"need 0 < fast < slow, got fast={fast}, slow={slow}")
     x = np.asarray(close, dtype=np.float64)
     x2 = np.ascontiguousarray(x.reshape(len(x), -1))
-    kernel = _cross if np.isnan(x2).any() else _cross_clean
+    if np.isnan(x2).any():
+        kernel = _cross
+    else:  # few columns: per-column loops with register state; many: row-major sweep
+        kernel = _cross_few if x2.shape[1] <= 8 else _cross_clean
     max_ties = 4096
     entries, exits, ties, n_ties = kernel(x2, fast, slow, _TIE, max_ties)
     if n_ties > max_ties:  # very many near-ties: find them all and settle each
