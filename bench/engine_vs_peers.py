@@ -523,6 +523,46 @@ def _fmt_s(x: float) -> str:
     return f"{x:.4f}" if x < 1 else f"{x:.2f}"
 
 
+def _targets_md(r: dict) -> list[str]:
+    """The engine issue's speed targets, each checked against this run's numbers."""
+    ws = r["workloads"]
+
+    def lib(key: str, name: str) -> dict:
+        rec = ws.get(key, {}).get("libraries", {}).get(name, {})
+        return rec if rec.get("status") == "ok" else {}
+
+    rows = []
+
+    def check(what: str, value: float | None, ok: bool | None, shown: str) -> None:
+        verdict = "n/a" if ok is None else ("met" if ok else "**not met**")
+        rows.append(f"| {what} | {shown if value is not None else 'not measured'} | {verdict} |")
+
+    for key, label in (("b_chained", "1M-bar series"), ("c_20stocks", "20 stocks"),
+                       ("d_tiled", "500 x 8,313 portfolio")):
+        ml = lib(key, "mltrader")
+        bps = ml.get("bars_per_second")
+        check(f"mltrader >= 20 million bars/s, {label}", bps,
+              None if bps is None else bps >= 20e6, f"{(bps or 0) / 1e6:.1f} M/s")
+    for key, label in (("a_sp500_ohlcv", "(a) 5,031 bars"), ("b_chained", "(b) 1M bars"),
+                       ("c_20stocks", "(c) 20 stocks"), ("d_tiled", "(d) 500 x 8,313")):
+        ml, fu = lib(key, "mltrader"), lib(key, "fused_numba")
+        ratio = ml["seconds"] / fu["seconds"] if ml and fu and fu["seconds"] > 0 else None
+        check(f"within 8x of the fused numba bound, {label}", ratio,
+              None if ratio is None else ratio <= 8, f"{(ratio or 0):.1f}x")
+    ml = lib("a_sp500_ohlcv", "mltrader")
+    t = ml.get("seconds")
+    check("one short series (5,031 bars, more than the 2,000 asked) < 5 ms end to end", t,
+          None if t is None else t < 0.005, f"{(t or 0) * 1000:.2f} ms")
+    cold = ml.get("cold_start_seconds")
+    check("cold start < 2 s (numba cache warm)", cold, None if cold is None else cold < 2,
+          f"{(cold or 0):.2f} s")
+    d = lib("d_tiled", "mltrader").get("seconds")
+    check("500 x 8,313 portfolio with stops and costs < 0.5 s", d,
+          None if d is None else d < 0.5, f"{(d or 0):.3f} s")
+    return ["", "## Speed targets of the engine issue, checked on this run", "",
+            "| target | this run | |", "| --- | ---: | --- |", *rows]
+
+
 def write_results_md(json_path: str | Path, md_path: str | Path) -> str:
     """Render the JSON written by this script as a markdown report; returns the text."""
     r = json.loads(Path(json_path).read_text())
@@ -583,6 +623,7 @@ def write_results_md(json_path: str | Path, md_path: str | Path) -> str:
                              f"({ml['first_compile_process_seconds']:.2f} s for the process)")
             if "startup_error" in ml:
                 lines.append(f"- start-up measurement failed: {ml['startup_error'][:300]}")
+    lines += _targets_md(r)
     lines += ["", "## Notes", ""] + [f"- {n}" for n in r.get("notes", [])]
     sig = {}
     for w in r["workloads"].values():

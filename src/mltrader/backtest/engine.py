@@ -118,7 +118,9 @@ def _result(bars: Bars, s: EngineSettings, start: int, independent: bool, eq: np
     cols = list(bars.symbols)
     equity = pd.Series(eq[:, 0] if eq.shape[1] == 1 else eq.sum(axis=1), index=idx,
                        name="equity", copy=False)
-    positions = pd.DataFrame(pos, index=idx, columns=cols, copy=False)
+
+    def positions() -> pd.DataFrame:
+        return pd.DataFrame(pos, index=idx, columns=cols, copy=False)
 
     def weights() -> pd.DataFrame:
         """Position value at the last known close over its book's equity."""
@@ -191,16 +193,17 @@ def _result(bars: Bars, s: EngineSettings, start: int, independent: bool, eq: np
             "closed": bars.index[od_i[:, 7]],
         })
 
-    book_equity = (pd.DataFrame(eq, index=idx, columns=cols, copy=False) if independent
-                   else None)
+
+    def book_equity() -> pd.DataFrame | None:
+        return pd.DataFrame(eq, index=idx, columns=cols, copy=False) if independent else None
+
     return LazyBacktestResult(
-        builders={"fills": fills, "trades": trades, "orders": orders, "weights": weights},
+        builders={"fills": fills, "trades": trades, "orders": orders, "weights": weights,
+                  "positions": positions, "book_equity": book_equity},
         equity=equity,
         cash=pd.Series(cash, index=idx, name="cash", copy=False),
-        positions=positions,
         initial_cash=float(s.initial_cash) * (bars.shape[1] if independent else 1),
         fill_timing="next bar's open" if s.fill == "next_open" else "next bar's close",
-        book_equity=book_equity,
         borrow_costs=float(borrow.sum()),
     )
 

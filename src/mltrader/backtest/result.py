@@ -73,7 +73,9 @@ class LazyBacktestResult(BacktestResult):
     eager class. (Not for `dataclasses.replace`: build a `BacktestResult` instead.)
     """
 
+    positions = _lazy_table("positions")  # type: ignore[assignment]
     weights = _lazy_table("weights")  # type: ignore[assignment]
+    book_equity = _lazy_table("book_equity")  # type: ignore[assignment]
     fills = _lazy_table("fills")  # type: ignore[assignment]
     trades = _lazy_table("trades")  # type: ignore[assignment]
     orders = _lazy_table("orders")  # type: ignore[assignment]
