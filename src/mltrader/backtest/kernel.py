@@ -57,52 +57,8 @@ def _slipped(price: float, side: float, hi: float, lo: float, fp: np.ndarray) ->
 
 
 @njit(cache=True, error_model="numpy")
-def _order_price(typ: int, side: float, lim: float, stp: float, trig: np.ndarray, i: int,
-                 o: float, h: float, lo: float) -> float:
-    """Reference fill price of a working order on a bar (NaN if it does not fill)."""
-    if typ == MARKET:
-        return o
-    if typ == LIMIT:
-        if side > 0:
-            if o <= lim:
-                return o
-            if lo <= lim:
-                return lim
-        else:
-            if o >= lim:
-                return o
-            if h >= lim:
-                return lim
-        return np.nan
-    # stop and stop-limit: the stop triggers first
-    if trig[i] == 0:
-        if side > 0:
-            if o >= stp:
-                trig[i] = 1
-                px = o
-            elif h >= stp:
-                trig[i] = 1
-                px = stp
-            else:
-                return np.nan
-        else:
-            if o <= stp:
-                trig[i] = 1
-                px = o
-            elif lo <= stp:
-                trig[i] = 1
-                px = stp
-            else:
-                return np.nan
-        if typ == STOP:
-            return px
-        # stop-limit: fill at the trigger price only if it is within the limit
-        if (side > 0 and px <= lim) or (side < 0 and px >= lim):
-            return px
-        return np.nan
-    if typ == STOP:
-        return o
-    # a triggered stop-limit works as a limit order
+def _limit_price(side: float, lim: float, o: float, h: float, lo: float) -> float:
+    """A limit order's fill: the open if it is already better, else the limit if touched."""
     if side > 0:
         if o <= lim:
             return o
@@ -113,6 +69,40 @@ def _order_price(typ: int, side: float, lim: float, stp: float, trig: np.ndarray
             return o
         if h >= lim:
             return lim
+    return np.nan
+
+
+@njit(cache=True, error_model="numpy")
+def _order_price(typ: int, side: float, lim: float, stp: float, trig: np.ndarray, i: int,
+                 o: float, h: float, lo: float) -> float:
+    """Reference fill price of a working order on a bar (NaN if it does not fill)."""
+    if typ == MARKET:
+        return o
+    if typ == LIMIT:
+        return _limit_price(side, lim, o, h, lo)
+    if trig[i] == 1:  # an already triggered stop fills at the open; a stop-limit is a limit
+        return o if typ == STOP else _limit_price(side, lim, o, h, lo)
+    # the stop triggers first: at the open on a gap through it, else at the stop price
+    if side > 0:
+        if o >= stp:
+            px = o
+        elif h >= stp:
+            px = stp
+        else:
+            return np.nan
+    else:
+        if o <= stp:
+            px = o
+        elif lo <= stp:
+            px = stp
+        else:
+            return np.nan
+    trig[i] = 1
+    if typ == STOP:
+        return px
+    # stop-limit: fill at the trigger price only if it is within the limit
+    if (side > 0 and px <= lim) or (side < 0 and px >= lim):
+        return px
     return np.nan
 
 
