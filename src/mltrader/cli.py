@@ -195,6 +195,62 @@ def backtest(
     out.print(f"Run folder: {escape(str(run_dir))}")
 
 
+@app.command(epilog="Example:  mltrader compare -c configs/compare.yaml")
+@guarded
+def compare(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Run config whose `compare:` "
+                                         "lists the models. Example: -c configs/compare.yaml")
+                      ] = Path("configs/compare.yaml"),
+    symbols: Annotated[str | None, typer.Option(
+        help="Comma-separated symbols (default: the config's). Example: --symbols AAPL,MSFT")
+                       ] = None,
+    output_dir: Annotated[Path | None, typer.Option(
+        "--output-dir", "-o",
+        help="Where run folders go (default: runs/). Example: -o /tmp/runs")] = None,
+) -> None:
+    """Train several models on the same walk-forward folds and rank them out of sample.
+
+    Writes runs/<timestamp>-<name>/ with leaderboard.csv, metrics.json and report.html:
+    IC, hit rate (with a binomial p-value and the always-up rate), MSE against the zero
+    forecast, and the strategy's Sharpe, CAGR and drawdown after costs, next to buy-and-hold.
+    """
+    from mltrader.compare import compare as run_compare
+    from mltrader.config import load_config
+    from mltrader.runs import check_writable, new_run_dir, write_compare
+
+    overrides: dict[str, Any] = {}
+    if symbols is not None:
+        listed = [s.strip() for s in symbols.split(",") if s.strip()]
+        if not listed:
+            raise MltraderError("--symbols is empty; give comma-separated symbols, "
+                                "e.g. --symbols AAPL,MSFT")
+        overrides["data.symbols"] = listed
+    if output_dir is not None:
+        overrides["output_dir"] = str(output_dir)
+    cfg = load_config(config, overrides)
+    check_writable(Path(cfg.output_dir))
+    result = run_compare(cfg, progress=_fold_progress)
+    run_dir = new_run_dir(Path(cfg.output_dir), cfg.name)
+    paths = write_compare(result, run_dir)
+    table = Table(title=f"Out of sample {result.oos['start']} .. {result.oos['end']}, "
+                        "after costs", title_justify="left")
+    show = [("model", "model", str), ("IC", "ic_mean", "{:+.4f}".format),
+            ("IC t", "ic_t", "{:+.2f}".format), ("hit", "hit_rate", "{:.1%}".format),
+            ("p(hit>50%)", "hit_p_value", "{:.3f}".format), ("Sharpe", "sharpe", "{:.2f}".format),
+            ("CAGR", "cagr", "{:+.1%}".format), ("max DD", "max_drawdown", "{:.1%}".format)]
+    for head, _, _ in show:
+        table.add_column(head, justify="left" if head == "model" else "right")
+    for _, row in result.leaderboard.iterrows():
+        cells = []
+        for _, key, fmt in show:
+            v = row.get(key)
+            cells.append("n/a" if v is None or (isinstance(v, float) and v != v) else fmt(v))
+        table.add_row(*cells)
+    out.print(table)
+    out.print(f"Report: [bold]{escape(str(paths['report']))}[/]")
+    out.print(f"Leaderboard: {escape(str(paths['leaderboard']))}")
+
+
 @data_app.command("list")
 @guarded
 def data_list() -> None:

@@ -43,10 +43,33 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """Which registered model to train and its hyper-parameters."""
+    """Which registered model to train (see `mltrader models`) and its hyper-parameters."""
 
-    name: Literal["lightgbm", "ridge"] = "lightgbm"
+    name: str = Field("lightgbm", description="lightgbm, ridge, linear, decision_tree, "
+                      "random_forest, svm, lightgbm_classifier, logistic, svm_classifier")
     params: dict[str, Any] = Field(default_factory=dict)
+    label: str | None = Field(None, description="name in the leaderboard (default: name)")
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        from mltrader.models.registry import MODELS  # lazy: keeps config import light
+
+        if v not in MODELS:
+            raise ValueError(f"unknown model {v!r}; choose one of {', '.join(MODELS)}")
+        return v
+
+
+class TargetConfig(_Strict):
+    """What the model learns: the forward return (or its sign) over `horizon` bars.
+
+    The return runs from the fill after the decision (t+1) to `horizon` bars later, under
+    the run's execution convention; classifiers learn its sign and their P(up) - 0.5 is
+    the signal the strategy thresholds.
+    """
+
+    kind: Literal["return", "direction"] = "return"
+    horizon: int = Field(1, ge=1, le=60)
 
 
 class WalkForwardConfig(_Strict):
@@ -124,6 +147,9 @@ class RunConfig(_Strict):
     data: DataConfig = DataConfig()
     features: list[str] = Field(default_factory=lambda: list(DEFAULT_FEATURES), min_length=1)
     model: ModelConfig = ModelConfig()
+    target: TargetConfig = TargetConfig()
+    compare: list[ModelConfig] = Field(
+        default_factory=list, description="models `mltrader compare` trains on the same folds")
     walk_forward: WalkForwardConfig = WalkForwardConfig()
     strategy: StrategyConfig = StrategyConfig()
     costs: CostsConfig = CostsConfig()

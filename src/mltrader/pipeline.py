@@ -20,10 +20,16 @@ from mltrader.backtest.result import BacktestResult
 from mltrader.config import RunConfig
 from mltrader.data.bars import Bars
 from mltrader.data.datasets import DATASETS, load_bundled
-from mltrader.features.labels import LABEL_LOOKAHEAD, forward_return
+from mltrader.features.labels import forward_return, label_lookahead
 from mltrader.features.registry import compute_features
 from mltrader.models.registry import make_model
-from mltrader.models.walkforward import FoldReport, make_folds, stack, walk_forward_predict
+from mltrader.models.walkforward import (
+    Fold,
+    FoldReport,
+    make_folds,
+    stack,
+    walk_forward_predict,
+)
 from mltrader.strategy.threshold import threshold_weights
 
 ProgressFactory = Callable[[int], AbstractContextManager[Callable[[str], None]]]
@@ -82,22 +88,28 @@ def resolve_fill(cfg: RunConfig, bars: Bars) -> str:
     return cfg.execution.fill
 
 
+def run_folds(bars: Bars, cfg: RunConfig) -> list[Fold]:
+    """The walk-forward folds of a run: the label horizon is embargoed from every training set."""
+    wf = cfg.walk_forward
+    return make_folds(
+        bars.index, first_test_year=wf.first_test_year, retrain=wf.retrain,
+        lookahead=label_lookahead(cfg.target.horizon), embargo=wf.embargo_bars,
+        window=wf.window, train_years=wf.train_years,
+    )
+
+
 def compute_signals(bars: Bars, cfg: RunConfig, progress: ProgressFactory | None = None
                     ) -> Signals:
     """Features, walk-forward predictions and target weights; row t uses only bars <= t."""
     fill = resolve_fill(cfg, bars)
     feats = compute_features(bars, cfg.features)
-    labels = forward_return(bars, fill)
-    wf = cfg.walk_forward
-    folds = make_folds(
-        bars.index, first_test_year=wf.first_test_year, retrain=wf.retrain,
-        lookahead=LABEL_LOOKAHEAD, embargo=wf.embargo_bars, window=wf.window,
-        train_years=wf.train_years,
-    )
+    labels = forward_return(bars, fill, cfg.target.horizon)
+    folds = run_folds(bars, cfg)
     pred, reports = walk_forward_predict(
         stack(feats), labels.to_numpy(np.float64), folds,
         lambda: make_model(cfg.model.name, cfg.model.params, cfg.seed),
-        min_train_rows=wf.min_train_rows, index=bars.index, progress=progress,
+        min_train_rows=cfg.walk_forward.min_train_rows, index=bars.index, progress=progress,
+        direction=cfg.target.kind == "direction",
     )
     pred_df = pd.DataFrame(pred, index=bars.index, columns=list(bars.symbols))
     weights = threshold_weights(pred_df, cfg.strategy.threshold, cfg.strategy.rebalance)

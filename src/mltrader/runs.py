@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from mltrader.backtest.report import write_report
+from mltrader.compare import CompareOutput
 from mltrader.config import dump_config
 from mltrader.errors import MltraderError
 from mltrader.pipeline import RunOutput
@@ -101,4 +102,37 @@ def write_run(out: RunOutput, run_dir: Path) -> dict[str, Path]:
         strategy_name=f"Strategy ({out.config.model.name}, {out.config.strategy.name})",
         benchmark_name="Buy & hold (equal weight)",
     )
+    return paths
+
+
+def write_compare(out: CompareOutput, run_dir: Path) -> dict[str, Path]:
+    """Write a comparison's leaderboard (CSV and JSON), its config and its report."""
+    from mltrader.backtest.compare_report import write_compare_report
+    from mltrader.pipeline import SURVIVORSHIP_WARNING
+
+    paths = {
+        "config": run_dir / "config.yaml",
+        "leaderboard": run_dir / "leaderboard.csv",
+        "metrics": run_dir / "metrics.json",
+        "report": run_dir / "report.html",
+    }
+    paths["config"].write_text(dump_config(out.config))
+    out.leaderboard.to_csv(paths["leaderboard"], index=False, float_format="%.6g")
+    rows = out.leaderboard.to_dict(orient="records")
+    paths["metrics"].write_text(json.dumps(_clean({"out_of_sample": out.oos,
+                                                   "leaderboard": rows}), indent=2) + "\n")
+    cfg = out.config
+    notes = [
+        f"Out of sample {out.oos['start']} to {out.oos['end']} ({out.oos['bars']} bars, "
+        f"{out.oos['folds']} walk-forward folds); every model on the same folds, features, "
+        f"labels ({cfg.target.kind}, {cfg.target.horizon}-bar horizon), rule and costs.",
+        "Hit rate: share of predictions with the right sign; p: one-sided binomial test "
+        "against 50%; always-up rate: the hit rate of predicting 'up' every time.",
+        "MSE / MSE(zero) >= 1 means the predicted returns are no better than predicting 0.",
+    ]
+    warnings = ([SURVIVORSHIP_WARNING] if cfg.data.source == "bundled"
+                and cfg.data.dataset == "sp500_20stocks" else [])
+    write_compare_report(paths["report"], title=f"mltrader compare: {cfg.name}",
+                         leaderboard=out.leaderboard, results=out.results,
+                         benchmark=out.benchmark, notes=notes, warnings=warnings)
     return paths

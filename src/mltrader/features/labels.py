@@ -12,7 +12,12 @@ import pandas as pd
 
 from mltrader.data.bars import Bars
 
-LABEL_LOOKAHEAD = 2
+LABEL_LOOKAHEAD = 2  # for the default one-bar horizon
+
+
+def label_lookahead(horizon: int = 1) -> int:
+    """How many bars past t a label of this horizon reads: the fill at t+1 plus `horizon`."""
+    return 1 + horizon
 
 
 def execution_prices(bars: Bars, fill: str) -> pd.DataFrame:
@@ -20,7 +25,10 @@ def execution_prices(bars: Bars, fill: str) -> pd.DataFrame:
     return bars.frame("open" if fill == "next_open" else "close")
 
 
-def forward_return(bars: Bars, fill: str) -> pd.DataFrame:
-    """Label at t: return from the fill at t+1 to the fill at t+2 (NaN for the last 2 bars)."""
+def forward_return(bars: Bars, fill: str, horizon: int = 1) -> pd.DataFrame:
+    """Label at t: return from the fill at t+1 to the fill `horizon` bars later.
+
+    NaN for the last 1 + horizon bars, whose outcome is not known yet.
+    """
     p = execution_prices(bars, fill)
-    return p.shift(-2) / p.shift(-1) - 1.0
+    return p.shift(-(1 + horizon)) / p.shift(-1) - 1.0

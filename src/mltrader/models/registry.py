@@ -5,10 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sklearn.base import BaseEstimator
-from sklearn.linear_model import Ridge
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import RandomForestRegressor
+from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC, SVR
+from sklearn.tree import DecisionTreeRegressor
 
 from mltrader.errors import ConfigError
 
@@ -42,15 +47,122 @@ def _ridge(params: dict[str, Any], seed: int) -> BaseEstimator:
     return make_pipeline(StandardScaler(), Ridge(**base))
 
 
+def _lightgbm_classifier(params: dict[str, Any], seed: int) -> BaseEstimator:
+    from lightgbm import LGBMClassifier
+
+    base = _lightgbm({}, seed).get_params()
+    base.update(params)
+    base["random_state"] = seed
+    return LGBMClassifier(**base)
+
+
+def _linear(params: dict[str, Any], seed: int) -> BaseEstimator:
+    return make_pipeline(StandardScaler(), LinearRegression(**params))
+
+
+def _logistic(params: dict[str, Any], seed: int) -> BaseEstimator:
+    base: dict[str, Any] = {"C": 0.1, "max_iter": 500}
+    base.update(params)
+    return make_pipeline(StandardScaler(), LogisticRegression(random_state=seed, **base))
+
+
+def _tree(params: dict[str, Any], seed: int) -> BaseEstimator:
+    base: dict[str, Any] = {"max_depth": 5, "min_samples_leaf": 500}
+    base.update(params)
+    return DecisionTreeRegressor(random_state=seed, **base)
+
+
+def _forest(params: dict[str, Any], seed: int) -> BaseEstimator:
+    base: dict[str, Any] = {"n_estimators": 50, "max_depth": 6, "min_samples_leaf": 200,
+                            "max_samples": 0.3,
+                            "max_features": 0.5, "n_jobs": 2}
+    base.update(params)
+    return RandomForestRegressor(random_state=seed, **base)
+
+
+def _svm(params: dict[str, Any], seed: int) -> BaseEstimator:
+    base: dict[str, Any] = {"C": 0.1, "epsilon": 0.001, "max_train_rows": 2000}
+    base.update(params)
+    return RecentRowsSVR(**base)
+
+
+def _svm_classifier(params: dict[str, Any], seed: int) -> BaseEstimator:
+    base: dict[str, Any] = {"C": 0.1, "max_train_rows": 2000}
+    base.update(params)
+    return RecentRowsSVC(random_state=seed, **base)
+
+
+class RecentRowsSVR(RegressorMixin, BaseEstimator):
+    """RBF support-vector regression on the most recent `max_train_rows` training rows.
+
+    Kernel SVMs cost O(rows^2) memory and time, so a full pooled panel (10^5 rows) is out of
+    reach on 2 cores; the newest rows are the most relevant ones. Features are standardised
+    on the rows used.
+    """
+
+    def __init__(self, C: float = 0.1, epsilon: float = 0.001, gamma: str | float = "scale",
+                 max_train_rows: int = 5000) -> None:
+        self.C = C
+        self.epsilon = epsilon
+        self.gamma = gamma
+        self.max_train_rows = max_train_rows
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> RecentRowsSVR:
+        keep = slice(max(0, len(y) - self.max_train_rows), None)
+        self.model_ = make_pipeline(StandardScaler(), SVR(C=self.C, epsilon=self.epsilon,
+                                                          gamma=self.gamma))
+        self.model_.fit(x[keep], y[keep])
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.model_.predict(x)
+
+
+class RecentRowsSVC(ClassifierMixin, BaseEstimator):
+    """RBF support-vector classifier on the most recent rows (see `RecentRowsSVR`)."""
+
+    def __init__(self, C: float = 0.1, gamma: str | float = "scale", max_train_rows: int = 5000,
+                 random_state: int = 0) -> None:
+        self.C = C
+        self.gamma = gamma
+        self.max_train_rows = max_train_rows
+        self.random_state = random_state
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> RecentRowsSVC:
+        keep = slice(max(0, len(y) - self.max_train_rows), None)
+        # probabilities by calibrating the SVM's scores (sklearn's replacement for
+        # SVC(probability=True)); the calibration folds lie inside the training rows
+        svc = SVC(C=self.C, gamma=self.gamma, random_state=self.random_state)
+        self.model_ = make_pipeline(StandardScaler(),
+                                    CalibratedClassifierCV(svc, ensemble=False, cv=3))
+        self.model_.fit(x[keep], y[keep])
+        self.classes_ = self.model_.classes_
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return self.model_.predict_proba(x)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.model_.predict(x)
+
+
 MODELS: dict[str, Callable[[dict[str, Any], int], BaseEstimator]] = {
     "lightgbm": _lightgbm,
     "ridge": _ridge,
+    "linear": _linear,
+    "decision_tree": _tree,
+    "random_forest": _forest,
+    "svm": _svm,
+    "lightgbm_classifier": _lightgbm_classifier,
+    "logistic": _logistic,
+    "svm_classifier": _svm_classifier,
 }
+CLASSIFIERS = frozenset({"lightgbm_classifier", "logistic", "svm_classifier"})
 
 
 def _valid_params(name: str) -> set[str]:
     """Parameter names an estimator accepts; LightGBM also takes its core names and aliases."""
-    if name == "lightgbm":
+    if name in ("lightgbm", "lightgbm_classifier"):
         from lightgbm import LGBMRegressor
 
         names = set(LGBMRegressor().get_params())

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, is_classifier
 
 from mltrader.errors import ConfigError
 
@@ -108,12 +108,15 @@ def walk_forward_predict(
     min_train_rows: int = 500,
     index: pd.DatetimeIndex | None = None,
     clip_quantile: float = 0.01,
+    direction: bool = False,
     progress: Callable[[int], AbstractContextManager[Callable[[str], None]]] | None = None,
 ) -> tuple[np.ndarray, list[FoldReport]]:
     """Out-of-sample predictions (T, N), NaN outside test windows or where features are NaN.
 
     Training labels are clipped to the [q, 1-q] quantiles of the fold's own training labels,
-    so a few extreme days do not dominate a squared-error fit.
+    so a few extreme days do not dominate a squared-error fit. With `direction` (or a
+    classifier) the model learns whether the return is > 0 and predicts P(up) - 0.5, so a
+    positive prediction always means "expected up" whatever the model kind.
     """
     t_len, n_sym, _ = x.shape
     pred = np.full((t_len, n_sym), np.nan)
@@ -129,14 +132,18 @@ def walk_forward_predict(
                     f"period starting {when} (min_train_rows is {min_train_rows}); "
                     "choose a later first_test_year or load more history"
                 )
-            lo, hi = np.quantile(ys, [clip_quantile, 1 - clip_quantile])
             model = model_factory()
-            model.fit(xs, np.clip(ys, lo, hi))
+            classify = direction or is_classifier(model)
+            if classify:
+                model.fit(xs, (ys > 0).astype(np.int64))
+            else:
+                lo, hi = np.quantile(ys, [clip_quantile, 1 - clip_quantile])
+                model.fit(xs, np.clip(ys, lo, hi))
             test_x = x[fold.test_start : fold.test_stop].reshape(-1, x.shape[2])
             ok = ~np.isnan(test_x).any(axis=1)
             block = np.full(test_x.shape[0], np.nan)
-            if ok.any():
-                block[ok] = model.predict(test_x[ok])  # one batched call per fold
+            if ok.any():  # one batched call per fold
+                block[ok] = _score(model, test_x[ok], classify)
             pred[fold.test_start : fold.test_stop] = block.reshape(-1, n_sym)
             window = slice(fold.test_start, fold.test_stop)
             ic = daily_ic(pred[window], y[window])
@@ -144,6 +151,17 @@ def walk_forward_predict(
             reports.append(FoldReport(fold, len(ys), int(ok.sum()), mean_ic))
             advance(f"IC {mean_ic:+.3f}")
     return pred, reports
+
+
+def _score(model: BaseEstimator, x: np.ndarray, classify: bool) -> np.ndarray:
+    """The signal: the predicted return, or P(up) - 0.5 for direction models."""
+    if not classify:
+        return np.asarray(model.predict(x), dtype=np.float64)
+    if hasattr(model, "predict_proba"):
+        proba = model.predict_proba(x)
+        up = list(model.classes_).index(1) if 1 in model.classes_ else None
+        return proba[:, up] - 0.5 if up is not None else np.full(len(x), -0.5)
+    return np.asarray(model.predict(x), dtype=np.float64) - 0.5  # a regressor on 0/1 labels
 
 
 def _rows(x: np.ndarray, y: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
