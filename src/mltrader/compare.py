@@ -22,7 +22,7 @@ from mltrader.data.bars import Bars
 from mltrader.features.labels import forward_return
 from mltrader.features.registry import compute_features
 from mltrader.models.evaluation import prediction_stats
-from mltrader.models.registry import CLASSIFIERS, make_model
+from mltrader.models.registry import CLASSIFIERS, SEQUENCE_MODELS, make_model
 from mltrader.models.walkforward import stack, walk_forward_predict
 from mltrader.pipeline import (
     ProgressFactory,
@@ -79,6 +79,7 @@ def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars 
             x, realised, folds, lambda mc=mc: make_model(mc.name, mc.params, cfg.seed),
             min_train_rows=cfg.walk_forward.min_train_rows, index=bars.index,
             progress=progress, direction=direction,
+            window=mc.window if mc.name in SEQUENCE_MODELS else None,
         )
         pred_df = pd.DataFrame(pred, index=bars.index, columns=list(bars.symbols))
         weights = threshold_weights(pred_df, cfg.strategy.threshold, cfg.strategy.rebalance)

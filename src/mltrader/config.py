@@ -49,6 +49,7 @@ class ModelConfig(_Strict):
                       "random_forest, svm, lightgbm_classifier, logistic, svm_classifier")
     params: dict[str, Any] = Field(default_factory=dict)
     label: str | None = Field(None, description="name in the leaderboard (default: name)")
+    window: int = Field(60, ge=5, le=500, description="bars per sample (lstm, cnn, cnn_lstm)")
 
     @field_validator("name")
     @classmethod

@@ -22,7 +22,7 @@ from mltrader.data.bars import Bars
 from mltrader.data.datasets import DATASETS, load_bundled
 from mltrader.features.labels import forward_return, label_lookahead
 from mltrader.features.registry import compute_features
-from mltrader.models.registry import make_model
+from mltrader.models.registry import SEQUENCE_MODELS, make_model
 from mltrader.models.walkforward import (
     Fold,
     FoldReport,
@@ -110,6 +110,7 @@ def compute_signals(bars: Bars, cfg: RunConfig, progress: ProgressFactory | None
         lambda: make_model(cfg.model.name, cfg.model.params, cfg.seed),
         min_train_rows=cfg.walk_forward.min_train_rows, index=bars.index, progress=progress,
         direction=cfg.target.kind == "direction",
+        window=cfg.model.window if cfg.model.name in SEQUENCE_MODELS else None,
     )
     pred_df = pd.DataFrame(pred, index=bars.index, columns=list(bars.symbols))
     weights = threshold_weights(pred_df, cfg.strategy.threshold, cfg.strategy.rebalance)

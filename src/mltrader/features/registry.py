@@ -19,7 +19,12 @@ _PATTERNS: list[tuple[re.Pattern[str], Callable[[int], FeatureFn]]] = [
     (re.compile(r"sma_ratio_(\d+)"), lambda n: lambda b: ind.sma_ratio(b.frame("close"), n)),
     (re.compile(r"vol_(\d+)"), lambda n: lambda b: ind.volatility(b.frame("close"), n)),
     (re.compile(r"rsi_(\d+)"), lambda n: lambda b: ind.rsi(b.frame("close"), n) / 100.0 - 0.5),
+    (re.compile(r"sma_(\d+)"),
+     lambda n: lambda b: b.frame("close").rolling(n, min_periods=n).mean()),
 ]
+# raw fields, for sequence models that scale their inputs themselves (the 8-input preset:
+# open, high, low, close, volume, sma_20, sma_50, sma_200)
+RAW_FIELDS = ("open", "high", "low", "close", "volume")
 
 
 def register_feature(name: str, fn: FeatureFn) -> None:
@@ -31,12 +36,15 @@ def resolve(name: str) -> FeatureFn:
     """The function for a feature name: a registered one, or a pattern like ``ret_5``."""
     if name in FEATURES:
         return FEATURES[name]
+    if name in RAW_FIELDS:
+        return lambda b: b.frame(name)
     for pat, make in _PATTERNS:
         m = pat.fullmatch(name)
         if m and int(m.group(1)) >= 1:
             return make(int(m.group(1)))
     raise ConfigError(
-        f"unknown feature {name!r} in `features`; use ret_N, sma_ratio_N, vol_N, rsi_N "
+        f"unknown feature {name!r} in `features`; use ret_N, sma_ratio_N, vol_N, rsi_N, sma_N, "
+        "open, high, low, close, volume "
         f"(N = bars){', or one of ' + ', '.join(FEATURES) if FEATURES else ''}"
     )
 

@@ -146,6 +146,15 @@ class RecentRowsSVC(ClassifierMixin, BaseEstimator):
         return self.model_.predict(x)
 
 
+def _torch(cls_name: str) -> Callable[[dict[str, Any], int], BaseEstimator]:
+    def make(params: dict[str, Any], seed: int) -> BaseEstimator:
+        from mltrader.models import torch_models
+
+        return getattr(torch_models, cls_name)(seed=seed, **params)
+
+    return make
+
+
 MODELS: dict[str, Callable[[dict[str, Any], int], BaseEstimator]] = {
     "lightgbm": _lightgbm,
     "ridge": _ridge,
@@ -156,8 +165,13 @@ MODELS: dict[str, Callable[[dict[str, Any], int], BaseEstimator]] = {
     "lightgbm_classifier": _lightgbm_classifier,
     "logistic": _logistic,
     "svm_classifier": _svm_classifier,
+    "lstm": _torch("LSTMRegressor"),
+    "cnn": _torch("CNNClassifier"),
+    "cnn_lstm": _torch("CNNLSTMRegressor"),
 }
-CLASSIFIERS = frozenset({"lightgbm_classifier", "logistic", "svm_classifier"})
+CLASSIFIERS = frozenset({"lightgbm_classifier", "logistic", "svm_classifier", "cnn"})
+# sequence models see each symbol's last `model.window` bars of features, not one row
+SEQUENCE_MODELS = frozenset({"lstm", "cnn", "cnn_lstm"})
 
 
 def _valid_params(name: str) -> set[str]:
@@ -176,7 +190,7 @@ def _valid_params(name: str) -> set[str]:
             pass
         return names
     model = MODELS[name]({}, 0)
-    return {k.split("__", 1)[-1] for k in model.get_params(deep=True)}
+    return {k.split("__", 1)[-1] for k in model.get_params(deep=True)} - {"seed"}
 
 
 def make_model(name: str, params: dict[str, Any], seed: int) -> BaseEstimator:

@@ -109,6 +109,7 @@ def walk_forward_predict(
     index: pd.DatetimeIndex | None = None,
     clip_quantile: float = 0.01,
     direction: bool = False,
+    window: int | None = None,
     progress: Callable[[int], AbstractContextManager[Callable[[str], None]]] | None = None,
 ) -> tuple[np.ndarray, list[FoldReport]]:
     """Out-of-sample predictions (T, N), NaN outside test windows or where features are NaN.
@@ -117,8 +118,14 @@ def walk_forward_predict(
     so a few extreme days do not dominate a squared-error fit. With `direction` (or a
     classifier) the model learns whether the return is > 0 and predicts P(up) - 0.5, so a
     positive prediction always means "expected up" whatever the model kind.
+    With `window`, each sample is one symbol's last `window` bars of features (never
+    mixing symbols), in time order, for sequence models (LSTM, CNN).
     """
     t_len, n_sym, _ = x.shape
+    if window:
+        return _walk_forward_windows(x, y, folds, model_factory, window=window,
+                                     min_train_rows=min_train_rows, index=index,
+                                     progress=progress, direction=direction)
     pred = np.full((t_len, n_sym), np.nan)
     reports: list[FoldReport] = []
     ctx = progress(len(folds)) if progress else nullcontext(lambda _msg: None)
@@ -149,6 +156,62 @@ def walk_forward_predict(
             ic = daily_ic(pred[window], y[window])
             mean_ic = float(np.nanmean(ic)) if np.isfinite(ic).any() else float("nan")
             reports.append(FoldReport(fold, len(ys), int(ok.sum()), mean_ic))
+            advance(f"IC {mean_ic:+.3f}")
+    return pred, reports
+
+
+def sequence_samples(x: np.ndarray, y: np.ndarray | None, start: int, stop: int,
+                     window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Windows (n, window, K) float32 ending at bars [start, stop), per symbol, in time order.
+
+    Returns (windows, targets, (bar, symbol) positions); a sample needs `window` complete
+    bars of its own symbol (and a finite target when `y` is given).
+    """
+    t_len, n_sym, k = x.shape
+    first = max(start, window - 1)
+    if first >= stop:
+        return np.zeros((0, window, k), np.float32), np.zeros(0), np.zeros((0, 2), np.int64)
+    finite = np.isfinite(x).all(axis=2).astype(np.int64)  # (T, N)
+    run = np.cumsum(np.vstack([np.zeros((1, n_sym), np.int64), finite]), axis=0)
+    complete = (run[first + 1 : stop + 1] - run[first + 1 - window : stop + 1 - window]) == window
+    if y is not None:
+        complete &= np.isfinite(y[first:stop])
+    bars, syms = np.nonzero(complete)  # row-major: bar-major, so samples are in time order
+    bars = bars + first
+    views = np.lib.stride_tricks.sliding_window_view(x, window, axis=0)  # (T-w+1, N, K, w)
+    windows = views[bars - window + 1, syms].transpose(0, 2, 1).astype(np.float32)
+    targets = y[bars, syms] if y is not None else np.zeros(len(bars))
+    return windows, targets, np.stack([bars, syms], axis=1)
+
+
+def _walk_forward_windows(x: np.ndarray, y: np.ndarray, folds: list[Fold],
+                          model_factory: Callable[[], BaseEstimator], *, window: int,
+                          min_train_rows: int, index: pd.DatetimeIndex | None,
+                          progress: Callable[[int], AbstractContextManager[Callable[[str], None]]]
+                          | None, direction: bool) -> tuple[np.ndarray, list[FoldReport]]:
+    pred = np.full(y.shape, np.nan)
+    reports: list[FoldReport] = []
+    ctx = progress(len(folds)) if progress else nullcontext(lambda _msg: None)
+    with ctx as advance:
+        for fold in folds:
+            xs, ys, _ = sequence_samples(x, y, fold.train_start, fold.train_stop, window)
+            if len(ys) < min_train_rows:
+                when = index[fold.test_start].date() if index is not None else fold.test_start
+                raise ConfigError(
+                    f"walk_forward: only {len(ys)} complete training windows before the test "
+                    f"period starting {when} (min_train_rows is {min_train_rows}); "
+                    "choose a later first_test_year or a shorter window"
+                )
+            model = model_factory()
+            classify = direction or is_classifier(model)
+            model.fit(xs, (ys > 0).astype(np.int64) if classify else ys)
+            xt, _, pos = sequence_samples(x, None, fold.test_start, fold.test_stop, window)
+            if len(xt):  # one batched call per fold
+                pred[pos[:, 0], pos[:, 1]] = _score(model, xt, classify)
+            win = slice(fold.test_start, fold.test_stop)
+            ic = daily_ic(pred[win], y[win])
+            mean_ic = float(np.nanmean(ic)) if np.isfinite(ic).any() else float("nan")
+            reports.append(FoldReport(fold, len(ys), len(xt), mean_ic))
             advance(f"IC {mean_ic:+.3f}")
     return pred, reports
 
