@@ -14,16 +14,19 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from mltrader.backtest.deflated import deflated_sharpe_ratio
 from mltrader.backtest.engine import run_backtest
 from mltrader.backtest.metrics import compute_metrics
 from mltrader.backtest.result import BacktestResult
 from mltrader.config import ModelConfig, RunConfig
 from mltrader.data.bars import Bars
-from mltrader.features.labels import forward_return
+from mltrader.errors import ConfigError
+from mltrader.features.labels import forward_return, label_lookahead
 from mltrader.features.registry import compute_features
 from mltrader.models.evaluation import prediction_stats
 from mltrader.models.registry import CLASSIFIERS, SEQUENCE_MODELS, make_model
-from mltrader.models.walkforward import stack, walk_forward_predict
+from mltrader.models.tuning import PurgedKFold, tune
+from mltrader.models.walkforward import Fold, stack, walk_forward_predict
 from mltrader.pipeline import (
     ProgressFactory,
     buy_and_hold_targets,
@@ -36,7 +39,8 @@ from mltrader.strategy.threshold import threshold_weights
 
 LEADERBOARD_COLUMNS = (
     "model", "ic_mean", "ic_t", "hit_rate", "hit_p_value", "always_up_rate", "mse_ratio",
-    "sharpe", "cagr", "max_drawdown", "total_return", "turnover", "trades",
+    "sharpe", "deflated_sharpe", "n_trials", "cagr", "max_drawdown", "total_return",
+    "turnover", "trades",
 )
 
 
@@ -55,6 +59,46 @@ def _label(mc: ModelConfig) -> str:
     return mc.label or mc.name
 
 
+def _tuned_params(mc: ModelConfig, x: np.ndarray, y: np.ndarray, first: Fold, cfg: RunConfig
+                  ) -> tuple[dict[str, object], int]:
+    """The model's parameters, tuned on the first training window when `tune` is set."""
+    if mc.tune is None:
+        return dict(mc.params), 1
+    if mc.name in SEQUENCE_MODELS:
+        raise ConfigError(f"compare: tuning {mc.name} is not supported yet; "
+                          "remove its `tune` section")
+    lookahead = label_lookahead(cfg.target.horizon)
+    embargo = max(lookahead, cfg.walk_forward.embargo_bars)
+    cv = PurgedKFold(n_splits=mc.tune.cv_splits, embargo=embargo, lookahead=lookahead)
+    stop = first.train_stop  # the first training window only: no test bar is ever seen
+    space = {k: tuple(v) for k, v in mc.tune.space.items()}
+    best = tune(x[first.train_start:stop], y[first.train_start:stop], mc.name, space,
+                mc.tune.n_trials, cfg.seed, cv, score=mc.tune.score)
+    return {**mc.params, **best.best_params}, best.n_trials
+
+
+def _deflate(rows: list[dict], results: dict[str, BacktestResult], n_trials: int) -> None:
+    """Deflated Sharpe of every model: picking the best of all trials is a multiple test.
+
+    All configurations tried (every model, and every tuning trial) count as trials; their
+    spread is estimated from the per-bar Sharpes of the models on the leaderboard.
+    """
+    rets = {name: res.equity.pct_change().dropna().to_numpy() for name, res in results.items()}
+    sharpes = np.array([r.mean() / r.std(ddof=1) for r in rets.values() if r.std(ddof=1) > 0])
+    for row in rows:
+        if row["model"] not in rets:  # buy-and-hold was not chosen among trials
+            continue
+        r = rets[row["model"]]
+        try:
+            out = deflated_sharpe_ratio(
+                r, max(n_trials, 1),
+                trial_sharpes=sharpes if len(sharpes) > 1 and n_trials > 1 else None,
+                sr_variance=None if len(sharpes) > 1 else 0.0)
+            row["deflated_sharpe"] = out["dsr"]
+        except ValueError:
+            row["deflated_sharpe"] = None
+
+
 def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | None = None
             ) -> CompareOutput:
     """Train every model of `cfg.compare` (or `cfg.model`) walk-forward and score it."""
@@ -63,8 +107,6 @@ def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars 
     labels = [_label(m) for m in models]
     if len(set(labels)) != len(labels):
         dup = next(x for x in labels if labels.count(x) > 1)
-        from mltrader.errors import ConfigError
-
         raise ConfigError(f"compare lists {dup!r} twice; give each entry a distinct `label`")
     fill = resolve_fill(cfg, bars)
     x = stack(compute_features(bars, cfg.features))
@@ -73,10 +115,13 @@ def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars 
     start = folds[0].test_start
     settings = engine_settings(cfg, fill)
     rows, results = [], {}
+    trials: dict[str, int] = {}
     for mc in models:
         direction = cfg.target.kind == "direction" or mc.name in CLASSIFIERS
+        params, trials[_label(mc)] = _tuned_params(mc, x, realised, folds[0], cfg)
         pred, _ = walk_forward_predict(
-            x, realised, folds, lambda mc=mc: make_model(mc.name, mc.params, cfg.seed),
+            x, realised, folds,
+            lambda mc=mc, params=params: make_model(mc.name, params, cfg.seed),
             min_train_rows=cfg.walk_forward.min_train_rows, index=bars.index,
             progress=progress, direction=direction,
             window=mc.window if mc.name in SEQUENCE_MODELS else None,
@@ -86,13 +131,15 @@ def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars 
         res = run_backtest(bars, weights, settings, start=start)
         results[_label(mc)] = res
         stats = prediction_stats(pred[start:], realised[start:], regression=not direction)
-        rows.append({"model": _label(mc), **stats, **compute_metrics(res)})
+        rows.append({"model": _label(mc), "n_trials": trials[_label(mc)], "params": params,
+                     **stats, **compute_metrics(res)})
     hold = dataclasses.replace(settings, stop_loss=None, take_profit=None, trailing_stop=None)
     bench = run_backtest(bars, buy_and_hold_targets(bars, start), hold, start=start)
     always_up = prediction_stats(np.ones_like(realised[start:]), realised[start:],
                                  regression=False)
     rows.append({"model": "buy & hold (equal weight)", "hit_rate": always_up["hit_rate"],
                  "always_up_rate": always_up["always_up_rate"], **compute_metrics(bench)})
+    _deflate(rows, results, sum(trials.values()))
     board = pd.DataFrame(rows)
     board = board[[c for c in LEADERBOARD_COLUMNS if c in board.columns]
                   + [c for c in board.columns if c not in LEADERBOARD_COLUMNS]]

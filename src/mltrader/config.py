@@ -42,6 +42,19 @@ class DataConfig(_Strict):
         return self
 
 
+class TuneConfig(_Strict):
+    """Optuna (TPE) search on the first training window, with purged, embargoed k-fold CV.
+
+    `space` maps a parameter to ["int" | "int_log" | "float" | "float_log", low, high] or
+    ["categorical", [choices]]; the best parameters are then used in every fold.
+    """
+
+    n_trials: int = Field(20, ge=1, le=1000)
+    space: dict[str, list[Any]] = Field(min_length=1)
+    cv_splits: int = Field(5, ge=2, le=20)
+    score: Literal["ic", "mse"] = "ic"
+
+
 class ModelConfig(_Strict):
     """Which registered model to train (see `mltrader models`) and its hyper-parameters."""
 
@@ -50,6 +63,7 @@ class ModelConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     label: str | None = Field(None, description="name in the leaderboard (default: name)")
     window: int = Field(60, ge=5, le=500, description="bars per sample (lstm, cnn, cnn_lstm)")
+    tune: TuneConfig | None = None
 
     @field_validator("name")
     @classmethod

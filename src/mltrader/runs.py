@@ -129,6 +129,9 @@ def write_compare(out: CompareOutput, run_dir: Path) -> dict[str, Path]:
         "Hit rate: share of predictions with the right sign; p: one-sided binomial test "
         "against 50%; always-up rate: the hit rate of predicting 'up' every time.",
         "MSE / MSE(zero) >= 1 means the predicted returns are no better than predicting 0.",
+        "Deflated Sharpe (Bailey & Lopez de Prado 2014): the probability that the true Sharpe "
+        "beats the best one expected by luck among all configurations tried (every model and "
+        "tuning trial counts); below 0.95 the result is not significant.",
     ]
     warnings = ([SURVIVORSHIP_WARNING] if cfg.data.source == "bundled"
                 and cfg.data.dataset == "sp500_20stocks" else [])
