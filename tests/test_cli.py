@@ -398,3 +398,25 @@ def test_subprocess_bad_input_is_one_clean_stderr_line(tmp_path: Path,
     assert lines[0].startswith("error:")
     assert str(path) in lines[0] and "file not found" in lines[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_run_folder_keeps_the_last_model_hashed_and_loadable(e2e: tuple[Result, Path]) -> None:
+    import json
+
+    import numpy as np
+
+    from mltrader.models.artifacts import ArtifactError, load_model
+
+    _, run = e2e
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["format"] == "skops"  # ridge: a scikit-learn pipeline, saved without pickle
+    model = load_model(run / "artifacts" / "model")
+    assert model.predict(np.zeros((2, 9))).shape == (2,)
+    target = run / "artifacts" / "model" / next(iter(manifest["artifacts"]["model"]))
+    original = target.read_bytes()
+    try:
+        target.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+        with pytest.raises(ArtifactError, match="modified or is corrupt"):
+            load_model(run / "artifacts" / "model")
+    finally:
+        target.write_bytes(original)

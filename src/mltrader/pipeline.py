@@ -50,6 +50,7 @@ class Signals:
     weights: pd.DataFrame
     folds: list[FoldReport]
     fill: str
+    last_model: object = None  # the model of the last fold: what a live bot would use next
 
 
 @dataclass(frozen=True)
@@ -105,16 +106,19 @@ def compute_signals(bars: Bars, cfg: RunConfig, progress: ProgressFactory | None
     feats = compute_features(bars, cfg.features)
     labels = forward_return(bars, fill, cfg.target.horizon)
     folds = run_folds(bars, cfg)
+    fitted: list[object] = []
     pred, reports = walk_forward_predict(
         stack(feats), labels.to_numpy(np.float64), folds,
         lambda: make_model(cfg.model.name, cfg.model.params, cfg.seed),
         min_train_rows=cfg.walk_forward.min_train_rows, index=bars.index, progress=progress,
         direction=cfg.target.kind == "direction",
         window=cfg.model.window if cfg.model.name in SEQUENCE_MODELS else None,
+        on_fit=lambda _fold, model: fitted.__setitem__(slice(None), [model]),  # keep the last
     )
     pred_df = pd.DataFrame(pred, index=bars.index, columns=list(bars.symbols))
     weights = threshold_weights(pred_df, cfg.strategy.threshold, cfg.strategy.rebalance)
-    return Signals(feats, labels, pred_df, weights, reports, fill)
+    return Signals(feats, labels, pred_df, weights, reports, fill,
+                   fitted[-1] if fitted else None)
 
 
 def engine_settings(cfg: RunConfig, fill: str) -> EngineSettings:

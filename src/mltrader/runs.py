@@ -74,6 +74,18 @@ def write_run(out: RunOutput, run_dir: Path) -> dict[str, Path]:
     }
     paths["config"].write_text(dump_config(out.config))
     paths["metrics"].write_text(metrics_json(out))
+    if out.signals.last_model is not None:  # the last fold's model, without pickle, hashed
+        from mltrader.models.artifacts import save_model
+
+        last = out.signals.folds[-1].fold
+        manifest = save_model(out.signals.last_model, run_dir / "artifacts", name="model",
+                              extra={"model": out.config.model.name,
+                                     "trained_through": str(out.bars.index[last.train_stop - 1]
+                                                            .date())})
+        paths["model"] = run_dir / "artifacts" / "model"
+        (run_dir / "manifest.json").write_text(json.dumps(
+            {"artifacts": {"model": manifest["files"]}, "format": manifest["format"]},
+            indent=2) + "\n")
     equity = pd.DataFrame({
         "strategy": out.strategy.equity,
         "strategy_cash": out.strategy.cash,

@@ -111,6 +111,7 @@ def walk_forward_predict(
     direction: bool = False,
     window: int | None = None,
     progress: Callable[[int], AbstractContextManager[Callable[[str], None]]] | None = None,
+    on_fit: Callable[[Fold, BaseEstimator], None] | None = None,
 ) -> tuple[np.ndarray, list[FoldReport]]:
     """Out-of-sample predictions (T, N), NaN outside test windows or where features are NaN.
 
@@ -125,7 +126,7 @@ def walk_forward_predict(
     if window:
         return _walk_forward_windows(x, y, folds, model_factory, window=window,
                                      min_train_rows=min_train_rows, index=index,
-                                     progress=progress, direction=direction)
+                                     progress=progress, direction=direction, on_fit=on_fit)
     pred = np.full((t_len, n_sym), np.nan)
     reports: list[FoldReport] = []
     ctx = progress(len(folds)) if progress else nullcontext(lambda _msg: None)
@@ -146,6 +147,8 @@ def walk_forward_predict(
             else:
                 lo, hi = np.quantile(ys, [clip_quantile, 1 - clip_quantile])
                 model.fit(xs, np.clip(ys, lo, hi))
+            if on_fit is not None:
+                on_fit(fold, model)
             test_x = x[fold.test_start : fold.test_stop].reshape(-1, x.shape[2])
             ok = ~np.isnan(test_x).any(axis=1)
             block = np.full(test_x.shape[0], np.nan)
@@ -188,7 +191,9 @@ def _walk_forward_windows(x: np.ndarray, y: np.ndarray, folds: list[Fold],
                           model_factory: Callable[[], BaseEstimator], *, window: int,
                           min_train_rows: int, index: pd.DatetimeIndex | None,
                           progress: Callable[[int], AbstractContextManager[Callable[[str], None]]]
-                          | None, direction: bool) -> tuple[np.ndarray, list[FoldReport]]:
+                          | None, direction: bool,
+                          on_fit: Callable[[Fold, BaseEstimator], None] | None = None,
+                          ) -> tuple[np.ndarray, list[FoldReport]]:
     pred = np.full(y.shape, np.nan)
     reports: list[FoldReport] = []
     ctx = progress(len(folds)) if progress else nullcontext(lambda _msg: None)
@@ -205,6 +210,8 @@ def _walk_forward_windows(x: np.ndarray, y: np.ndarray, folds: list[Fold],
             model = model_factory()
             classify = direction or is_classifier(model)
             model.fit(xs, (ys > 0).astype(np.int64) if classify else ys)
+            if on_fit is not None:
+                on_fit(fold, model)
             xt, _, pos = sequence_samples(x, None, fold.test_start, fold.test_stop, window)
             if len(xt):  # one batched call per fold
                 pred[pos[:, 0], pos[:, 1]] = _score(model, xt, classify)
