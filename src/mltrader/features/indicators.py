@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from numba import njit
 
 
 def returns(close: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -35,43 +36,47 @@ def rsi(close: pd.DataFrame, n: int = 14) -> pd.DataFrame:
     out = np.full(close.shape, np.nan)
     values = close.to_numpy(np.float64)
     for j in range(values.shape[1]):
-        out[:, j] = _rsi_1d(values[:, j], n)
+        out[:, j] = _rsi_1d(np.ascontiguousarray(values[:, j]), n)
     return pd.DataFrame(out, index=close.index, columns=close.columns)
 
 
+@njit(cache=True)
 def _rsi_1d(x: np.ndarray, n: int) -> np.ndarray:
+    """Wilder's RSI of one series; a NaN gap restarts the warm-up on the next valid run."""
     out = np.full(x.shape, np.nan)
-    valid = np.flatnonzero(~np.isnan(x))
-    if len(valid) <= n:
-        return out
-    first, last = valid[0], valid[-1]
-    seg = x[first : last + 1]
-    if np.isnan(seg).any():  # a gap inside the history: compute per contiguous run
-        runs = np.split(np.arange(first, last + 1), np.flatnonzero(np.isnan(seg)) + 1)
-        for r in runs:
-            r = r[~np.isnan(x[r])]
-            if len(r) > n:
-                out[r] = _rsi_1d_contiguous(x[r], n)
-        return out
-    out[first : last + 1] = _rsi_1d_contiguous(seg, n)
+    t = 0
+    while t < len(x):
+        while t < len(x) and x[t] != x[t]:
+            t += 1
+        start = t
+        while t < len(x) and x[t] == x[t]:
+            t += 1
+        if t - start > n:  # a contiguous run long enough to seed the averages
+            _rsi_run(x[start:t], n, out[start:t])
     return out
 
 
-def _rsi_1d_contiguous(x: np.ndarray, n: int) -> np.ndarray:
-    out = np.full(x.shape, np.nan)
-    d = np.diff(x)
-    gain = np.where(d > 0, d, 0.0)
-    loss = np.where(d < 0, -d, 0.0)
-    avg_g = gain[:n].mean()
-    avg_l = loss[:n].mean()
+@njit(cache=True)
+def _rsi_run(x: np.ndarray, n: int, out: np.ndarray) -> None:
+    avg_g = 0.0
+    avg_l = 0.0
+    for i in range(1, n + 1):  # seed: simple means of the first n changes (as TA-Lib)
+        d = x[i] - x[i - 1]
+        if d > 0:
+            avg_g += d
+        else:
+            avg_l -= d
+    avg_g /= n
+    avg_l /= n
     out[n] = _rsi_value(avg_g, avg_l)
-    for i in range(n, len(d)):
-        avg_g = (avg_g * (n - 1) + gain[i]) / n
-        avg_l = (avg_l * (n - 1) + loss[i]) / n
-        out[i + 1] = _rsi_value(avg_g, avg_l)
-    return out
+    for i in range(n + 1, len(x)):
+        d = x[i] - x[i - 1]
+        avg_g = (avg_g * (n - 1) + (d if d > 0 else 0.0)) / n
+        avg_l = (avg_l * (n - 1) + (-d if d < 0 else 0.0)) / n
+        out[i] = _rsi_value(avg_g, avg_l)
 
 
+@njit(cache=True)
 def _rsi_value(avg_gain: float, avg_loss: float) -> float:
     total = avg_gain + avg_loss
     return 50.0 if total == 0 else 100.0 * avg_gain / total

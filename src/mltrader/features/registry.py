@@ -55,5 +55,8 @@ def compute_features(bars: Bars, names: list[str] | tuple[str, ...]) -> dict[str
     out: dict[str, pd.DataFrame] = {}
     for name, fn in zip(names, fns, strict=True):
         frame = fn(bars)
-        out[name] = frame.reindex(index=bars.index, columns=list(bars.symbols)).astype("float64")
+        if not (frame.index is bars.index or frame.index.equals(bars.index)) or tuple(
+                frame.columns) != bars.symbols:
+            frame = frame.reindex(index=bars.index, columns=list(bars.symbols))
+        out[name] = frame if (frame.dtypes == "float64").all() else frame.astype("float64")
     return out
