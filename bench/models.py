@@ -4,8 +4,8 @@
 
 1. LightGBM, full walk-forward on configs/default.yaml (features, 18 yearly folds, batched
    predictions): seconds.
-2. The live path: features for the newest bar of 20 symbols from a trailing window, and one
-   batched predict call of the fitted LightGBM model: milliseconds (median of 50).
+2. The live path: `latest_features` for the newest bar of 20 symbols from a 260-bar tail,
+   and one batched predict call of the fitted LightGBM model: milliseconds (median of 50).
 3. LSTM (2 x 50, dropout 0.2), one fold on 20 symbols x 15 years of daily bars, 60-bar
    windows of the nine default features: seconds for `--lstm-epochs` epochs.
 Writes bench/results/models.json and bench/RESULTS_models.md.
@@ -30,6 +30,7 @@ def main() -> None:
     args = ap.parse_args()
     from mltrader.config import load_config
     from mltrader.features.labels import forward_return
+    from mltrader.features.latest import latest_features
     from mltrader.features.registry import compute_features
     from mltrader.models.registry import make_model
     from mltrader.models.torch_models import LSTMRegressor
@@ -51,8 +52,7 @@ def main() -> None:
     times = []
     for _ in range(50):
         t = time.perf_counter()
-        feats = compute_features(tail, cfg.features)
-        row = stack(feats)[-1]  # (20 symbols, 9 features): the newest bar only
+        row = latest_features(tail, cfg.features)  # (20 symbols, 9 features): newest bar only
         model.predict(row)
         times.append(time.perf_counter() - t)
     out["predict_newest_bar_20_symbols_ms"] = float(np.median(times) * 1000)
