@@ -116,3 +116,35 @@ def test_tuning_uses_the_first_training_window_and_counts_trials():
     assert "alpha" in board.loc["ridge", "params"]
     dsr = board.loc[["ridge", "linear"], "deflated_sharpe"]
     assert ((dsr >= 0) & (dsr <= 1)).all()
+
+
+def test_price_target_is_traded_as_an_expected_return():
+    from mltrader.config import config_from_dict as cfd
+    from mltrader.pipeline import compute_signals
+
+    # a price target needs price-level inputs (as the 8-input LSTM preset has)
+    cfg = cfd({"model": {"name": "ridge"}, "target": {"kind": "price"},
+               "features": ["close", "sma_20", "ret_1"],
+               "walk_forward": {"first_test_year": 2003, "min_train_rows": 100}})
+    sig = compute_signals(BARS, cfg)
+    pred = sig.predictions.to_numpy()
+    oos = pred[np.isfinite(pred)]
+    assert len(oos) > 1000
+    # a predicted price becomes pred / close - 1: returns of a few percent, not price levels
+    assert np.median(np.abs(oos)) < 0.2
+    out = compare(_cfg([{"name": "ridge"}], target={"kind": "price"},
+                       features=["close", "sma_20", "ret_1"]), bars=BARS)
+    assert out.leaderboard["model"].iloc[0] == "ridge"
+
+
+def test_backtest_can_tune_and_reports_a_deflated_sharpe():
+    from mltrader.config import config_from_dict as cfd
+    from mltrader.pipeline import run
+
+    cfg = cfd({"model": {"name": "ridge", "tune": {"n_trials": 3, "cv_splits": 3, "space": {
+                   "alpha": ["float_log", 1e-2, 1e2]}}},
+               "walk_forward": {"first_test_year": 2003, "min_train_rows": 100}})
+    out = run(cfg, bars=BARS)
+    assert out.metrics["model"]["n_trials"] == 3 and "alpha" in out.metrics["model"]["params"]
+    dsr = out.metrics["deflated_sharpe"]
+    assert dsr["n_trials"] == 3 and 0 <= dsr["dsr"] <= 1

@@ -21,12 +21,15 @@ from mltrader.backtest.result import BacktestResult
 from mltrader.config import ModelConfig, RunConfig
 from mltrader.data.bars import Bars
 from mltrader.errors import ConfigError
-from mltrader.features.labels import forward_return, label_lookahead
+from mltrader.features.labels import (
+    forward_price,
+    forward_return,
+    price_to_return,
+)
 from mltrader.features.registry import compute_features
 from mltrader.models.evaluation import prediction_stats
 from mltrader.models.registry import CLASSIFIERS, SEQUENCE_MODELS, make_model
-from mltrader.models.tuning import PurgedKFold, tune
-from mltrader.models.walkforward import Fold, stack, walk_forward_predict
+from mltrader.models.walkforward import stack, walk_forward_predict
 from mltrader.pipeline import (
     ProgressFactory,
     buy_and_hold_targets,
@@ -34,6 +37,7 @@ from mltrader.pipeline import (
     load_bars,
     resolve_fill,
     run_folds,
+    tuned_params,
 )
 from mltrader.strategy.threshold import threshold_weights
 
@@ -57,24 +61,6 @@ class CompareOutput:
 
 def _label(mc: ModelConfig) -> str:
     return mc.label or mc.name
-
-
-def _tuned_params(mc: ModelConfig, x: np.ndarray, y: np.ndarray, first: Fold, cfg: RunConfig
-                  ) -> tuple[dict[str, object], int]:
-    """The model's parameters, tuned on the first training window when `tune` is set."""
-    if mc.tune is None:
-        return dict(mc.params), 1
-    if mc.name in SEQUENCE_MODELS:
-        raise ConfigError(f"compare: tuning {mc.name} is not supported yet; "
-                          "remove its `tune` section")
-    lookahead = label_lookahead(cfg.target.horizon)
-    embargo = max(lookahead, cfg.walk_forward.embargo_bars)
-    cv = PurgedKFold(n_splits=mc.tune.cv_splits, embargo=embargo, lookahead=lookahead)
-    stop = first.train_stop  # the first training window only: no test bar is ever seen
-    space = {k: tuple(v) for k, v in mc.tune.space.items()}
-    best = tune(x[first.train_start:stop], y[first.train_start:stop], mc.name, space,
-                mc.tune.n_trials, cfg.seed, cv, score=mc.tune.score)
-    return {**mc.params, **best.best_params}, best.n_trials
 
 
 def _deflate(rows: list[dict], results: dict[str, BacktestResult], n_trials: int) -> None:
@@ -113,19 +99,25 @@ def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars 
     realised = forward_return(bars, fill, cfg.target.horizon).to_numpy(np.float64)
     folds = run_folds(bars, cfg)
     start = folds[0].test_start
+    price = cfg.target.kind == "price"
+    train_on = (forward_price(bars, fill, cfg.target.horizon).to_numpy(np.float64) if price
+                else realised)
     settings = engine_settings(cfg, fill)
     rows, results = [], {}
     trials: dict[str, int] = {}
     for mc in models:
         direction = cfg.target.kind == "direction" or mc.name in CLASSIFIERS
-        params, trials[_label(mc)] = _tuned_params(mc, x, realised, folds[0], cfg)
+        params, trials[_label(mc)] = tuned_params(mc, x, realised, folds[0], cfg)
         pred, _ = walk_forward_predict(
-            x, realised, folds,
+            x, train_on, folds,
             lambda mc=mc, params=params: make_model(mc.name, params, cfg.seed),
             min_train_rows=cfg.walk_forward.min_train_rows, index=bars.index,
             progress=progress, direction=direction,
             window=mc.window if mc.name in SEQUENCE_MODELS else None,
+            clip_quantile=0.0 if price else 0.01,
         )
+        if price:
+            pred = price_to_return(pred, bars)
         pred_df = pd.DataFrame(pred, index=bars.index, columns=list(bars.symbols))
         weights = threshold_weights(pred_df, cfg.strategy.threshold, cfg.strategy.rebalance)
         res = run_backtest(bars, weights, settings, start=start)

@@ -80,10 +80,11 @@ class TargetConfig(_Strict):
 
     The return runs from the fill after the decision (t+1) to `horizon` bars later, under
     the run's execution convention; classifiers learn its sign and their P(up) - 0.5 is
-    the signal the strategy thresholds.
+    the signal the strategy thresholds; `price` learns the price itself, and the prediction
+    becomes an expected return against the decision bar's close.
     """
 
-    kind: Literal["return", "direction"] = "return"
+    kind: Literal["return", "direction", "price"] = "return"
     horizon: int = Field(1, ge=1, le=60)
 
 

@@ -14,15 +14,23 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from mltrader.backtest.deflated import deflated_sharpe_ratio
 from mltrader.backtest.engine import EngineSettings, run_backtest
 from mltrader.backtest.metrics import benchmark_metrics, compute_metrics
 from mltrader.backtest.result import BacktestResult
-from mltrader.config import RunConfig
+from mltrader.config import ModelConfig, RunConfig
 from mltrader.data.bars import Bars
 from mltrader.data.datasets import DATASETS, load_bundled
-from mltrader.features.labels import forward_return, label_lookahead
+from mltrader.errors import ConfigError
+from mltrader.features.labels import (
+    forward_price,
+    forward_return,
+    label_lookahead,
+    price_to_return,
+)
 from mltrader.features.registry import compute_features
 from mltrader.models.registry import SEQUENCE_MODELS, make_model
+from mltrader.models.tuning import PurgedKFold, tune
 from mltrader.models.walkforward import (
     Fold,
     FoldReport,
@@ -51,6 +59,8 @@ class Signals:
     folds: list[FoldReport]
     fill: str
     last_model: object = None  # the model of the last fold: what a live bot would use next
+    params: dict[str, object] | None = None  # the model's parameters (tuned, when asked)
+    n_trials: int = 1  # configurations tried to choose them
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,27 @@ def run_folds(bars: Bars, cfg: RunConfig) -> list[Fold]:
     )
 
 
+def tuned_params(mc: ModelConfig, x: np.ndarray, y: np.ndarray, first: Fold, cfg: RunConfig
+                  ) -> tuple[dict[str, object], int]:
+    """The model's parameters, tuned on the first training window when `tune` is set."""
+    if mc.tune is None:
+        return dict(mc.params), 1
+    if cfg.target.kind == "price":
+        raise ConfigError("compare: tuning with target.kind 'price' is not supported; tune "
+                          "with kind 'return' or remove the `tune` section")
+    if mc.name in SEQUENCE_MODELS:
+        raise ConfigError(f"compare: tuning {mc.name} is not supported yet; "
+                          "remove its `tune` section")
+    lookahead = label_lookahead(cfg.target.horizon)
+    embargo = max(lookahead, cfg.walk_forward.embargo_bars)
+    cv = PurgedKFold(n_splits=mc.tune.cv_splits, embargo=embargo, lookahead=lookahead)
+    stop = first.train_stop  # the first training window only: no test bar is ever seen
+    space = {k: tuple(v) for k, v in mc.tune.space.items()}
+    best = tune(x[first.train_start:stop], y[first.train_start:stop], mc.name, space,
+                mc.tune.n_trials, cfg.seed, cv, score=mc.tune.score)
+    return {**mc.params, **best.best_params}, best.n_trials
+
+
 def compute_signals(bars: Bars, cfg: RunConfig, progress: ProgressFactory | None = None
                     ) -> Signals:
     """Features, walk-forward predictions and target weights; row t uses only bars <= t."""
@@ -107,18 +138,25 @@ def compute_signals(bars: Bars, cfg: RunConfig, progress: ProgressFactory | None
     labels = forward_return(bars, fill, cfg.target.horizon)
     folds = run_folds(bars, cfg)
     fitted: list[object] = []
+    price = cfg.target.kind == "price"
+    train_on = forward_price(bars, fill, cfg.target.horizon) if price else labels
+    x = stack(feats)
+    params, n_trials = tuned_params(cfg.model, x, labels.to_numpy(np.float64), folds[0], cfg)
     pred, reports = walk_forward_predict(
-        stack(feats), labels.to_numpy(np.float64), folds,
-        lambda: make_model(cfg.model.name, cfg.model.params, cfg.seed),
+        x, train_on.to_numpy(np.float64), folds,
+        lambda: make_model(cfg.model.name, params, cfg.seed),
         min_train_rows=cfg.walk_forward.min_train_rows, index=bars.index, progress=progress,
         direction=cfg.target.kind == "direction",
         window=cfg.model.window if cfg.model.name in SEQUENCE_MODELS else None,
         on_fit=lambda _fold, model: fitted.__setitem__(slice(None), [model]),  # keep the last
+        clip_quantile=0.0 if price else 0.01,
     )
+    if price:
+        pred = price_to_return(pred, bars)
     pred_df = pd.DataFrame(pred, index=bars.index, columns=list(bars.symbols))
     weights = threshold_weights(pred_df, cfg.strategy.threshold, cfg.strategy.rebalance)
     return Signals(feats, labels, pred_df, weights, reports, fill,
-                   fitted[-1] if fitted else None)
+                   fitted[-1] if fitted else None, params, n_trials)
 
 
 def engine_settings(cfg: RunConfig, fill: str) -> EngineSettings:
@@ -145,6 +183,21 @@ def buy_and_hold_targets(bars: Bars, start: int) -> pd.DataFrame:
     live = ~np.isnan(bars.close[start])
     targets[start] = np.where(live, 1.0 / max(live.sum(), 1), 0.0)
     return pd.DataFrame(targets, index=bars.index, columns=list(bars.symbols))
+
+
+def _deflated(res: BacktestResult, n_trials: int) -> dict[str, object]:
+    """The strategy's deflated Sharpe: P(true Sharpe > the best expected from n_trials by luck).
+
+    Tuning trials are scored by IC, not Sharpe, so the spread of trial Sharpes is taken as
+    the sampling variance of a Sharpe estimate over this many bars (1 / T), its floor.
+    """
+    r = res.equity.pct_change().dropna().to_numpy()
+    try:
+        out = deflated_sharpe_ratio(r, n_trials, sr_variance=1.0 / max(len(r), 1))
+    except ValueError as e:
+        return {"dsr": None, "n_trials": n_trials, "why": str(e)}
+    return {"dsr": out["dsr"], "n_trials": n_trials,
+            "expected_max_sharpe_annual": out["expected_max_sharpe"] * np.sqrt(252)}
 
 
 def _ic_summary(sig: Signals) -> dict[str, object]:
@@ -176,8 +229,10 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
         "strategy": compute_metrics(strat),
         "buy_and_hold": compute_metrics(bench),
         "vs_buy_and_hold": benchmark_metrics(strat, bench),
+        "deflated_sharpe": _deflated(strat, sig.n_trials),
         "out_of_sample": oos,
-        "model": {"name": cfg.model.name, **_ic_summary(sig)},
+        "model": {"name": cfg.model.name, "params": sig.params, "n_trials": sig.n_trials,
+                  **_ic_summary(sig)},
         "fill_timing": strat.fill_timing,
         "symbols": list(bars.symbols),
     }
@@ -189,6 +244,12 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
         f"Costs: commission {cfg.costs.commission_bps:g} bps + slippage "
         f"{cfg.costs.slippage_bps:g} bps of traded value, on strategy and buy-and-hold alike.",
     ]
+    dsr = metrics["deflated_sharpe"]["dsr"]  # type: ignore[index]
+    if dsr is not None:
+        notes.append(f"Deflated Sharpe ratio {dsr:.2f}: the probability that the strategy's "
+                     f"true Sharpe beats the best one {sig.n_trials} configuration(s) would "
+                     "show by luck (Bailey & Lopez de Prado 2014); below 0.95 it is not "
+                     "significant.")
     rk = cfg.risk
     if bars.close_only and (rk.stop_loss or rk.take_profit or rk.trailing_stop):
         notes.append("Stops and targets are judged on closes only (no intrabar high/low in "

@@ -8,6 +8,7 @@ ahead: walk-forward drops that many bars from the end of every training window (
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from mltrader.data.bars import Bars
@@ -32,3 +33,18 @@ def forward_return(bars: Bars, fill: str, horizon: int = 1) -> pd.DataFrame:
     """
     p = execution_prices(bars, fill)
     return p.shift(-(1 + horizon)) / p.shift(-1) - 1.0
+
+
+def forward_price(bars: Bars, fill: str, horizon: int = 1) -> pd.DataFrame:
+    """Price target at t: the execution price `horizon` bars after the fill at t+1.
+
+    A model that predicts it is turned into an expected return against bar t's close
+    (`price_to_return`), so the same rules can trade it.
+    """
+    return execution_prices(bars, fill).shift(-(1 + horizon))
+
+
+def price_to_return(pred_price: np.ndarray, bars: Bars) -> np.ndarray:
+    """Expected return of a predicted price, measured from the decision bar's close."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return pred_price / bars.close - 1.0
