@@ -624,6 +624,11 @@ def write_results_md(json_path: str | Path, md_path: str | Path) -> str:
             if "startup_error" in ml:
                 lines.append(f"- start-up measurement failed: {ml['startup_error'][:300]}")
     lines += _targets_md(r)
+    models_md = Path(md_path).with_name("RESULTS_models.md")
+    if models_md.exists():  # the model-zoo figures (bench/models.py) live beside these
+        lines += ["", "## Models", "", "From `bench/models.py` (its own run; see "
+                  "RESULTS_models.md):", ""]
+        lines += [ln for ln in models_md.read_text().splitlines() if ln.startswith("|")]
     lines += ["", "## Notes", ""] + [f"- {n}" for n in r.get("notes", [])]
     sig = {}
     for w in r["workloads"].values():
