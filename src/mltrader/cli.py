@@ -113,6 +113,15 @@ ROWS: list[tuple[str, str, Callable[[Any], str]]] = [
 ]
 
 
+def _symbol_list(symbols: str) -> list[str]:
+    """`--symbols AAPL, MSFT` as a list; an empty list is a user error, not "all symbols"."""
+    listed = [s.strip() for s in symbols.split(",") if s.strip()]
+    if not listed:
+        raise MltraderError("--symbols is empty; give comma-separated symbols, "
+                            "e.g. --symbols AAPL,MSFT")
+    return listed
+
+
 def metrics_table(metrics: dict[str, Any], title: str) -> Table:
     """Strategy vs buy-and-hold, side by side."""
     table = Table(title=title, title_justify="left")
@@ -142,7 +151,8 @@ def backtest(
     end: Annotated[str | None, typer.Option(
         help="Last date to load. Example: --end 2019-12-31")] = None,
     model: Annotated[str | None, typer.Option(
-        help="Model to train: lightgbm or ridge. Example: --model ridge")] = None,
+        help="Model to train (any name of the model registry: lightgbm, ridge, "
+        "random_forest, svm, lstm, ...). Example: --model ridge")] = None,
     seed: Annotated[int | None, typer.Option(
         help="Random seed; the same config and seed give identical metrics. Example: --seed 7")
                     ] = None,
@@ -163,11 +173,7 @@ def backtest(
     if data is not None:
         overrides.update({"data.source": "file", "data.path": str(data)})
     if symbols is not None:
-        listed = [s.strip() for s in symbols.split(",") if s.strip()]
-        if not listed:
-            raise MltraderError("--symbols is empty; give comma-separated symbols, "
-                                "e.g. --symbols AAPL,MSFT")
-        overrides["data.symbols"] = listed
+        overrides["data.symbols"] = _symbol_list(symbols)
     if start:
         overrides["data.start"] = start
     if end:
@@ -220,11 +226,7 @@ def compare(
 
     overrides: dict[str, Any] = {}
     if symbols is not None:
-        listed = [s.strip() for s in symbols.split(",") if s.strip()]
-        if not listed:
-            raise MltraderError("--symbols is empty; give comma-separated symbols, "
-                                "e.g. --symbols AAPL,MSFT")
-        overrides["data.symbols"] = listed
+        overrides["data.symbols"] = _symbol_list(symbols)
     if output_dir is not None:
         overrides["output_dir"] = str(output_dir)
     cfg = load_config(config, overrides)

@@ -21,25 +21,16 @@ from mltrader.backtest.result import BacktestResult
 from mltrader.config import ModelConfig, RunConfig
 from mltrader.data.bars import Bars
 from mltrader.errors import ConfigError
-from mltrader.features.labels import (
-    forward_price,
-    forward_return,
-    price_to_return,
-)
-from mltrader.features.registry import compute_features
 from mltrader.models.evaluation import prediction_stats
-from mltrader.models.registry import CLASSIFIERS, SEQUENCE_MODELS, make_model
-from mltrader.models.walkforward import stack, walk_forward_predict
+from mltrader.models.registry import CLASSIFIERS
 from mltrader.pipeline import (
     ProgressFactory,
     buy_and_hold_targets,
+    compute_signals,
     engine_settings,
     load_bars,
     resolve_fill,
-    run_folds,
-    tuned_params,
 )
-from mltrader.strategy.threshold import threshold_weights
 
 LEADERBOARD_COLUMNS = (
     "model", "ic_mean", "ic_t", "hit_rate", "hit_p_value", "always_up_rate", "mse_ratio",
@@ -95,40 +86,29 @@ def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars 
         dup = next(x for x in labels if labels.count(x) > 1)
         raise ConfigError(f"compare lists {dup!r} twice; give each entry a distinct `label`")
     fill = resolve_fill(cfg, bars)
-    x = stack(compute_features(bars, cfg.features))
-    realised = forward_return(bars, fill, cfg.target.horizon).to_numpy(np.float64)
-    folds = run_folds(bars, cfg)
-    start = folds[0].test_start
-    price = cfg.target.kind == "price"
-    train_on = (forward_price(bars, fill, cfg.target.horizon).to_numpy(np.float64) if price
-                else realised)
     settings = engine_settings(cfg, fill)
     rows, results = [], {}
     trials: dict[str, int] = {}
+    start = 0
     for mc in models:
-        direction = cfg.target.kind == "direction" or mc.name in CLASSIFIERS
-        params, trials[_label(mc)] = tuned_params(mc, x, realised, folds[0], cfg)
-        pred, _ = walk_forward_predict(
-            x, train_on, folds,
-            lambda mc=mc, params=params: make_model(mc.name, params, cfg.seed),
-            min_train_rows=cfg.walk_forward.min_train_rows, index=bars.index,
-            progress=progress, direction=direction,
-            window=mc.window if mc.name in SEQUENCE_MODELS else None,
-            clip_quantile=0.0 if price else 0.01,
-        )
-        if price:
-            pred = price_to_return(pred, bars)
-        pred_df = pd.DataFrame(pred, index=bars.index, columns=list(bars.symbols))
-        weights = threshold_weights(pred_df, cfg.strategy.threshold, cfg.strategy.rebalance)
-        res = run_backtest(bars, weights, settings, start=start)
+        # each model goes through the same path as `mltrader backtest`: features, tuning,
+        # walk-forward (same folds: they depend only on the bars and walk_forward settings)
+        sig = compute_signals(bars, cfg.model_copy(update={"model": mc}), progress)
+        start = sig.folds[0].fold.test_start
+        trials[_label(mc)] = sig.n_trials
+        res = run_backtest(bars, sig.weights, settings, start=start)
         results[_label(mc)] = res
+        pred = sig.predictions.to_numpy()
+        realised = sig.labels.to_numpy()
+        direction = cfg.target.kind == "direction" or mc.name in CLASSIFIERS
+        params = sig.params
         stats = prediction_stats(pred[start:], realised[start:], regression=not direction)
         rows.append({"model": _label(mc), "n_trials": trials[_label(mc)], "params": params,
                      **stats, **compute_metrics(res)})
     hold = dataclasses.replace(settings, stop_loss=None, take_profit=None, trailing_stop=None)
     bench = run_backtest(bars, buy_and_hold_targets(bars, start), hold, start=start)
     always_up = prediction_stats(np.ones_like(realised[start:]), realised[start:],
-                                 regression=False)
+                                 regression=False)  # the labels are the same for every model
     rows.append({"model": "buy & hold (equal weight)", "hit_rate": always_up["hit_rate"],
                  "always_up_rate": always_up["always_up_rate"], **compute_metrics(bench)})
     _deflate(rows, results, sum(trials.values()))
@@ -136,5 +116,5 @@ def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars 
     board = board[[c for c in LEADERBOARD_COLUMNS if c in board.columns]
                   + [c for c in board.columns if c not in LEADERBOARD_COLUMNS]]
     oos = {"start": str(bars.index[start].date()), "end": str(bars.index[-1].date()),
-           "bars": int(len(bars) - start), "folds": len(folds)}
+           "bars": int(len(bars) - start), "folds": len(sig.folds)}
     return CompareOutput(cfg, board, results, bench, oos)

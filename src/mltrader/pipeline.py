@@ -29,6 +29,7 @@ from mltrader.features.labels import (
     price_to_return,
 )
 from mltrader.features.registry import compute_features
+from mltrader.models.evaluation import prediction_stats
 from mltrader.models.registry import SEQUENCE_MODELS, make_model
 from mltrader.models.tuning import PurgedKFold, tune
 from mltrader.models.walkforward import (
@@ -201,13 +202,8 @@ def _deflated(res: BacktestResult, n_trials: int) -> dict[str, object]:
 
 
 def _ic_summary(sig: Signals) -> dict[str, object]:
-    from mltrader.models.walkforward import daily_ic
-
-    ic = daily_ic(sig.predictions.to_numpy(), sig.labels.to_numpy())
-    ic = ic[np.isfinite(ic)]
-    mean = float(ic.mean()) if len(ic) else None
-    tstat = float(ic.mean() / ic.std(ddof=1) * np.sqrt(len(ic))) if len(ic) > 2 else None
-    return {"mean_daily_ic": mean, "ic_t_stat": tstat, "ic_days": int(len(ic)),
+    stats = prediction_stats(sig.predictions.to_numpy(), sig.labels.to_numpy())
+    return {"mean_daily_ic": stats["ic_mean"], "ic_t_stat": stats["ic_t"],
             "folds": len(sig.folds)}
 
 
