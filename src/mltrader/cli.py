@@ -110,6 +110,7 @@ ROWS: list[tuple[str, str, Callable[[Any], str]]] = [
     ("Trades (round trips)", "trades", lambda v: f"{v}"),
     ("Turnover (x per year)", "turnover", lambda v: "n/a" if v is None else f"{v:.2f}"),
     ("Costs paid", "total_costs", lambda v: "n/a" if v is None else f"{v:,.0f}"),
+    ("Cost drag (per year)", "cost_drag", lambda v: "n/a" if v is None else f"{v:.2%}"),
 ]
 
 

@@ -70,6 +70,7 @@ def test_default_lstm_is_the_specified_architecture():
     m.set_params(epochs=1, threads=1).fit(x, y)
     lstm = m.net_.lstm
     assert (lstm.hidden_size, lstm.num_layers, lstm.dropout, lstm.input_size) == (50, 2, 0.2, 8)
+    assert [(layer.input_size, layer.hidden_size) for layer in lstm.layers] == [(8, 50), (50, 50)]
     assert m.net_.head.out_features == 1
 
 
@@ -241,3 +242,16 @@ def test_numpy_scalar_params_save_as_plain_json(tmp_path):
     loaded = LSTMRegressor.load(tmp_path / "m")
     assert loaded.lr == 1e-3 and type(loaded.lr) is float
     assert np.array_equal(loaded.predict(x), m.predict(x))
+
+
+def test_fast_dropout_matches_nn_dropout_in_distribution():
+    from mltrader.models.torch_nets import fast_dropout
+
+    x = torch.ones(200_000)
+    torch.manual_seed(0)
+    out = fast_dropout(x, 0.2, training=True)
+    kept = out != 0
+    assert abs(kept.float().mean().item() - 0.8) < 0.005
+    torch.testing.assert_close(out[kept], torch.full_like(out[kept], 1 / 0.8))
+    assert abs(out.mean().item() - 1.0) < 0.01  # inverted dropout keeps the mean
+    assert fast_dropout(x, 0.2, training=False) is x

@@ -11,14 +11,14 @@ import plotly.graph_objects as go
 
 from mltrader.backtest.result import BacktestResult
 
-_PCT = {"hit_rate", "always_up_rate", "cagr", "max_drawdown", "total_return"}
+_PCT = {"hit_rate", "always_up_rate", "cagr", "max_drawdown", "total_return", "cost_drag"}
 _LABELS = {
     "model": "Model", "ic_mean": "IC (mean)", "ic_t": "IC t-stat", "hit_rate": "Hit rate",
     "hit_p_value": "p (hit > 50%)", "always_up_rate": "Always-up rate",
     "mse_ratio": "MSE / MSE(zero)", "sharpe": "Sharpe",
     "deflated_sharpe": "Deflated Sharpe (P)", "n_trials": "Trials", "cagr": "CAGR",
     "max_drawdown": "Max drawdown", "total_return": "Total return",
-    "turnover": "Turnover (x/yr)", "trades": "Trades",
+    "turnover": "Turnover (x/yr)", "cost_drag": "Cost drag (/yr)", "trades": "Trades",
 }
 
 

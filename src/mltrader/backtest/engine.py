@@ -16,13 +16,15 @@ from mltrader.backtest.result import BacktestResult, LazyBacktestResult
 from mltrader.backtest.settings import EngineSettings
 from mltrader.data.bars import Bars
 from mltrader.errors import MltraderError
+from mltrader.risk.guards import G_DAILY_LOSS, G_KILL, GUARD_NAMES
 
 __all__ = ["EngineSettings", "run_backtest", "run_signals"]
 
 _ORDER_TYPES = {"market": K.MARKET, "limit": K.LIMIT, "stop": K.STOP, "stop_limit": K.STOP_LIMIT}
 _TYPE_NAMES = {v: k for k, v in _ORDER_TYPES.items()}
 FILL_REASONS = {K.R_ORDER: "order", K.R_STOP: "stop_loss", K.R_TARGET: "take_profit",
-                K.R_TRAIL: "trailing_stop", K.R_END: "end"}
+                K.R_TRAIL: "trailing_stop", K.R_END: "end", K.R_DAILY_LOSS: "daily_loss_limit",
+                K.R_KILL: "kill_switch", K.R_TIME: "time_stop"}
 STATUS = {K.S_WORKING: "working", K.S_FILLED: "filled", K.S_CANCELLED: "cancelled",
           K.S_REJECTED: "rejected", K.S_REPLACED: "replaced", K.S_PARTIAL: "partially_filled"}
 REASONS = {
@@ -32,11 +34,17 @@ REASONS = {
     K.W_NO_SHORT: "short selling not allowed", K.W_REPLACED: "replaced by a newer decision",
     K.W_EXITED: "position closed by a stop/target", K.W_VOLUME: "volume limit: rest cancelled",
     K.W_ZERO: "nothing to trade", K.W_RESIZED: "resized to fit cash / leverage",
+    **{K.W_GUARD + g: f"risk: {name}" for g, name in GUARD_NAMES.items()},
 }
+ORIGINS = {K.ORIGIN_STRATEGY: "strategy", G_DAILY_LOSS: "daily loss limit",
+           G_KILL: "kill switch"}
 
 
-def _params(s: EngineSettings, mode: int, close_only: bool) -> tuple[np.ndarray, np.ndarray]:
+def _params(s: EngineSettings, mode: int, close_only: bool, unit_shares: bool = False
+            ) -> tuple[np.ndarray, np.ndarray]:
     ip = np.zeros(K.N_IP, dtype=np.int64)
+    ip[K.IP_UNIT_SHARES] = int(unit_shares)
+    ip[K.IP_GUARDS] = int(s.guards.active)
     ip[K.IP_NEXT_OPEN] = int(s.fill == "next_open")
     ip[K.IP_WHOLE] = int(s.whole_shares)
     ip[K.IP_SHORT] = int(s.allow_short)
@@ -75,8 +83,15 @@ def _prices(bars: Bars) -> tuple[np.ndarray, ...]:
     return bars.open, bars.high, bars.low, c  # type: ignore[return-value]
 
 
+def session_days(index: pd.DatetimeIndex) -> np.ndarray:
+    """Each bar's session number: its calendar date in the index's time zone, as an integer."""
+    local = index.tz_localize(None) if index.tz is not None else index
+    return local.to_numpy().astype("datetime64[D]").astype(np.int64)
+
+
 def _simulate(bars: Bars, settings: EngineSettings, mode: int, tw: np.ndarray,
-              sig: tuple[np.ndarray, ...], independent: bool, start: int) -> BacktestResult:
+              sig: tuple[np.ndarray, ...], independent: bool, start: int,
+              unit_shares: bool = False) -> BacktestResult:
     if settings.fill == "next_open" and bars.close_only:
         raise MltraderError("execution.fill is next_open but the data has closes only; "
                             "use fill: next_close (or auto)")
@@ -90,10 +105,13 @@ def _simulate(bars: Bars, settings: EngineSettings, mode: int, tw: np.ndarray,
     n = bars.shape[1]
     book_of = np.arange(n, dtype=np.int64) if independent else np.zeros(n, dtype=np.int64)
     n_books = n if independent else 1
-    ip, fp = _params(settings, mode, bars.close_only)
+    ip, fp = _params(settings, mode, bars.close_only, unit_shares)
     cap = _capacity(mode, tw, sig, n, settings)
+    day = session_days(bars.index)
+    gp = settings.guards.vector()
     while True:
-        out = K.simulate(o, h, lo, c, vol, tw, *sig, book_of, n_books, start, ip, fp, cap)
+        out = K.simulate(o, h, lo, c, vol, tw, *sig, book_of, n_books, start, ip, fp, cap, day,
+                         gp)
         if not out[0]:
             return _result(bars, settings, start, independent, *out[1:])
         cap *= 4  # more events than the estimate: run again with bigger record tables
@@ -191,6 +209,7 @@ def _result(bars: Bars, s: EngineSettings, start: int, independent: bool, eq: np
             "status": names(od_i[:, 5], STATUS),
             "reason": names(od_i[:, 6], REASONS),
             "closed": bars.index[od_i[:, 7]],
+            "origin": names(od_i[:, 8], ORIGINS),
         })
 
 
@@ -224,13 +243,22 @@ def _check_targets(targets: np.ndarray, symbols: tuple[str, ...], s: EngineSetti
 
 
 def run_backtest(bars: Bars, targets: pd.DataFrame, settings: EngineSettings, start: int = 0,
-                 independent: bool = False) -> BacktestResult:
-    """Trade to target weights (T x N, fractions of equity; NaN = no decision) from `start`."""
+                 independent: bool = False, unit: str = "weight") -> BacktestResult:
+    """Trade to targets (T x N; NaN = no decision) from `start`.
+
+    `unit` "weight": fractions of equity; "shares": signed share counts (fixed-size rules).
+    """
+    if unit not in ("weight", "shares"):
+        raise MltraderError(f"unit must be 'weight' or 'shares'; got {unit!r}")
     tgt = targets.reindex(index=bars.index, columns=list(bars.symbols)).to_numpy(np.float64)
-    _check_targets(tgt, bars.symbols, settings)
+    if unit == "weight":
+        _check_targets(tgt, bars.symbols, settings)
+    elif not settings.allow_short and (np.nan_to_num(tgt) < 0).any():
+        raise MltraderError("share targets are negative but short selling is off; set "
+                            "allow_short or use targets >= 0")
     empty = np.zeros((1, 1), dtype=np.bool_)
     return _simulate(bars, settings, K.MODE_TARGETS, np.ascontiguousarray(tgt),
-                     (empty, empty, empty, empty), independent, start)
+                     (empty, empty, empty, empty), independent, start, unit == "shares")
 
 
 def _as_bool(name: str, a: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:

@@ -15,9 +15,27 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from mltrader.risk.guards import (
+    G_DAILY_LOSS,
+    G_KILL,
+    G_MAX_POSITION,
+    G_NONE,
+    GP_TIME_STOP,
+    flatten_reason,
+    gate_fill,
+    gate_order,
+    new_state,
+    on_close,
+    position_room,
+    record_fill,
+    start_bar,
+    time_stop_due,
+)
+
 # ---- integer parameters
-IP_NEXT_OPEN, IP_WHOLE, IP_SHORT, IP_ORDER_TYPE, IP_GTC, IP_WAIT, IP_REJECT, IP_MODE = range(8)
-N_IP = 8
+(IP_NEXT_OPEN, IP_WHOLE, IP_SHORT, IP_ORDER_TYPE, IP_GTC, IP_WAIT, IP_REJECT, IP_MODE,
+ IP_UNIT_SHARES, IP_GUARDS) = range(10)
+N_IP = 10
 # ---- float parameters
 (FP_CASH, FP_LIMIT_OFF, FP_STOP_OFF, FP_SL, FP_TP, FP_TS, FP_COMM_BPS, FP_COMM_PS,
  FP_COMM_MIN, FP_COMM_FIXED, FP_SLIP_BPS, FP_SLIP_RANGE, FP_SPREAD, FP_BORROW, FP_VOL_SHARE,
@@ -28,12 +46,16 @@ MODE_TARGETS, MODE_SIGNALS = 0, 1
 MARKET, LIMIT, STOP, STOP_LIMIT = 0, 1, 2, 3
 KIND_TARGET, KIND_ENTER = 0, 1
 # fill / trade-exit reasons
-R_ORDER, R_STOP, R_TARGET, R_TRAIL, R_END = 0, 1, 2, 3, 4
+R_ORDER, R_STOP, R_TARGET, R_TRAIL, R_END, R_DAILY_LOSS, R_KILL, R_TIME = range(8)
 # order statuses
 S_WORKING, S_FILLED, S_CANCELLED, S_REJECTED, S_REPLACED, S_PARTIAL = 0, 1, 2, 3, 4, 5
 # order status reasons
 (W_NONE, W_NO_PRICE, W_NOT_REACHED, W_CASH, W_LEVERAGE, W_NO_SHORT, W_REPLACED, W_EXITED,
  W_VOLUME, W_ZERO, W_RESIZED) = range(11)
+W_GUARD = 10  # a risk guard's reason is W_GUARD + its G_ code (risk/guards.py): 11..16
+W_MAX_POSITION = W_GUARD + G_MAX_POSITION
+# order origins: 0 the strategy, else the guard whose flatten order it is
+ORIGIN_STRATEGY = 0
 
 _EPS = 1e-9
 
@@ -108,10 +130,12 @@ def _order_price(typ: int, side: float, lim: float, stp: float, trig: np.ndarray
 
 @njit(cache=True, error_model="numpy")
 def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_of, n_books,
-             start, ip, fp, cap):
+             start, ip, fp, cap, day, gp):
     """Run the simulation; returns output arrays and record tables (see engine.py).
 
     `book_of` maps symbols to books: all 0 (one account) or 0..n-1 (a book per symbol).
+    `day` is each bar's session number and `gp` the guard parameters (risk/guards.py); the
+    guards act on the whole portfolio (all books together).
 
     `cap` is the size of the record tables; when they would overflow the run stops early
     with `overflow` True and the caller runs it again with more room (growing the tables
@@ -134,9 +158,9 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
     tr_i = np.zeros((cap, 5), dtype=np.int64)
     tr_f = np.zeros((cap, 7))
     nt = 0
-    # orders: int (id, sym, created, type, kind, status, reason, last bar)
+    # orders: int (id, sym, created, type, kind, status, reason, last bar, origin)
     # float (value, limit, stop, filled qty)
-    od_i = np.zeros((cap, 8), dtype=np.int64)
+    od_i = np.zeros((cap, 9), dtype=np.int64)
     od_f = np.zeros((cap, 4))
     nod = 0
 
@@ -166,13 +190,19 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
     allow_short = ip[IP_SHORT] == 1
     lev = fp[FP_LEVERAGE]
     sl, tp, ts = fp[FP_SL], fp[FP_TP], fp[FP_TS]
-    has_exits = sl > 0 or tp > 0 or ts > 0
+    guards = ip[IP_GUARDS] == 1
+    unit_shares = ip[IP_UNIT_SHARES] == 1
+    gs, sym_orders = new_state(fp[FP_CASH] * n_books, n)
+    eq_last = fp[FP_CASH] * n_books
+    has_exits = sl > 0 or tp > 0 or ts > 0 or (guards and gp[GP_TIME_STOP] > 0)
     borrow = fp[FP_BORROW]
     vol_share = fp[FP_VOL_SHARE]
     any_orders = 0
 
     for t in range(start, t_len):
         k = t - start
+        if guards:
+            start_bar(gs, sym_orders, day[t], eq_last)
         # ---------------------------------------------------------------- borrow fees
         if borrow > 0 and t > start:
             for i in range(n):
@@ -237,8 +267,9 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                         delta = o_fixed[i]
                     elif kind == KIND_TARGET:
                         ref = bo if typ == MARKET else (od_f[r, 1] if typ == LIMIT else od_f[r, 2])
-                        desired = val * bvalue[b] / ref
-                        if desired > sh[i] and desired > 0:  # buying: the weight pays costs too
+                        desired = val if unit_shares else val * bvalue[b] / ref
+                        # buying to a weight: the weight pays the costs too
+                        if desired > sh[i] and desired > 0 and not unit_shares:
                             desired = val * bvalue[b] / (ref * (1.0 + (
                                 fp[FP_SLIP_BPS] + fp[FP_SPREAD] + fp[FP_COMM_BPS]) * 1e-4))
                             if desired < sh[i]:  # within the cost margin: hold, don't churn
@@ -273,6 +304,17 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                     side = 1.0 if delta > 0 else -1.0
                     ref_px = _order_price(typ, side, od_f[r, 1], od_f[r, 2], trig, i, bo, bh, bl)
                     status_reason = W_NONE
+                    if ref_px == ref_px and guards:
+                        g = gate_fill(gs, gp, not reduces, ref_px, last[i])
+                        if g != G_NONE:
+                            od_i[r, 5] = S_REJECTED
+                            od_i[r, 6] = W_GUARD + g
+                            od_i[r, 7] = t
+                            o_row[i] = -1
+                            o_fixed[i] = np.nan
+                            trig[i] = 0
+                            any_orders -= 1
+                            continue
                     if ref_px == ref_px:
                         # shorting rule: never go below zero without allow_short
                         if not allow_short and sh[i] + delta < -_EPS:
@@ -300,6 +342,11 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                                 if q_lev < q_ok:
                                     q_ok = q_lev
                                     status_reason = W_LEVERAGE
+                            if guards:
+                                q_pos = position_room(gp, sh[i], mark[i], bvalue[b])
+                                if q_pos < q_ok:
+                                    q_ok = q_pos
+                                    status_reason = W_MAX_POSITION
                             if side > 0 and lev <= 1.0 + 1e-12:
                                 # cost(q) = q a + fixed + max(minimum, per_share q) <= cash
                                 a = fpx * (1.0 + fp[FP_COMM_BPS] * 1e-4)
@@ -327,6 +374,14 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                             if nf + 2 > cap or nt + 2 > cap:
                                 overflow = True
                                 break
+                            if guards:
+                                record_fill(gs)
+                            origin = od_i[r, 8]
+                            why_fill = R_ORDER
+                            if origin == G_DAILY_LOSS:
+                                why_fill = R_DAILY_LOSS
+                            elif origin == G_KILL:
+                                why_fill = R_KILL
                             s0 = sh[i]
                             # a fill that flips the sign is a close plus an open
                             legs = 1
@@ -346,7 +401,7 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                                 f_i[nf, 0] = t
                                 f_i[nf, 1] = i
                                 f_i[nf, 2] = od_i[r, 0]
-                                f_i[nf, 3] = R_ORDER
+                                f_i[nf, 3] = why_fill
                                 f_f[nf, 0] = q
                                 f_f[nf, 1] = fpx
                                 f_f[nf, 2] = comm
@@ -373,7 +428,7 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                                 if abs(sh[i]) > abs(maxq[i]):
                                     maxq[i] = sh[i]
                                 if sh[i] == 0.0:
-                                    nt = _close_trade(tr_i, tr_f, nt, i, e_bar[i], t, R_ORDER, 0,
+                                    nt = _close_trade(tr_i, tr_f, nt, i, e_bar[i], t, why_fill, 0,
                                                       e_px[i], fpx, maxq[i], rec[i] - inv[i],
                                                       adv[i], fav[i])
                                     e_bar[i] = -1
@@ -394,6 +449,8 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                                 status_reason = W_RESIZED
                             else:
                                 status = S_REJECTED
+                        elif status_reason == W_MAX_POSITION and delta == 0.0:
+                            status = S_REJECTED
                         elif status_reason == W_NO_SHORT and not filled_any:
                             status = S_REJECTED
                         od_i[r, 5] = status
@@ -422,7 +479,11 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                 lng = sh[i] > 0
                 px = np.nan
                 why = R_STOP
-                if lng:
+                if guards and time_stop_due(gp, e_bar[i], t):
+                    # decided at the previous close: fills like an order, at this bar's fill price
+                    px = oi if next_open else ci
+                    why = R_TIME
+                elif lng:
                     stop = e_px[i] * (1.0 - sl) if sl > 0 else -np.inf
                     trail = best[i] * (1.0 - ts) if ts > 0 else -np.inf
                     lvl = stop
@@ -526,11 +587,17 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
         if overflow:
             break
         total_cash = 0.0
+        eq_last = 0.0
         for b in range(n_books):
             eq_out[k, b] = cash[b] + vsum[b]
+            eq_last += eq_out[k, b]
             vsum[b] = 0.0
             total_cash += cash[b]
         cash_out[k] = total_cash
+        flat_why = G_NONE
+        if guards:
+            on_close(gs, gp, eq_last)
+            flat_why = flatten_reason(gs)
         # ---------------------------------------------------------------- decisions
         if t == t_len - 1:
             break
@@ -539,7 +606,14 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
             make = False
             kind = KIND_TARGET
             val = 0.0
-            if mode == MODE_TARGETS:
+            origin = ORIGIN_STRATEGY
+            if flat_why != G_NONE and sh[i] != 0.0:
+                # a guard tripped: flatten at the next fill, whatever the strategy says
+                if o_row[i] >= 0 and od_i[o_row[i], 8] == flat_why:
+                    continue  # its flatten order is still working
+                make = True
+                origin = flat_why
+            elif mode == MODE_TARGETS:
                 w = tw[t, i]
                 if w == w:
                     make = True
@@ -563,15 +637,24 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
             if nod + 1 > cap:
                 overflow = True
                 break
-            if o_row[i] >= 0:
+            blocked = G_NONE
+            if guards and origin == ORIGIN_STRATEGY:
+                if kind == KIND_ENTER:
+                    adds = True
+                else:
+                    held = sh[i] * last[i] if sh[i] != 0.0 else 0.0
+                    want = val * last[i] if unit_shares else val * eq_out[k, book_of[i]]
+                    adds = abs(want) > abs(held) * (1.0 + 1e-9) or want * held < 0.0
+                blocked = gate_order(gs, gp, sym_orders, i, adds)
+            if o_row[i] >= 0 and blocked == G_NONE:
                 r = o_row[i]
                 od_i[r, 5] = S_REPLACED
                 od_i[r, 6] = W_REPLACED
                 od_i[r, 7] = t
                 any_orders -= 1
             typ = ip[IP_ORDER_TYPE]
-            if mode == MODE_SIGNALS and kind == KIND_TARGET:
-                typ = MARKET  # exits are market orders
+            if (mode == MODE_SIGNALS and kind == KIND_TARGET) or origin != ORIGIN_STRATEGY:
+                typ = MARKET  # exits and flattening are market orders
             ref = c_arr[t, i]
             if not (ref == ref):
                 ref = last[i]
@@ -580,7 +663,8 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                 side = val
             else:  # buy if the target value is above the current holding, else sell
                 held = sh[i] * last[i] if sh[i] != 0.0 else 0.0
-                if val * eq_out[k, book_of[i]] < held:
+                want = val * last[i] if unit_shares else val * eq_out[k, book_of[i]]
+                if want < held:
                     side = -1.0
             lim = ref * (1.0 - side * fp[FP_LIMIT_OFF] * 1e-4)
             stp = ref * (1.0 + side * fp[FP_STOP_OFF] * 1e-4)
@@ -596,6 +680,12 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
             od_f[nod, 1] = lim
             od_f[nod, 2] = stp
             od_f[nod, 3] = 0.0
+            od_i[nod, 8] = origin
+            if blocked != G_NONE:  # recorded, never working
+                od_i[nod, 5] = S_REJECTED
+                od_i[nod, 6] = W_GUARD + blocked
+                nod += 1
+                continue
             o_row[i] = nod
             o_fixed[i] = np.nan
             trig[i] = 0

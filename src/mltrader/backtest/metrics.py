@@ -33,7 +33,7 @@ from mltrader.backtest.result import BacktestResult
 METRIC_KEYS: tuple[str, ...] = (
     "total_return", "cagr", "annual_volatility", "sharpe", "sortino", "max_drawdown",
     "longest_drawdown_days", "win_rate", "trades", "fills", "turnover", "total_costs",
-    "exposure", "calmar", "max_drawdown_duration_days", "profit_factor", "avg_win", "avg_loss",
+    "cost_drag", "exposure", "calmar", "max_drawdown_duration_days", "profit_factor", "avg_win", "avg_loss",
     "avg_win_loss_ratio", "expectancy", "expectancy_return", "best_trade_return",
     "worst_trade_return",
 )
@@ -228,7 +228,8 @@ def compute_metrics(
 
     ``cagr`` uses years = n_bars / periods_per_year (see the module docstring for why);
     ``turnover`` = (sum of fill notionals / 2) / mean equity / years; ``exposure`` is the
-    share of bars holding any nonzero position; ``total_costs`` is commission + slippage.
+    share of bars holding any nonzero position; ``total_costs`` is commission + slippage;
+    ``cost_drag`` is those costs per year as a fraction of mean equity (the return they ate).
     """
     equity = result.equity
     if len(equity) == 0:
@@ -260,6 +261,8 @@ def compute_metrics(
         "fills": int(len(fills)),
         "turnover": _turnover(fills, equity, years),
         "total_costs": costs,
+        "cost_drag": (costs / float(equity.mean()) / years
+                      if years > 0 and float(equity.mean()) > 0 else None),
         "exposure": exposure,
         "calmar": _calmar(cagr, max_dd),
         "max_drawdown_duration_days": max_drawdown_duration_days(equity, initial),

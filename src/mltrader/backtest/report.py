@@ -33,6 +33,7 @@ METRIC_LABELS: dict[str, tuple[str, str]] = {
     "fills": ("Fills", "int"),
     "turnover": ("Turnover (x/yr)", "times"),
     "total_costs": ("Total costs", "money"),
+    "cost_drag": ("Cost drag (costs / mean equity per year)", "pct"),
     "exposure": ("Exposure (share of bars)", "pct"),
     "calmar": ("Calmar", "ratio"),
     "max_drawdown_duration_days": ("Max drawdown duration (days)", "int"),

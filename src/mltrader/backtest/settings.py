@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mltrader.errors import MltraderError
+from mltrader.risk.guards import Guards
 
 Fill = Literal["next_open", "next_close"]
 OrderType = Literal["market", "limit", "stop", "stop_limit"]
@@ -45,6 +46,9 @@ class EngineSettings:
     ("reject"), with the reason recorded.
 
     Sizing for signal entries: floor?(`size_fraction` x cash / (price x (1 + `size_buffer`))).
+
+    Guards (`guards`, risk/guards.py): daily loss limit, kill switch, trade and order limits,
+    price sanity, max position, time stop; the same compiled checks the live runner calls.
     """
 
     initial_cash: float = 100_000.0
@@ -79,6 +83,7 @@ class EngineSettings:
     size_fraction: float = 1.0
     size_buffer: float = 0.0
     rebalance_band: float = 0.0
+    guards: Guards = Guards()
 
     def __post_init__(self) -> None:
         checks = [
