@@ -20,6 +20,7 @@ def _cfg(models, **extra):
     return config_from_dict({
         "compare": models,
         "walk_forward": {"first_test_year": 2003, "min_train_rows": 100},
+        "strategy": {"name": "threshold", "threshold": 0.0005, "rebalance": "weekly"},
         **extra,
     })
 
@@ -143,7 +144,8 @@ def test_backtest_can_tune_and_reports_a_deflated_sharpe():
 
     cfg = cfd({"model": {"name": "ridge", "tune": {"n_trials": 3, "cv_splits": 3, "space": {
                    "alpha": ["float_log", 1e-2, 1e2]}}},
-               "walk_forward": {"first_test_year": 2003, "min_train_rows": 100}})
+               "walk_forward": {"first_test_year": 2003, "min_train_rows": 100},
+               "strategy": {"threshold": 0.0005, "rebalance": "weekly"}})
     out = run(cfg, bars=BARS)
     assert out.metrics["model"]["n_trials"] == 3 and "alpha" in out.metrics["model"]["params"]
     dsr = out.metrics["deflated_sharpe"]

@@ -192,8 +192,9 @@ def backtest(
     paths = write_run(result, run_dir)
     m = result.metrics
     oos = m["out_of_sample"]
-    out.print(metrics_table(m, f"Out of sample {oos['start']} .. {oos['end']}: "
-                               f"{cfg.model.name}, {cfg.strategy.name} rule"))
+    what = (f"{cfg.model.name}, {cfg.strategy.name} rule" if m.get("model")
+            else f"{cfg.strategy.name} rule (no model)")
+    out.print(metrics_table(m, f"Out of sample {oos['start']} .. {oos['end']}: {what}"))
     for note in result.notes[1:]:
         out.print(f"- {escape(note)}", highlight=False)
     for w in result.warnings:
@@ -252,6 +253,90 @@ def compare(
     out.print(table)
     out.print(f"Report: [bold]{escape(str(paths['report']))}[/]")
     out.print(f"Leaderboard: {escape(str(paths['leaderboard']))}")
+
+
+@app.command(epilog="Example:  mltrader sensitivity -c configs/default.yaml "
+             "--grid threshold=0.0:0.002:5 --grid stop_loss=0.02:0.1:5")
+@guarded
+def sensitivity(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Run config (YAML). "
+                                         "Example: -c configs/default.yaml")] = Path(
+        "configs/default.yaml"),
+    grid: Annotated[list[str] | None, typer.Option(
+        "--grid", "-g", help="KEY=LO:HI:N (N values from LO to HI) or KEY=A,B,C; repeat for a "
+        "second axis. KEY is a strategy parameter (threshold), a risk / costs / execution "
+        "setting (stop_loss, slippage_bps) or a dotted path (model.params.learning_rate, "
+        "which retrains per cell). Example: --grid threshold=0.005:0.03:6")] = None,
+    split: Annotated[str | None, typer.Option(
+        help="Date cutting the out-of-sample period into a selection part (the grid's choice "
+        "is made there) and a hold-out (default: the middle). Example: --split 2014-01-01")
+                     ] = None,
+    symbols: Annotated[str | None, typer.Option(
+        help="Comma-separated symbols (default: the config's). Example: --symbols AAPL,MSFT")
+                       ] = None,
+    output_dir: Annotated[Path | None, typer.Option(
+        "--output-dir", "-o", help="Where run folders go (default: runs/).")] = None,
+) -> None:
+    """Backtest a grid of parameter values; heatmaps of Sharpe and CAGR in and out of sample.
+
+    The best cell is picked on the selection period only; its hold-out Sharpe is the honest
+    figure. A wide spread across cells means the parameters are fragile.
+    """
+    from mltrader.config import load_config
+    from mltrader.runs import check_writable, new_run_dir
+    from mltrader.sensitivity import parse_grid, write_sensitivity_report
+    from mltrader.sweep import plan
+    from mltrader.sweep import sensitivity as run_sweep
+
+    if not grid:
+        _fail("give at least one --grid, e.g. --grid threshold=0.005:0.03:6")
+    axes = [parse_grid(g) for g in grid or []]
+    overrides: dict[str, Any] = {}
+    if symbols is not None:
+        overrides["data.symbols"] = _symbol_list(symbols)
+    if output_dir is not None:
+        overrides["output_dir"] = str(output_dir)
+    cfg = load_config(config, overrides)
+    check_writable(Path(cfg.output_dir))
+    checked = plan(config, axes, overrides, split)  # every error before any training
+    if checked.retrain:
+        err.print("note: a grid key changes the model: every cell retrains (slow)")
+    with Progress(TextColumn("[bold]grid cells"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
+                  disable=not err.is_terminal and "CI" in os.environ) as bar:
+        task = bar.add_task("", total=len(checked.configs))
+        result = run_sweep(checked, progress=_fold_progress,
+                           on_cell=lambda msg: bar.update(task, advance=1, description=msg))
+    run_dir = new_run_dir(Path(cfg.output_dir), f"{cfg.name}-sensitivity")
+    report = run_dir / "sensitivity.html"
+    write_sensitivity_report(report, result.table, result.axes, result.split,
+                             title=f"mltrader sensitivity: {cfg.name} ({cfg.strategy.name})")
+    chosen = result.table[result.table["chosen"]]
+    if len(chosen):
+        row = chosen.iloc[0]
+        cell = ", ".join(f"{a.key}={row[a.key]}" for a in result.axes)
+        out.print(f"Chosen on the selection period (before {result.split.date()}): {cell}: "
+                  f"Sharpe {row['sharpe_is']:.2f} there, {row['sharpe_oos']:.2f} in the "
+                  "hold-out (the honest figure).")
+    oos = result.table["sharpe_oos"]
+    out.print(f"Hold-out Sharpe across the {len(oos)} cells: {oos.min():.2f} .. {oos.max():.2f}")
+    out.print(f"Report: [bold]{escape(str(report))}[/]")
+
+
+@app.command()
+@guarded
+def strategies() -> None:
+    """List the registered strategies and their parameters (set them under `strategy:`)."""
+    from mltrader.strategy.registry import STRATEGIES
+
+    table = Table(title="Strategies (in a config: strategy: {name: NAME, PARAM: VALUE})",
+                  title_justify="left")
+    for col in ("name", "needs a model", "parameters (default)", "what"):
+        table.add_column(col)
+    for spec in STRATEGIES.values():
+        params = ", ".join(f"{k}={f.default!r}" for k, f in spec.params.model_fields.items())
+        table.add_row(spec.name, "yes" if spec.needs_model else "no", params, spec.description)
+    out.print(table)
 
 
 @data_app.command("list")

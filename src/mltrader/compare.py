@@ -30,12 +30,15 @@ from mltrader.pipeline import (
     engine_settings,
     load_bars,
     resolve_fill,
+    trade_targets,
 )
+from mltrader.risk.guards import Guards
+from mltrader.strategy.registry import get_strategy
 
 LEADERBOARD_COLUMNS = (
     "model", "ic_mean", "ic_t", "hit_rate", "hit_p_value", "always_up_rate", "mse_ratio",
     "sharpe", "deflated_sharpe", "n_trials", "cagr", "max_drawdown", "total_return",
-    "turnover", "trades",
+    "turnover", "cost_drag", "trades",
 )
 
 
@@ -80,6 +83,9 @@ def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars 
             ) -> CompareOutput:
     """Train every model of `cfg.compare` (or `cfg.model`) walk-forward and score it."""
     bars = load_bars(cfg) if bars is None else bars
+    if not get_strategy(cfg.strategy.name).needs_model:
+        raise ConfigError(f"compare: strategy {cfg.strategy.name!r} uses no model, so there "
+                          "is nothing to compare; use a model-based strategy (e.g. threshold)")
     models = list(cfg.compare) or [cfg.model]
     labels = [_label(m) for m in models]
     if len(set(labels)) != len(labels):
@@ -94,9 +100,10 @@ def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars 
         # each model goes through the same path as `mltrader backtest`: features, tuning,
         # walk-forward (same folds: they depend only on the bars and walk_forward settings)
         sig = compute_signals(bars, cfg.model_copy(update={"model": mc}), progress)
-        start = sig.folds[0].fold.test_start
+        start = sig.start
         trials[_label(mc)] = sig.n_trials
-        res = run_backtest(bars, sig.weights, settings, start=start)
+        sized = trade_targets(sig, bars, cfg)
+        res = run_backtest(bars, sized.values, settings, start=start, unit=sized.unit)
         results[_label(mc)] = res
         pred = sig.predictions.to_numpy()
         realised = sig.labels.to_numpy()
@@ -105,7 +112,8 @@ def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars 
         stats = prediction_stats(pred[start:], realised[start:], regression=not direction)
         rows.append({"model": _label(mc), "n_trials": trials[_label(mc)], "params": params,
                      **stats, **compute_metrics(res)})
-    hold = dataclasses.replace(settings, stop_loss=None, take_profit=None, trailing_stop=None)
+    hold = dataclasses.replace(settings, stop_loss=None, take_profit=None, trailing_stop=None,
+                               guards=Guards(), allow_short=False)
     bench = run_backtest(bars, buy_and_hold_targets(bars, start), hold, start=start)
     always_up = prediction_stats(np.ones_like(realised[start:]), realised[start:],
                                  regression=False)  # the labels are the same for every model

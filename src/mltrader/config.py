@@ -106,12 +106,101 @@ class WalkForwardConfig(_Strict):
         return self
 
 
-class StrategyConfig(_Strict):
-    """Threshold rule: long above +threshold, flat below -threshold, else keep the position."""
+class StrategyConfig(BaseModel):
+    """Which registered strategy turns predictions into target weights, and its parameters.
 
-    name: Literal["threshold"] = "threshold"
-    threshold: float = Field(0.0005, ge=0, lt=1)
-    rebalance: Literal["daily", "weekly", "monthly"] = "weekly"
+    Every key besides `name`, `models` and `regimes` is a parameter of the strategy, checked
+    by the strategy's own parameter model (`mltrader strategies` lists them).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    name: str = Field("threshold", description="threshold, crossover, regime_filter, "
+                      "ensemble, topk, or a registered user strategy")
+    models: list[ModelConfig] = Field(
+        default_factory=list, description="extra models whose predictions the strategy uses "
+        "(e.g. the ensemble's members), keyed by label or name")
+    regimes: Literal["rolling", "hmm"] = Field(
+        "rolling", description="rolling: 60-bar return x volatility states; hmm: a Gaussian "
+        "HMM fit walk-forward (market level)")
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The strategy's own parameters (every extra key)."""
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _known(self) -> StrategyConfig:
+        from mltrader.strategy.registry import STRATEGIES  # lazy: keeps config import light
+
+        if self.name not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.name!r}; choose one of "
+                             f"{', '.join(STRATEGIES)}")
+        spec = STRATEGIES[self.name]
+        allowed = list(spec.params.model_fields)
+        for key in self.params:
+            if key not in allowed:
+                keys = ", ".join(["name", "models", "regimes", *allowed])
+                raise ValueError(f"unknown key 'strategy.{key}' for strategy {self.name!r}; "
+                                 f"check the spelling (allowed here: {keys})")
+        try:
+            spec.params.model_validate(self.params)
+        except ValidationError as err:
+            e = err.errors()[0]
+            loc = ".".join(str(p) for p in e["loc"])
+            got = e.get("input")
+            raise ValueError(f"strategy.{loc}: {e['msg'].removeprefix('Value error, ')} "
+                             f"(got {got!r})") from None
+        return self
+
+
+class RiskConfig(_Strict):
+    """Sizing, exits and guards: one set of rules for the backtest and the live runner.
+
+    Sizing turns the strategy's weights into positions: `weights` (as the strategy says),
+    `percent_of_equity` (`percent` each), `fixed_shares` (`shares` each),
+    `risk_per_trade` (equity x risk_per_trade / stop distance; needs stop_loss) or
+    `volatility_target` (weight x target_vol / the symbol's trailing volatility).
+    Caps scale positions down; guards block or flatten; every action is in the report.
+    """
+
+    stop_loss: float | None = Field(None, gt=0, lt=1, description="e.g. 0.03 = 3% below entry")
+    take_profit: float | None = Field(None, gt=0, lt=10)
+    trailing_stop: float | None = Field(None, gt=0, lt=1)
+    time_stop: int | None = Field(None, ge=1, description="close a position N bars after entry")
+    sizing: Literal["weights", "percent_of_equity", "fixed_shares", "risk_per_trade",
+                    "volatility_target"] = "weights"
+    percent: float = Field(0.1, gt=0, le=10, description="percent_of_equity: weight per position")
+    shares: float = Field(100, gt=0, description="fixed_shares: shares per position")
+    risk_per_trade: float = Field(0.01, gt=0, lt=1, description="equity share lost at the stop")
+    target_vol: float = Field(0.15, gt=0, lt=5, description="volatility_target: annual vol")
+    vol_window: int = Field(60, ge=5, le=1000)
+    max_position: float | None = Field(None, gt=0, le=10, description="per symbol, of equity")
+    max_sector: float | None = Field(None, gt=0, le=10, description="per sector, of equity")
+    sectors: dict[str, str] = Field(default_factory=dict, description="symbol: sector")
+    max_net: float | None = Field(None, ge=0, le=10)
+    max_gross: float | None = Field(None, gt=0, le=10)
+    daily_loss_limit: float | None = Field(
+        None, gt=0, lt=1, description="flatten and stop opening for the day at this loss")
+    kill_switch_drawdown: float | None = Field(
+        None, gt=0, lt=1, description="flatten and stop for good at this drawdown from peak")
+    max_trades_per_day: int | None = Field(None, ge=1)
+    max_orders_per_symbol_per_day: int | None = Field(None, ge=1)
+    price_sanity: float | None = Field(
+        None, gt=0, description="reject a fill this far from the last close, e.g. 0.2")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RiskConfig:
+        if self.sizing == "risk_per_trade" and self.stop_loss is None:
+            raise ValueError("risk.sizing is risk_per_trade but risk.stop_loss is not set; the "
+                             "stop distance sizes the position, e.g. stop_loss: 0.03")
+        if self.max_sector is not None and not self.sectors:
+            raise ValueError("risk.max_sector is set but risk.sectors is empty; add the map, "
+                             "e.g. sectors: {AAPL: tech, XOM: energy}")
+        if self.sizing == "fixed_shares" and (self.max_sector or self.max_net):
+            raise ValueError("risk.max_sector / max_net cap weights but sizing is fixed_shares; "
+                             "use another sizing mode or drop those caps")
+        return self
 
 
 class CostsConfig(_Strict):
@@ -144,14 +233,6 @@ class ExecutionConfig(_Strict):
     remainder: Literal["wait", "cancel"] = "cancel"
     max_gross_leverage: float = Field(1.0, gt=0, le=10)
     oversize: Literal["resize", "reject"] = "resize"
-
-
-class RiskConfig(_Strict):
-    """Exits checked intrabar from the bar after entry (on closes for close-only data)."""
-
-    stop_loss: float | None = Field(None, gt=0, lt=1, description="e.g. 0.03 = 3% below entry")
-    take_profit: float | None = Field(None, gt=0, lt=10)
-    trailing_stop: float | None = Field(None, gt=0, lt=1)
 
 
 class RunConfig(_Strict):

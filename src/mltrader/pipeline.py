@@ -39,7 +39,11 @@ from mltrader.models.walkforward import (
     stack,
     walk_forward_predict,
 )
-from mltrader.strategy.threshold import threshold_weights
+from mltrader.risk.guards import Guards
+from mltrader.risk.sizing import SizedTargets, SizingRules, size_targets
+from mltrader.strategy.base import StrategyInputs
+from mltrader.strategy.ensemble import ensemble_missing
+from mltrader.strategy.registry import get_strategy, run_strategy, validate_params
 
 ProgressFactory = Callable[[int], AbstractContextManager[Callable[[str], None]]]
 
@@ -55,13 +59,17 @@ class Signals:
 
     features: dict[str, pd.DataFrame]
     labels: pd.DataFrame
-    predictions: pd.DataFrame
+    predictions: pd.DataFrame  # the main model's (all NaN for a rule that needs no model)
     weights: pd.DataFrame
     folds: list[FoldReport]
     fill: str
     last_model: object = None  # the model of the last fold: what a live bot would use next
     params: dict[str, object] | None = None  # the model's parameters (tuned, when asked)
     n_trials: int = 1  # configurations tried to choose them
+    start: int = 0  # the first out-of-sample bar: where the backtest starts
+    members: dict[str, pd.DataFrame] | None = None  # every prediction the strategy saw
+    regimes: pd.DataFrame | None = None  # per-symbol regime codes the strategy saw
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,8 @@ class RunOutput:
     metrics: dict[str, object]
     notes: list[str]
     warnings: list[str]
+    sizing: pd.DataFrame | None = None  # every cap that resized a target (risk/sizing.py)
+    stress: dict[str, pd.DataFrame] | None = None  # crisis and regime tables
 
 
 def load_bars(cfg: RunConfig) -> Bars:
@@ -131,39 +141,132 @@ def tuned_params(mc: ModelConfig, x: np.ndarray, y: np.ndarray, first: Fold, cfg
     return {**mc.params, **best.best_params}, best.n_trials
 
 
-def compute_signals(bars: Bars, cfg: RunConfig, progress: ProgressFactory | None = None
-                    ) -> Signals:
-    """Features, walk-forward predictions and target weights; row t uses only bars <= t."""
-    fill = resolve_fill(cfg, bars)
-    feats = compute_features(bars, cfg.features)
-    labels = forward_return(bars, fill, cfg.target.horizon)
-    folds = run_folds(bars, cfg)
+@dataclass(frozen=True)
+class _Predicted:
+    pred: pd.DataFrame
+    reports: list[FoldReport]
+    last_model: object
+    params: dict[str, object]
+    n_trials: int
+
+
+def _predict(bars: Bars, cfg: RunConfig, mc: ModelConfig, feats: dict[str, pd.DataFrame],
+             labels: pd.DataFrame, folds: list[Fold], fill: str,
+             progress: ProgressFactory | None) -> _Predicted:
+    """One model's walk-forward out-of-sample predictions (an expected-return-like signal)."""
     fitted: list[object] = []
     price = cfg.target.kind == "price"
     train_on = forward_price(bars, fill, cfg.target.horizon) if price else labels
     x = stack(feats)
-    params, n_trials = tuned_params(cfg.model, x, labels.to_numpy(np.float64), folds[0], cfg)
+    params, n_trials = tuned_params(mc, x, labels.to_numpy(np.float64), folds[0], cfg)
     pred, reports = walk_forward_predict(
         x, train_on.to_numpy(np.float64), folds,
-        lambda: make_model(cfg.model.name, params, cfg.seed),
+        lambda: make_model(mc.name, params, cfg.seed),
         min_train_rows=cfg.walk_forward.min_train_rows, index=bars.index, progress=progress,
         direction=cfg.target.kind == "direction",
-        window=cfg.model.window if cfg.model.name in SEQUENCE_MODELS else None,
+        window=mc.window if mc.name in SEQUENCE_MODELS else None,
         on_fit=lambda _fold, model: fitted.__setitem__(slice(None), [model]),  # keep the last
         clip_quantile=0.0 if price else 0.01,
     )
     if price:
         pred = price_to_return(pred, bars)
     pred_df = pd.DataFrame(pred, index=bars.index, columns=list(bars.symbols))
-    weights = threshold_weights(pred_df, cfg.strategy.threshold, cfg.strategy.rebalance)
-    return Signals(feats, labels, pred_df, weights, reports, fill,
-                   fitted[-1] if fitted else None, params, n_trials)
+    return _Predicted(pred_df, reports, fitted[-1] if fitted else None, params, n_trials)
+
+
+def strategy_regimes(bars: Bars, cfg: RunConfig) -> pd.DataFrame:
+    """Per-symbol regime codes (0..5) for the strategy; thresholds learned up to t only.
+
+    `hmm` gives the market's HMM state (bear / neutral / bull, 3 states) to every symbol,
+    coded as the low-volatility code of that trend so the bearish test is the same.
+    """
+    close = bars.frame("close")
+    if cfg.strategy.regimes == "hmm":
+        from mltrader.features.regimes import hmm_regimes
+
+        state = hmm_regimes(close, n_states=3, seed=cfg.seed)
+        codes = 2.0 * state.to_numpy(np.float64)
+        return pd.DataFrame(np.repeat(codes[:, None], close.shape[1], axis=1),
+                            index=close.index, columns=close.columns)
+    from mltrader.features.regimes import rolling_regimes
+
+    return rolling_regimes(close)
+
+
+def _label(mc: ModelConfig) -> str:
+    return mc.label or mc.name
+
+
+def compute_signals(bars: Bars, cfg: RunConfig, progress: ProgressFactory | None = None
+                    ) -> Signals:
+    """Features, walk-forward predictions and the strategy's target weights; causal."""
+    fill = resolve_fill(cfg, bars)
+    spec = get_strategy(cfg.strategy.name)
+    params = validate_params(cfg.strategy.name, cfg.strategy.params)
+    feats = compute_features(bars, cfg.features)
+    labels = forward_return(bars, fill, cfg.target.horizon)
+    folds = run_folds(bars, cfg)
+    members: dict[str, pd.DataFrame] = {}
+    main: _Predicted | None = None
+    notes: list[str] = []
+    if spec.needs_model:
+        main = _predict(bars, cfg, cfg.model, feats, labels, folds, fill, progress)
+        members["model"] = members[_label(cfg.model)] = main.pred
+        for mc in cfg.strategy.models:
+            members[_label(mc)] = _predict(bars, cfg, mc, feats, labels, folds, fill,
+                                           progress).pred
+    regimes = strategy_regimes(bars, cfg) if cfg.strategy.name == "regime_filter" else None
+    inputs = StrategyInputs(bars=bars, predictions=members, regimes=regimes)
+    if cfg.strategy.name == "ensemble":
+        missing = ensemble_missing(params, inputs)
+        if missing:
+            notes.append(f"The ensemble ran without {', '.join(missing)} (no such model in "
+                         "this run); it votes with the members it has.")
+    weights = run_strategy(cfg.strategy.name, inputs, cfg.strategy.params)
+    nan = pd.DataFrame(np.nan, index=bars.index, columns=list(bars.symbols))
+    return Signals(
+        feats, labels, main.pred if main else nan, weights, main.reports if main else [],
+        fill, main.last_model if main else None, main.params if main else None,
+        main.n_trials if main else 1, folds[0].test_start, members, regimes, tuple(notes))
+
+
+def sizing_rules(cfg: RunConfig) -> SizingRules:
+    """The risk config's sizing and caps; gross exposure never above the leverage limit."""
+    rk = cfg.risk
+    gross = min(rk.max_gross or np.inf, cfg.execution.max_gross_leverage)
+    return SizingRules(
+        mode=rk.sizing, percent=rk.percent, shares=rk.shares, risk_per_trade=rk.risk_per_trade,
+        stop_loss=rk.stop_loss, target_vol=rk.target_vol, vol_window=rk.vol_window,
+        max_position=rk.max_position, max_sector=rk.max_sector, sectors=dict(rk.sectors),
+        max_net=rk.max_net, max_gross=None if rk.sizing == "fixed_shares" else gross)
+
+
+def trade_targets(sig: Signals, bars: Bars, cfg: RunConfig) -> SizedTargets:
+    """The strategy's weights sized and capped by the risk rules: what the engine trades."""
+    return size_targets(sig.weights, bars, sizing_rules(cfg))
+
+
+def guards(cfg: RunConfig) -> Guards:
+    """The run's risk guards (the same object the live runner uses)."""
+    rk = cfg.risk
+    return Guards(
+        daily_loss_limit=rk.daily_loss_limit, kill_switch_drawdown=rk.kill_switch_drawdown,
+        max_trades_per_day=rk.max_trades_per_day,
+        max_orders_per_symbol_per_day=rk.max_orders_per_symbol_per_day,
+        price_sanity=rk.price_sanity, max_position=rk.max_position, time_stop=rk.time_stop)
+
+
+def allows_short(cfg: RunConfig) -> bool:
+    """Whether the strategy, with its parameters, may go short."""
+    params = validate_params(cfg.strategy.name, cfg.strategy.params)
+    return bool(getattr(params, "allow_short", False))
 
 
 def engine_settings(cfg: RunConfig, fill: str) -> EngineSettings:
-    """The engine's settings from a run config (costs, execution, exits)."""
+    """The engine's settings from a run config (costs, execution, exits, guards)."""
     ex, co, rk = cfg.execution, cfg.costs, cfg.risk
     return EngineSettings(
+        allow_short=allows_short(cfg), guards=guards(cfg),
         initial_cash=cfg.initial_cash, fill=fill,  # type: ignore[arg-type]
         whole_shares=ex.whole_shares, order_type=ex.order_type,
         limit_offset_bps=ex.limit_offset_bps, stop_offset_bps=ex.stop_offset_bps, tif=ex.tif,
@@ -212,12 +315,16 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
     """The whole job for one config; `bars` overrides the configured data (for tests)."""
     bars = load_bars(cfg) if bars is None else bars
     sig = compute_signals(bars, cfg, progress)
-    start = sig.folds[0].fold.test_start
+    start = sig.start
     settings = engine_settings(cfg, sig.fill)
-    strat = run_backtest(bars, sig.weights, settings, start=start)
-    # buy-and-hold holds: same costs and fills, but no stop or target ever sells it
-    hold = dataclasses.replace(settings, stop_loss=None, take_profit=None, trailing_stop=None)
+    sized = trade_targets(sig, bars, cfg)
+    strat = run_backtest(bars, sized.values, settings, start=start, unit=sized.unit)
+    # buy-and-hold holds: same costs and fills, but no stop, target or guard ever sells it
+    hold = dataclasses.replace(settings, stop_loss=None, take_profit=None, trailing_stop=None,
+                               guards=Guards(), allow_short=False)
     bench = run_backtest(bars, buy_and_hold_targets(bars, start), hold, start=start)
+    adjustments = sized.adjustments[sized.adjustments["date"] >= bars.index[start]]
+    stress = stress_tables(bars, strat, bench)
     idx = bars.index
     oos = {"start": str(idx[start].date()), "end": str(idx[-1].date()),
            "bars": int(len(idx) - start)}
@@ -227,14 +334,21 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
         "vs_buy_and_hold": benchmark_metrics(strat, bench),
         "deflated_sharpe": _deflated(strat, sig.n_trials),
         "out_of_sample": oos,
-        "model": {"name": cfg.model.name, "params": sig.params, "n_trials": sig.n_trials,
-                  **_ic_summary(sig)},
+        "model": ({"name": cfg.model.name, "params": sig.params, "n_trials": sig.n_trials,
+                   **_ic_summary(sig)} if sig.folds else None),
+        "strategy_rule": {"name": cfg.strategy.name, "params": validate_params(
+            cfg.strategy.name, cfg.strategy.params).model_dump(mode="json")},
+        "risk": risk_summary(strat, adjustments, cfg),
+        "stress": {k: v.to_dict(orient="records") for k, v in stress.items()},
         "fill_timing": strat.fill_timing,
         "symbols": list(bars.symbols),
     }
+    retrain = (f"the model is retrained {cfg.walk_forward.retrain} on data before each period "
+               "only." if sig.folds else "the rule needs no model; the same bars are judged "
+               "as for a model run.")
     notes = [
-        f"Out-of-sample period {oos['start']} to {oos['end']} ({oos['bars']} bars): the model "
-        f"is retrained {cfg.walk_forward.retrain} on data before each period only.",
+        f"Out-of-sample period {oos['start']} to {oos['end']} ({oos['bars']} bars): {retrain}",
+        *sig.notes,
         f"Orders decided on a bar's close fill at the {strat.fill_timing}"
         + (" (the data has closes only)." if bars.close_only else "."),
         f"Costs: commission {cfg.costs.commission_bps:g} bps + slippage "
@@ -261,4 +375,47 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
     warnings = []
     if cfg.data.source == "bundled" and DATASETS[cfg.data.dataset].name == "sp500_20stocks":
         warnings.append(SURVIVORSHIP_WARNING)
-    return RunOutput(cfg, bars, sig, strat, bench, metrics, notes, warnings)
+    m = metrics["strategy"]
+    notes.append(f"Turnover {m['turnover'] or 0:.1f}x equity per year; costs ate "  # type: ignore[index]
+                 f"{m['cost_drag'] or 0:.2%} of equity per year (cost drag).")  # type: ignore[index]
+    return RunOutput(cfg, bars, sig, strat, bench, metrics, notes, warnings, adjustments, stress)
+
+
+def risk_summary(strat: BacktestResult, adjustments: pd.DataFrame, cfg: RunConfig
+                 ) -> dict[str, object]:
+    """What the risk layer did: caps that resized targets, guards that blocked orders, exits."""
+    orders = strat.orders
+    acted: dict[str, int] = {}
+    if orders is not None and len(orders):
+        reason = orders["reason"].astype(str)
+        hit = orders[reason.str.startswith("risk:") | (reason == "resized to fit cash / "
+                                                       "leverage")]
+        for (why, status), n in hit.groupby([hit["reason"].astype(str),
+                                             hit["status"].astype(str)]).size().items():
+            if n:
+                acted[f"{why} ({status})"] = int(n)
+    exits = strat.trades["exit_reason"].astype(str).value_counts()
+    return {
+        "sizing": cfg.risk.sizing,
+        "targets_resized": {str(k): int(v) for k, v in
+                            adjustments["rule"].value_counts().items()} if len(adjustments)
+        else {},
+        "orders": acted,
+        "exits": {str(k): int(v) for k, v in exits.items() if v},
+    }
+
+
+def stress_tables(bars: Bars, strat: BacktestResult, bench: BacktestResult
+                  ) -> dict[str, pd.DataFrame]:
+    """Metrics in named crises and per market regime (the regime known at the prior close)."""
+    from mltrader.backtest.stress import crisis_table, regime_table
+    from mltrader.features.regimes import REGIME_NAMES, market_regime
+
+    out = {"crises": crisis_table(strat.equity, bench.equity,
+                                  initial_cash=strat.initial_cash,
+                                  benchmark_initial_cash=bench.initial_cash)}
+    regime = market_regime(bars.frame("close"))  # from the first bar: t-1's regime is known
+    out["regimes"] = regime_table(strat.equity, regime, REGIME_NAMES, bench.equity,
+                                  initial_cash=strat.initial_cash,
+                                  benchmark_initial_cash=bench.initial_cash)
+    return out

@@ -23,6 +23,8 @@ def _clean(obj: object) -> object:
         return {k: _clean(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [_clean(v) for v in obj]
+    if isinstance(obj, dt.date):  # dates and timestamps as ISO text
+        return obj.isoformat()
     if hasattr(obj, "item"):
         obj = obj.item()  # type: ignore[union-attr]
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -58,6 +60,17 @@ def new_run_dir(base: Path, name: str, now: dt.datetime | None = None) -> Path:
         path = base / f"{stamp}-{name}-{n}"
     path.mkdir(parents=True)
     return path
+
+
+def _sections(out: RunOutput) -> list[str]:
+    """The report's risk and stress sections."""
+    from mltrader.backtest.report import risk_html
+    from mltrader.backtest.stress import stress_html
+
+    parts = [risk_html(out.metrics.get("risk") or {})]  # type: ignore[arg-type]
+    if out.stress:
+        parts.append(stress_html(out.stress["crises"], out.stress.get("regimes")))
+    return parts
 
 
 def write_run(out: RunOutput, run_dir: Path) -> dict[str, Path]:
@@ -97,13 +110,16 @@ def write_run(out: RunOutput, run_dir: Path) -> dict[str, Path]:
     out.strategy.fills.to_parquet(paths["fills"], index=False)
     if out.strategy.orders is not None:
         out.strategy.orders.to_parquet(paths["orders"], index=False)
+    if out.sizing is not None and len(out.sizing):
+        paths["sizing"] = run_dir / "sizing.parquet"
+        out.sizing.to_parquet(paths["sizing"], index=False)
     start = out.strategy.equity.index[0]
     preds = out.signals.predictions.loc[start:]
     preds.index.name = "date"
     preds.to_parquet(paths["predictions"])
     write_report(
         paths["report"],
-        title=f"mltrader backtest: {out.config.name} ({out.config.model.name})",
+        title=f"mltrader backtest: {out.config.name} ({out.config.strategy.name})",
         strategy=out.strategy,
         benchmark=out.benchmark,
         metrics={"strategy": {**out.metrics["strategy"],  # type: ignore[dict-item]
@@ -111,8 +127,10 @@ def write_run(out: RunOutput, run_dir: Path) -> dict[str, Path]:
                  "buy & hold": out.metrics["buy_and_hold"]},  # type: ignore[dict-item]
         notes=out.notes,
         warnings=out.warnings,
-        strategy_name=f"Strategy ({out.config.model.name}, {out.config.strategy.name})",
+        strategy_name=(f"Strategy ({out.config.model.name}, {out.config.strategy.name})"
+                       if out.signals.folds else f"Strategy ({out.config.strategy.name})"),
         benchmark_name="Buy & hold (equal weight)",
+        sections=_sections(out),
     )
     return paths
 

@@ -20,3 +20,12 @@ def test_short_history_gives_nan_not_garbage():
     bars = load_bundled("sp500_20stocks").select(None, None, "1990-03-01")
     out = latest_features(bars, ["sma_ratio_200", "ret_1"])
     assert np.isnan(out[:, 0]).all() and np.isfinite(out[:, 1]).all()
+
+
+def test_regime_features_are_computed_not_left_nan():
+    bars = load_bundled("sp500_20stocks").select(None, None, "1995-12-31")
+    names = ["regime_60", "market_regime_60"]
+    out = latest_features(bars, names)
+    full = stack(compute_features(bars, names))[-1]
+    np.testing.assert_array_equal(out, full)
+    assert np.isfinite(out).all()

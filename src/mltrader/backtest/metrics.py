@@ -33,8 +33,8 @@ from mltrader.backtest.result import BacktestResult
 METRIC_KEYS: tuple[str, ...] = (
     "total_return", "cagr", "annual_volatility", "sharpe", "sortino", "max_drawdown",
     "longest_drawdown_days", "win_rate", "trades", "fills", "turnover", "total_costs",
-    "cost_drag", "exposure", "calmar", "max_drawdown_duration_days", "profit_factor", "avg_win", "avg_loss",
-    "avg_win_loss_ratio", "expectancy", "expectancy_return", "best_trade_return",
+    "cost_drag", "exposure", "calmar", "max_drawdown_duration_days", "profit_factor", "avg_win",
+    "avg_loss", "avg_win_loss_ratio", "expectancy", "expectancy_return", "best_trade_return",
     "worst_trade_return",
 )
 BENCHMARK_KEYS: tuple[str, ...] = (

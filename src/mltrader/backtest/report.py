@@ -94,11 +94,13 @@ def write_report(
     warnings: list[str],
     strategy_name: str = "Strategy",
     benchmark_name: str = "Benchmark",
+    sections: Sequence[str] = (),
 ) -> Path:
     """Write the report for ``strategy`` against ``benchmark`` to ``path`` and return the path.
 
     ``metrics`` maps a column name (e.g. "strategy", "buy & hold") to that column's metric
     dict (as from `compute_metrics`); unknown metric keys are shown with a generic label.
+    ``sections`` are ready HTML fragments (risk actions, stress tables) placed after the charts.
     """
     path = Path(path)
     figures = [
@@ -121,6 +123,7 @@ def write_report(
         "<h2>Metrics</h2>",
         _metrics_table(metrics),
         *chart_html,
+        *sections,
         _trades_html(strategy.trades),
         "</main>\n</body>\n</html>\n",
     ]
@@ -130,6 +133,24 @@ def write_report(
 
 
 # --- text blocks -----------------------------------------------------------------------
+
+def risk_html(summary: dict[str, object]) -> str:
+    """What the risk layer did: resized targets, blocked or resized orders, exits by reason."""
+    rows = []
+    for what, key in (("Target resized by a cap", "targets_resized"),
+                      ("Order blocked or resized", "orders"), ("Position closed by", "exits")):
+        for rule, n in dict(summary.get(key) or {}).items():  # type: ignore[call-overload]
+            rows.append(f"<tr><td>{html.escape(what)}</td><td>{html.escape(str(rule))}</td>"
+                        f"<td>{int(n):,}</td></tr>")
+    sizing = html.escape(str(summary.get("sizing", "weights")))
+    if not rows:
+        return (f"<h2>Risk actions</h2>\n<p class=\"sub\">Sizing: {sizing}. No cap, guard or "
+                "risk exit acted.</p>")
+    return (f"<h2>Risk actions</h2>\n<p class=\"sub\">Sizing: {sizing}. Every order a rule "
+            "blocked or resized is in orders.parquet with its reason.</p>\n<table><thead><tr>"
+            "<th>What</th><th>Rule</th><th>Count</th></tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table>")
+
 
 def _period_line(result: BacktestResult) -> str:
     index = result.equity.index

@@ -25,7 +25,7 @@ def latest_features(bars: Bars, names: list[str] | tuple[str, ...]) -> np.ndarra
     """(N symbols, K features) for the last bar of `bars`; NaN where history is too short.
 
     Pass enough history for the longest window (e.g. 260 bars for SMA 200 and RSI 14).
-    Falls back to the full computation for registered custom features.
+    Falls back to the full computation for registered custom features and regimes.
     """
     c = bars.close
     out = np.full((c.shape[1], len(names)), np.nan)
@@ -50,4 +50,10 @@ def latest_features(bars: Bars, names: list[str] | tuple[str, ...]) -> np.ndarra
                 out[:, k] = lr.std(axis=0, ddof=1)
             elif kind == "rsi" and len(c) > n:
                 out[:, k] = _last_rsi(c, n) / 100.0 - 0.5
+            elif kind not in ("ret", "sma_ratio", "sma", "vol", "rsi"):
+                # anything else (regimes, ...): the full computation's last row, never NaN
+                # by omission; regimes learn expanding thresholds, so pass all the history
+                from mltrader.features.registry import compute_features
+
+                out[:, k] = compute_features(bars, [name])[name].to_numpy()[-1]
     return out

@@ -10,6 +10,7 @@ import pandas as pd
 from mltrader.data.bars import Bars
 from mltrader.errors import ConfigError
 from mltrader.features import indicators as ind
+from mltrader.features import regimes as reg
 
 FeatureFn = Callable[[Bars], pd.DataFrame]
 FEATURES: dict[str, FeatureFn] = {}
@@ -21,10 +22,19 @@ _PATTERNS: list[tuple[re.Pattern[str], Callable[[int], FeatureFn]]] = [
     (re.compile(r"rsi_(\d+)"), lambda n: lambda b: ind.rsi(b.frame("close"), n) / 100.0 - 0.5),
     (re.compile(r"sma_(\d+)"),
      lambda n: lambda b: b.frame("close").rolling(n, min_periods=n).mean()),
+    # 6-state regime codes 0..5 (see features.regimes): per symbol, and the market's broadcast
+    (re.compile(r"regime_(\d+)"), lambda n: lambda b: reg.rolling_regimes(b.frame("close"), n)),
+    (re.compile(r"market_regime_(\d+)"), lambda n: lambda b: _broadcast(
+        b, reg.market_regime(b.frame("close"), n))),
 ]
 # raw fields, for sequence models that scale their inputs themselves (the 8-input preset:
 # open, high, low, close, volume, sma_20, sma_50, sma_200)
 RAW_FIELDS = ("open", "high", "low", "close", "volume")
+
+
+def _broadcast(bars: Bars, series: pd.Series) -> pd.DataFrame:
+    """One value per bar, repeated in every symbol column."""
+    return pd.DataFrame({s: series for s in bars.symbols}, index=bars.index)
 
 
 def register_feature(name: str, fn: FeatureFn) -> None:
@@ -44,7 +54,7 @@ def resolve(name: str) -> FeatureFn:
             return make(int(m.group(1)))
     raise ConfigError(
         f"unknown feature {name!r} in `features`; use ret_N, sma_ratio_N, vol_N, rsi_N, sma_N, "
-        "open, high, low, close, volume "
+        "regime_N, market_regime_N, open, high, low, close, volume "
         f"(N = bars){', or one of ' + ', '.join(FEATURES) if FEATURES else ''}"
     )
 
