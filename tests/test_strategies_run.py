@@ -93,3 +93,10 @@ def test_bad_strategy_config_is_one_line(strategy, needle):
 def test_risk_per_trade_without_a_stop_is_refused():
     with pytest.raises(ConfigError, match="stop_loss"):
         _run({"name": "threshold"}, risk={"sizing": "risk_per_trade"})
+
+
+def test_a_strategy_that_never_trades_says_so():
+    out = _run({"name": "regime_filter", "buy_above": 0.5})
+    assert out.metrics["strategy"]["fills"] == 0
+    assert any("never traded" in w for w in out.warnings)
+    assert any("Regime filter: the signal was above buy_above on 0" in n for n in out.notes)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from mltrader.backtest.deflated import deflated_sharpe_ratio
 from mltrader.backtest.engine import run_backtest
-from mltrader.backtest.metrics import compute_metrics
+from mltrader.backtest.metrics import compute_metrics, periods_per_year
 from mltrader.backtest.result import BacktestResult
 from mltrader.config import ModelConfig, RunConfig
 from mltrader.data.bars import Bars
@@ -92,7 +92,8 @@ def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars 
         dup = next(x for x in labels if labels.count(x) > 1)
         raise ConfigError(f"compare lists {dup!r} twice; give each entry a distinct `label`")
     fill = resolve_fill(cfg, bars)
-    settings = engine_settings(cfg, fill)
+    ppy = periods_per_year(bars.index)
+    settings = engine_settings(cfg, fill, ppy)
     rows, results = [], {}
     trials: dict[str, int] = {}
     start = 0
@@ -111,14 +112,14 @@ def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars 
         params = sig.params
         stats = prediction_stats(pred[start:], realised[start:], regression=not direction)
         rows.append({"model": _label(mc), "n_trials": trials[_label(mc)], "params": params,
-                     **stats, **compute_metrics(res)})
+                     **stats, **compute_metrics(res, ppy)})
     hold = dataclasses.replace(settings, stop_loss=None, take_profit=None, trailing_stop=None,
                                guards=Guards(), allow_short=False)
     bench = run_backtest(bars, buy_and_hold_targets(bars, start), hold, start=start)
     always_up = prediction_stats(np.ones_like(realised[start:]), realised[start:],
                                  regression=False)  # the labels are the same for every model
     rows.append({"model": "buy & hold (equal weight)", "hit_rate": always_up["hit_rate"],
-                 "always_up_rate": always_up["always_up_rate"], **compute_metrics(bench)})
+                 "always_up_rate": always_up["always_up_rate"], **compute_metrics(bench, ppy)})
     _deflate(rows, results, sum(trials.values()))
     board = pd.DataFrame(rows)
     board = board[[c for c in LEADERBOARD_COLUMNS if c in board.columns]

@@ -16,11 +16,12 @@ import pandas as pd
 
 from mltrader.backtest.deflated import deflated_sharpe_ratio
 from mltrader.backtest.engine import EngineSettings, run_backtest
-from mltrader.backtest.metrics import benchmark_metrics, compute_metrics
+from mltrader.backtest.metrics import benchmark_metrics, compute_metrics, periods_per_year
 from mltrader.backtest.result import BacktestResult
 from mltrader.config import ModelConfig, RunConfig
 from mltrader.data.bars import Bars
 from mltrader.data.datasets import DATASETS, load_bundled
+from mltrader.data.fetch import NETWORK_SOURCES
 from mltrader.errors import ConfigError
 from mltrader.features.labels import (
     forward_price,
@@ -88,9 +89,41 @@ class RunOutput:
     stress: dict[str, pd.DataFrame] | None = None  # crisis and regime tables
 
 
-def load_bars(cfg: RunConfig) -> Bars:
-    """The configured data, cut to the configured symbols and dates."""
+def load_data(cfg: RunConfig) -> tuple[Bars, list[str]]:
+    """The configured data (fetched, cached, cleaned as configured) and notes on where it
+    came from and what cleaning changed."""
     d = cfg.data
+    notes: list[str] = []
+    if d.source in NETWORK_SOURCES:
+        from mltrader.data.fetch import fetch_bars
+
+        cache = None
+        if d.cache:
+            from mltrader.data.cache import BarCache
+
+            cache = BarCache()
+        res = fetch_bars(list(d.symbols), d.start, d.end, d.interval, d.adjusted,
+                         [d.source, *d.fallback], cache=cache)
+        bars = res.bars
+        notes.append(f"Data ({d.interval}, {'adjusted' if d.adjusted else 'raw'} prices) "
+                     f"served by {res.describe()}.")
+    else:
+        bars = load_bars(cfg)
+    if d.clean != "none":
+        from mltrader.data.quality import clean
+
+        bars, changed = clean(bars, d.clean)
+        total = sum(changed.values())
+        detail = ", ".join(f"{k}: {v}" for k, v in changed.items() if v) or "nothing to fix"
+        notes.append(f"Cleaning ({d.clean}) changed {total} cell(s) ({detail}).")
+    return bars, notes
+
+
+def load_bars(cfg: RunConfig) -> Bars:
+    """The configured file or bundled data, cut to the configured symbols and dates."""
+    d = cfg.data
+    if d.source in NETWORK_SOURCES:
+        return load_data(cfg)[0]
     if d.source == "bundled":
         bars = load_bundled(d.dataset)
     else:
@@ -222,6 +255,16 @@ def compute_signals(bars: Bars, cfg: RunConfig, progress: ProgressFactory | None
         if missing:
             notes.append(f"The ensemble ran without {', '.join(missing)} (no such model in "
                          "this run); it votes with the members it has.")
+    if regimes is not None and "buy_above" in type(params).model_fields:
+        start = folds[0].test_start
+        sig_oos = inputs.signal(getattr(params, "member", "model"))[start:]
+        with np.errstate(invalid="ignore"):
+            want = sig_oos > params.buy_above  # type: ignore[attr-defined]
+        bear = np.isin(regimes.to_numpy()[start:], (0, 1)) & want
+        notes.append(f"Regime filter: the signal was above buy_above on {int(want.sum())} "
+                     f"symbol-bars out of sample; {int(bear.sum())} of them "
+                     f"({bear.sum() / max(want.sum(), 1):.0%}) fell in a bearish regime and "
+                     "were not bought.")
     weights = run_strategy(cfg.strategy.name, inputs, cfg.strategy.params)
     nan = pd.DataFrame(np.nan, index=bars.index, columns=list(bars.symbols))
     return Signals(
@@ -230,7 +273,7 @@ def compute_signals(bars: Bars, cfg: RunConfig, progress: ProgressFactory | None
         main.n_trials if main else 1, folds[0].test_start, members, regimes, tuple(notes))
 
 
-def sizing_rules(cfg: RunConfig) -> SizingRules:
+def sizing_rules(cfg: RunConfig, ppy: float = 252.0) -> SizingRules:
     """The risk config's sizing and caps; gross exposure never above the leverage limit."""
     rk = cfg.risk
     gross = min(rk.max_gross or np.inf, cfg.execution.max_gross_leverage)
@@ -238,12 +281,13 @@ def sizing_rules(cfg: RunConfig) -> SizingRules:
         mode=rk.sizing, percent=rk.percent, shares=rk.shares, risk_per_trade=rk.risk_per_trade,
         stop_loss=rk.stop_loss, target_vol=rk.target_vol, vol_window=rk.vol_window,
         max_position=rk.max_position, max_sector=rk.max_sector, sectors=dict(rk.sectors),
-        max_net=rk.max_net, max_gross=None if rk.sizing == "fixed_shares" else gross)
+        max_net=rk.max_net, max_gross=None if rk.sizing == "fixed_shares" else gross,
+        periods_per_year=ppy)
 
 
 def trade_targets(sig: Signals, bars: Bars, cfg: RunConfig) -> SizedTargets:
     """The strategy's weights sized and capped by the risk rules: what the engine trades."""
-    return size_targets(sig.weights, bars, sizing_rules(cfg))
+    return size_targets(sig.weights, bars, sizing_rules(cfg, periods_per_year(bars.index)))
 
 
 def guards(cfg: RunConfig) -> Guards:
@@ -262,11 +306,11 @@ def allows_short(cfg: RunConfig) -> bool:
     return bool(getattr(params, "allow_short", False))
 
 
-def engine_settings(cfg: RunConfig, fill: str) -> EngineSettings:
+def engine_settings(cfg: RunConfig, fill: str, ppy: float = 252.0) -> EngineSettings:
     """The engine's settings from a run config (costs, execution, exits, guards)."""
     ex, co, rk = cfg.execution, cfg.costs, cfg.risk
     return EngineSettings(
-        allow_short=allows_short(cfg), guards=guards(cfg),
+        allow_short=allows_short(cfg), guards=guards(cfg), periods_per_year=ppy,
         initial_cash=cfg.initial_cash, fill=fill,  # type: ignore[arg-type]
         whole_shares=ex.whole_shares, order_type=ex.order_type,
         limit_offset_bps=ex.limit_offset_bps, stop_offset_bps=ex.stop_offset_bps, tif=ex.tif,
@@ -289,7 +333,7 @@ def buy_and_hold_targets(bars: Bars, start: int) -> pd.DataFrame:
     return pd.DataFrame(targets, index=bars.index, columns=list(bars.symbols))
 
 
-def _deflated(res: BacktestResult, n_trials: int) -> dict[str, object]:
+def _deflated(res: BacktestResult, n_trials: int, ppy: float = 252.0) -> dict[str, object]:
     """The strategy's deflated Sharpe: P(true Sharpe > the best expected from n_trials by luck).
 
     Tuning trials are scored by IC, not Sharpe, so the spread of trial Sharpes is taken as
@@ -301,7 +345,7 @@ def _deflated(res: BacktestResult, n_trials: int) -> dict[str, object]:
     except ValueError as e:
         return {"dsr": None, "n_trials": n_trials, "why": str(e)}
     return {"dsr": out["dsr"], "n_trials": n_trials,
-            "expected_max_sharpe_annual": out["expected_max_sharpe"] * np.sqrt(252)}
+            "expected_max_sharpe_annual": out["expected_max_sharpe"] * np.sqrt(ppy)}
 
 
 def _ic_summary(sig: Signals) -> dict[str, object]:
@@ -313,10 +357,13 @@ def _ic_summary(sig: Signals) -> dict[str, object]:
 def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | None = None
         ) -> RunOutput:
     """The whole job for one config; `bars` overrides the configured data (for tests)."""
-    bars = load_bars(cfg) if bars is None else bars
+    data_notes: list[str] = []
+    if bars is None:
+        bars, data_notes = load_data(cfg)
     sig = compute_signals(bars, cfg, progress)
     start = sig.start
-    settings = engine_settings(cfg, sig.fill)
+    ppy = periods_per_year(bars.index)
+    settings = engine_settings(cfg, sig.fill, ppy)
     sized = trade_targets(sig, bars, cfg)
     strat = run_backtest(bars, sized.values, settings, start=start, unit=sized.unit)
     # buy-and-hold holds: same costs and fills, but no stop, target or guard ever sells it
@@ -324,15 +371,16 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
                                guards=Guards(), allow_short=False)
     bench = run_backtest(bars, buy_and_hold_targets(bars, start), hold, start=start)
     adjustments = sized.adjustments[sized.adjustments["date"] >= bars.index[start]]
-    stress = stress_tables(bars, strat, bench)
+    stress = stress_tables(bars, strat, bench, ppy)
     idx = bars.index
     oos = {"start": str(idx[start].date()), "end": str(idx[-1].date()),
            "bars": int(len(idx) - start)}
     metrics: dict[str, object] = {
-        "strategy": compute_metrics(strat),
-        "buy_and_hold": compute_metrics(bench),
-        "vs_buy_and_hold": benchmark_metrics(strat, bench),
-        "deflated_sharpe": _deflated(strat, sig.n_trials),
+        "strategy": compute_metrics(strat, ppy),
+        "buy_and_hold": compute_metrics(bench, ppy),
+        "vs_buy_and_hold": benchmark_metrics(strat, bench, ppy),
+        "deflated_sharpe": _deflated(strat, sig.n_trials, ppy),
+        "periods_per_year": ppy,
         "out_of_sample": oos,
         "model": ({"name": cfg.model.name, "params": sig.params, "n_trials": sig.n_trials,
                    **_ic_summary(sig)} if sig.folds else None),
@@ -348,6 +396,7 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
                "as for a model run.")
     notes = [
         f"Out-of-sample period {oos['start']} to {oos['end']} ({oos['bars']} bars): {retrain}",
+        *data_notes,
         *sig.notes,
         f"Orders decided on a bar's close fill at the {strat.fill_timing}"
         + (" (the data has closes only)." if bars.close_only else "."),
@@ -373,6 +422,10 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
                  f"({s_ret:+.1%} vs {b_ret:+.1%}); Sharpe {s_sharpe or 0:.2f} vs "
                  f"{b_sharpe or 0:.2f}.")
     warnings = []
+    if not metrics["strategy"]["fills"]:  # type: ignore[index]
+        warnings.append("The strategy never traded out of sample: its entry condition was "
+                        "never met (see the notes); lower the thresholds or check the "
+                        "predictions (predictions.parquet).")
     if cfg.data.source == "bundled" and DATASETS[cfg.data.dataset].name == "sp500_20stocks":
         warnings.append(SURVIVORSHIP_WARNING)
     m = metrics["strategy"]
@@ -405,17 +458,19 @@ def risk_summary(strat: BacktestResult, adjustments: pd.DataFrame, cfg: RunConfi
     }
 
 
-def stress_tables(bars: Bars, strat: BacktestResult, bench: BacktestResult
-                  ) -> dict[str, pd.DataFrame]:
+def stress_tables(bars: Bars, strat: BacktestResult, bench: BacktestResult,
+                  ppy: float = 252.0) -> dict[str, pd.DataFrame]:
     """Metrics in named crises and per market regime (the regime known at the prior close)."""
     from mltrader.backtest.stress import crisis_table, regime_table
     from mltrader.features.regimes import REGIME_NAMES, market_regime
 
     out = {"crises": crisis_table(strat.equity, bench.equity,
                                   initial_cash=strat.initial_cash,
-                                  benchmark_initial_cash=bench.initial_cash)}
+                                  benchmark_initial_cash=bench.initial_cash,
+                                  periods_per_year=ppy)}
     regime = market_regime(bars.frame("close"))  # from the first bar: t-1's regime is known
     out["regimes"] = regime_table(strat.equity, regime, REGIME_NAMES, bench.equity,
                                   initial_cash=strat.initial_cash,
-                                  benchmark_initial_cash=bench.initial_cash)
+                                  benchmark_initial_cash=bench.initial_cash,
+                                  periods_per_year=ppy)
     return out

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from mltrader.backtest.engine import run_backtest
+from mltrader.backtest.metrics import periods_per_year
 from mltrader.config import CostsConfig, ExecutionConfig, RiskConfig, RunConfig, load_config
 from mltrader.data.bars import Bars
 from mltrader.errors import ConfigError
@@ -107,6 +108,7 @@ def sensitivity(p: SweepPlan, progress: ProgressFactory | None = None,
     """Backtest every cell of a checked grid out of sample; see the module docstring."""
     bars = p.bars
     sig = None if p.retrain else compute_signals(bars, p.base, progress)
+    ppy = periods_per_year(bars.index)
 
     def evaluate(cell: dict[str, object]) -> pd.Series:
         cfg = p.configs[_key(cell)]
@@ -116,12 +118,12 @@ def sensitivity(p: SweepPlan, progress: ProgressFactory | None = None,
         weights = run_strategy(cfg.strategy.name, inputs, cfg.strategy.params)
         cell_sig = dataclasses.replace(sig, weights=weights)
         sized = trade_targets(cell_sig, bars, cfg)
-        res = run_backtest(bars, sized.values, engine_settings(cfg, sig.fill), start=sig.start,
+        res = run_backtest(bars, sized.values, engine_settings(cfg, sig.fill, ppy), start=sig.start,
                            unit=sized.unit)
         return res.equity
 
     table = run_grid(p.axes, evaluate, p.split, progress=on_cell,
-                     initial_cash=p.base.initial_cash)
+                     initial_cash=p.base.initial_cash, periods_per_year=ppy)
     return SweepOutput(p.base, table, p.axes, p.split, p.retrain)
 
 

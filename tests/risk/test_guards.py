@@ -98,7 +98,8 @@ def test_max_orders_per_symbol_per_day_rejects_at_creation():
     o = res.orders
     assert list(o.status[:2]) != ["rejected", "rejected"]
     rej = o[o.reason == "risk: max orders per symbol per day"]
-    assert list(rej.created) == list(idx[2:5])  # the 3rd decision on is refused (bar 5 ends)
+    # the 3rd order (bar 2) on is refused; bar 3 says "flat" while flat: no order at all
+    assert list(rej.created) == [idx[2], idx[4]]
     assert len(res.fills) == 2
 
 

@@ -615,7 +615,8 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                 origin = flat_why
             elif mode == MODE_TARGETS:
                 w = tw[t, i]
-                if w == w:
+                # flat and told to stay flat, nothing working: no order to record
+                if w == w and not (w == 0.0 and sh[i] == 0.0 and o_row[i] < 0):
                     make = True
                     val = w
             else:

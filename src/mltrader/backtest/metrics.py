@@ -46,6 +46,26 @@ BENCHMARK_KEYS: tuple[str, ...] = (
 _MIN_STD = 1e-12
 
 
+def periods_per_year(index: pd.DatetimeIndex) -> float:
+    """Bars per year, from the bars themselves: 252 sessions x the median bars per session
+    for intraday data (390 for 1-minute bars of a 6.5-hour session, 7 for hourly), 252 for
+    daily, 52 weekly, 12 monthly. Annualised return, volatility and Sharpe follow it."""
+    if len(index) < 3:
+        return 252.0
+    local = index.tz_localize(None) if index.tz is not None else index
+    days = local.normalize()
+    per_day = pd.Series(1, index=days).groupby(level=0).size()
+    if per_day.median() > 1:
+        return 252.0 * float(per_day.median())
+    gap = float(np.median(np.diff(days.to_numpy()).astype("timedelta64[s]").astype(float)))
+    gap /= 86_400.0
+    if gap >= 27:
+        return 12.0
+    if gap >= 6:
+        return 52.0
+    return 252.0
+
+
 def bar_returns(equity: pd.Series, initial_cash: float) -> np.ndarray:
     """Per-bar simple returns of ``equity``, the first one measured from ``initial_cash``."""
     values = np.concatenate(([float(initial_cash)], equity.to_numpy(dtype=float)))
