@@ -359,6 +359,99 @@ def data_list() -> None:
     out.print(table)
 
 
+@data_app.command("fetch", epilog="Example:  mltrader data fetch --source yahoo --symbols "
+                  "AAPL,MSFT --start 2015-01-01 --interval 1d -o prices.parquet")
+@guarded
+def data_fetch(
+    symbols: Annotated[str, typer.Option(help="Comma-separated symbols. Example: "
+                                         "--symbols AAPL,MSFT")],
+    start: Annotated[str, typer.Option(help="First date. Example: --start 2015-01-01")],
+    end: Annotated[str | None, typer.Option(help="Last date (default: now).")] = None,
+    source: Annotated[list[str] | None, typer.Option(
+        help="yahoo, alphavantage or alpaca; repeat to give fallbacks tried in order. "
+        "Example: --source yahoo --source alphavantage")] = None,
+    interval: Annotated[str, typer.Option(help="1m, 5m, 15m, 1h or 1d")] = "1d",
+    raw: Annotated[bool, typer.Option("--raw", help="Raw traded prices instead of split- "
+                                      "and dividend-adjusted ones.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Skip the local cache.")] = False,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Write the bars to this CSV or Parquet file (long format), "
+        "ready for `--data` or `data: {source: file}`.")] = None,
+) -> None:
+    """Fetch bars from the network sources (through the local cache) and report who served
+    each symbol and the data's quality."""
+    from mltrader.data.cache import BarCache
+    from mltrader.data.fetch import fetch_bars
+    from mltrader.data.files import save_file
+    from mltrader.data.quality import check_bars
+
+    syms = _symbol_list(symbols)
+    with Progress(TextColumn("[bold]fetching"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
+                  disable=not err.is_terminal and "CI" in os.environ) as bar:
+        task = bar.add_task("", total=len(syms))
+        res = fetch_bars(syms, start, end, interval, not raw, source or ["yahoo"],
+                         cache=None if no_cache else BarCache(),
+                         progress=lambda msg: bar.update(task, advance=1, description=msg))
+    b = res.bars
+    out.print(f"{len(b)} bars x {len(b.symbols)} symbols, {b.index[0]} .. {b.index[-1]}")
+    out.print(f"Served by: {escape(res.describe())}")
+    for sym, reasons in res.failures.items():
+        if sym in res.served_by:
+            out.print(f"[yellow]fell back for {escape(sym)}:[/] {escape(' | '.join(reasons))}")
+    report = check_bars(b, interval=interval)
+    out.print(escape(report.text()))
+    if output is not None:
+        save_file(b, output)
+        out.print(f"Wrote {escape(str(output))}")
+
+
+@data_app.command("check", epilog="Example:  mltrader data check prices.csv")
+@guarded
+def data_check(
+    path: Annotated[Path, typer.Argument(help="CSV or Parquet file (long, wide or single).")],
+    calendar: Annotated[str, typer.Option(help="Exchange calendar for gaps (XNYS, XNAS, "
+                                          "XSHG, ...).")] = "XNYS",
+    interval: Annotated[str, typer.Option(help="Bar interval of the file.")] = "1d",
+) -> None:
+    """The data quality report: calendar gaps, duplicates, zero volume, outliers, suspected
+    unadjusted splits. Exits 1 when a problem would make a backtest wrong."""
+    from mltrader.data.files import load_file
+    from mltrader.data.quality import check_bars
+
+    report = check_bars(load_file(path), calendar=calendar, interval=interval)
+    out.print(escape(report.text()))
+    if report.fatal:
+        _fail(f"{path}: {sum(1 for i in report.issues if i.fatal)} fatal problem(s) (listed "
+              "above); fix the data or set data.clean (drop / ffill) in the config", 1)
+
+
+@data_app.command("cache", epilog="Example:  mltrader data cache --clear")
+@guarded
+def data_cache(
+    clear: Annotated[bool, typer.Option("--clear", help="Delete the cached bars.")] = False,
+    source: Annotated[str | None, typer.Option(help="Only this source's files.")] = None,
+) -> None:
+    """Show (or --clear) the local Parquet cache of fetched bars ($MLTRADER_CACHE_DIR or
+    ~/.cache/mltrader)."""
+    from mltrader.data.cache import BarCache
+
+    cache = BarCache()
+    if clear:
+        n = cache.clear(source)
+        out.print(f"Removed {n} cached file(s) from {escape(str(cache.root))}")
+        return
+    rows = cache.info()
+    table = Table(title=f"Cache: {cache.root}", title_justify="left")
+    for col in ("source", "symbol", "interval", "adjusted", "first", "last", "rows"):
+        table.add_column(col)
+    for r in rows:
+        if source is None or r["source"] == source:
+            table.add_row(*(str(r[c]) for c in ("source", "symbol", "interval", "adjusted",
+                                                 "first", "last", "rows")))
+    out.print(table)
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="mltrader")

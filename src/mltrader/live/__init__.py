@@ -1,0 +1,1 @@
+"""Live and paper trading: brokers, the runner, the journal."""

@@ -1,0 +1,167 @@
+"""The broker interface every adapter implements (paper, Alpaca, Interactive Brokers).
+
+Domain objects are frozen dataclasses; money in the account currency, quantities signed
+where said (positions), unsigned with a side on orders. Every order carries a deterministic
+client order id from (strategy, bar time, symbol, intent), so a restarted runner that
+re-derives an order it already sent finds it at the broker instead of sending it twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+import pandas as pd
+
+from mltrader.errors import MltraderError
+
+Side = Literal["buy", "sell"]
+OrderType = Literal["market", "limit", "stop", "stop_limit"]
+TimeInForce = Literal["day", "gtc"]
+OrderStatus = Literal["new", "accepted", "partially_filled", "filled", "cancelled",
+                      "rejected", "expired", "replaced", "pending"]
+FINAL_STATUSES: frozenset[str] = frozenset({"filled", "cancelled", "rejected", "expired",
+                                            "replaced"})
+
+
+class BrokerError(MltraderError):
+    """A broker call failed for good (after bounded retries): one line with the fix."""
+
+
+class OrderRejected(BrokerError):
+    """The broker refused an order (buying power, shorting, bad price, ...)."""
+
+
+class TransientBrokerError(BrokerError):
+    """A failure worth retrying (timeout, 429, 5xx, dropped connection)."""
+
+
+def client_order_id(strategy: str, bar_time: pd.Timestamp, symbol: str, intent: str) -> str:
+    """Deterministic id: the same decision always maps to the same id (max 48 chars, the
+    tightest broker limit), readable prefix + hash of the full key."""
+    key = f"{strategy}|{pd.Timestamp(bar_time).isoformat()}|{symbol}|{intent}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    prefix = "".join(ch for ch in f"{strategy[:8]}-{symbol[:8]}" if ch.isalnum() or ch == "-")
+    return f"mlt-{prefix}-{digest}"[:48]
+
+
+@dataclass(frozen=True)
+class Account:
+    cash: float
+    equity: float
+    buying_power: float
+    currency: str = "USD"
+
+
+@dataclass(frozen=True)
+class Position:
+    symbol: str
+    qty: float  # signed: > 0 long, < 0 short
+    avg_price: float
+    market_value: float | None = None
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    """What the runner asks for. `qty` > 0; `side` gives the direction."""
+
+    client_order_id: str
+    symbol: str
+    side: Side
+    qty: float
+    type: OrderType = "market"
+    time_in_force: TimeInForce = "day"
+    limit_price: float | None = None
+    stop_price: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.qty > 0:
+            raise MltraderError(f"order {self.client_order_id}: qty must be > 0, got {self.qty}")
+        if self.type in ("limit", "stop_limit") and self.limit_price is None:
+            raise MltraderError(f"order {self.client_order_id}: a {self.type} order needs "
+                                "limit_price")
+        if self.type in ("stop", "stop_limit") and self.stop_price is None:
+            raise MltraderError(f"order {self.client_order_id}: a {self.type} order needs "
+                                "stop_price")
+
+
+@dataclass(frozen=True)
+class Order:
+    """The broker's view of an order."""
+
+    client_order_id: str
+    broker_id: str
+    symbol: str
+    side: Side
+    qty: float
+    filled_qty: float
+    status: str
+    type: str = "market"
+    avg_fill_price: float | None = None
+    limit_price: float | None = None
+    stop_price: float | None = None
+    submitted_at: pd.Timestamp | None = None
+    reason: str = ""  # why rejected / cancelled, when the broker says
+
+    @property
+    def done(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+@dataclass(frozen=True)
+class Fill:
+    """One execution (an order may fill in several)."""
+
+    client_order_id: str
+    broker_id: str
+    fill_id: str  # unique per execution at the broker: the journal's dedup key
+    symbol: str
+    side: Side
+    qty: float
+    price: float
+    commission: float
+    time: pd.Timestamp
+
+
+@dataclass(frozen=True)
+class OrderUpdate:
+    """An event from the broker about an order (new, fill, partial fill, cancel, reject)."""
+
+    order: Order
+    event: str
+    fill: Fill | None = None
+    time: pd.Timestamp = field(default_factory=lambda: pd.Timestamp.now(tz="UTC"))
+
+
+@runtime_checkable
+class Broker(Protocol):
+    """What the runner needs from a broker. Calls raise BrokerError subclasses, never a
+    library's own exception type; retries of transient faults happen inside the adapter,
+    bounded, and submit is idempotent by client_order_id (an id the broker already knows
+    returns that order instead of sending a second one)."""
+
+    name: str
+
+    def account(self) -> Account: ...
+
+    def positions(self) -> dict[str, Position]: ...
+
+    def open_orders(self) -> list[Order]: ...
+
+    def get_order(self, client_order_id: str) -> Order | None: ...
+
+    def submit(self, request: OrderRequest) -> Order: ...
+
+    def cancel(self, client_order_id: str) -> None: ...
+
+    def replace(self, client_order_id: str, qty: float | None = None,
+                limit_price: float | None = None, stop_price: float | None = None
+                ) -> Order: ...
+
+    def updates(self) -> Iterable[OrderUpdate]:
+        """Order events since the last call (polling or a stream behind it)."""
+        ...
+
+    def close(self) -> None: ...
