@@ -388,7 +388,7 @@ def data_fetch(
     syms = _symbol_list(symbols)
     with Progress(TextColumn("[bold]fetching"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
-                  disable=not err.is_terminal and "CI" in os.environ) as bar:
+                  transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("", total=len(syms))
         res = fetch_bars(syms, start, end, interval, not raw, source or ["yahoo"],
                          cache=None if no_cache else BarCache(),
