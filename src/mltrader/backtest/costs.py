@@ -1,0 +1,29 @@
+"""The engine's cost model as a small public object, for callers outside the compiled loop.
+
+The paper broker fills live orders with exactly the functions the backtest kernel uses
+(slippage in bps and as a share of the bar's range, half-spread, commission per share with
+a minimum, bps of value, fixed per order), so a paper fill and a backtest fill of the same
+order on the same bar cost the same.
+"""
+
+from __future__ import annotations
+
+from mltrader.backtest import kernel as K
+from mltrader.backtest.engine import _params
+from mltrader.backtest.settings import EngineSettings
+
+
+class CostModel:
+    """Fill prices and commissions under an `EngineSettings`."""
+
+    def __init__(self, settings: EngineSettings, close_only: bool = False) -> None:
+        self.settings = settings
+        _, self._fp = _params(settings, K.MODE_TARGETS, close_only)
+
+    def fill_price(self, price: float, side: float, high: float, low: float) -> float:
+        """The price paid (side +1 buy, -1 sell) after slippage and the half-spread."""
+        return float(K._slipped(float(price), float(side), float(high), float(low), self._fp))
+
+    def commission(self, qty: float, value: float) -> float:
+        """Commission of one fill of `qty` shares worth `value`."""
+        return float(K._commission(float(qty), float(value), self._fp))

@@ -1,0 +1,104 @@
+"""The paper broker fills like the backtest engine: same prices, costs and cash."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mltrader.backtest.engine import EngineSettings, run_backtest
+from mltrader.data.feeds import ReplayFeed
+from mltrader.live.broker import Broker, OrderRejected, OrderRequest
+from mltrader.live.paper import PaperBroker
+from mltrader.testing import synthetic_bars
+
+COSTS = dict(slippage_bps=5, half_spread_bps=2, commission_bps=1, commission_per_share=0.005,
+             commission_min=1.0, slippage_range_frac=0.1)
+
+
+def _by_time(bars):
+    feed = ReplayFeed(bars)
+    for t, group in itertools.groupby(feed.bars(), key=lambda e: e.time):
+        yield t, {e.symbol: e for e in group}
+
+
+@pytest.mark.parametrize("fill", ["next_open", "next_close"])
+def test_paper_fills_equal_the_engine_fills(fill):
+    bars = synthetic_bars(12, 2, seed=4, ohlc=True)
+    settings = EngineSettings(fill=fill, **COSTS)
+    plan = {0: {"S00": 100, "S01": 40}, 4: {"S00": 30}, 7: {"S00": 0, "S01": 0}}
+    tgt = pd.DataFrame(np.nan, index=bars.index, columns=list(bars.symbols))
+    for r, row in plan.items():
+        for s, q in row.items():
+            tgt.loc[bars.index[r], s] = q
+    engine = run_backtest(bars, tgt, settings, unit="shares")
+
+    broker = PaperBroker(settings)
+    assert isinstance(broker, Broker)
+    held = {s: 0.0 for s in bars.symbols}
+    fills = []
+    for i, (t, group) in enumerate(_by_time(bars)):
+        broker.on_bar(t, group)
+        fills += [u.fill for u in broker.updates() if u.fill is not None]
+        for s, q in plan.get(i, {}).items():  # decided on this bar's close
+            delta = q - held[s]
+            if delta:
+                broker.submit(OrderRequest(f"o{i}{s}", s, "buy" if delta > 0 else "sell",
+                                           abs(delta)))
+                held[s] = q
+    ef = engine.fills
+    assert len(fills) == len(ef) == 5
+    got = sorted((f.time, f.symbol, f.qty * (1 if f.side == "buy" else -1), f.price,
+                  f.commission) for f in fills)
+    want = sorted(zip(ef["date"], ef["symbol"].astype(str), ef["qty"], ef["price"],
+                      ef["commission"], strict=True))
+    for g, w in zip(got, want, strict=True):
+        assert g[:3] == tuple(w[:3])
+        assert g[3] == pytest.approx(w[3], rel=1e-12) and g[4] == pytest.approx(w[4], rel=1e-12)
+    assert broker.cash == pytest.approx(engine.cash.iloc[-1], rel=1e-12)
+    assert broker.account().equity == pytest.approx(engine.equity.iloc[-1], rel=1e-12)
+
+
+def test_submit_is_idempotent_and_rejects_like_a_broker():
+    bars = synthetic_bars(3, 1, seed=0, ohlc=True)
+    broker = PaperBroker(EngineSettings(fill="next_open", initial_cash=1_000))
+    t, group = next(_by_time(bars))
+    broker.on_bar(t, group)
+    a = broker.submit(OrderRequest("x1", "S00", "buy", 5))
+    assert broker.submit(OrderRequest("x1", "S00", "buy", 5)) == a
+    assert len(broker.open_orders()) == 1
+    with pytest.raises(OrderRejected, match="insufficient buying power"):
+        broker.submit(OrderRequest("x2", "S00", "buy", 10_000))
+    with pytest.raises(OrderRejected, match="not allowed to short"):
+        broker.submit(OrderRequest("x3", "S00", "sell", 1))
+    assert broker.get_order("x2").status == "rejected"
+
+
+def test_volume_cap_fills_in_parts_and_a_day_order_is_cancelled():
+    bars = synthetic_bars(4, 1, seed=0, ohlc=True)
+    s = EngineSettings(fill="next_open", max_volume_share=0.001, initial_cash=1e9)
+    broker = PaperBroker(s)
+    steps = list(_by_time(bars))
+    broker.on_bar(*steps[0])
+    broker.submit(OrderRequest("gtc", "S00", "buy", 1000, time_in_force="gtc"))
+    broker.submit(OrderRequest("day", "S00", "buy", 1000))
+    broker.on_bar(*steps[1])
+    vol = bars.volume[1, 0] * 0.001
+    assert broker.get_order("gtc").filled_qty == pytest.approx(min(vol, 1000))
+    assert broker.get_order("day").status == "cancelled"
+    assert [o.client_order_id for o in broker.open_orders()] == ["gtc"]
+
+
+def test_limit_orders_fill_only_when_reached():
+    bars = synthetic_bars(3, 1, seed=1, ohlc=True)
+    broker = PaperBroker(EngineSettings(fill="next_open"))
+    steps = list(_by_time(bars))
+    broker.on_bar(*steps[0])
+    low = bars.low[1, 0]
+    broker.submit(OrderRequest("lo", "S00", "buy", 1, type="limit", limit_price=low * 0.9))
+    broker.submit(OrderRequest("hi", "S00", "buy", 1, type="limit", limit_price=low * 1.0001))
+    broker.on_bar(*steps[1])
+    assert broker.get_order("lo").status == "cancelled"
+    assert broker.get_order("hi").status == "filled"
