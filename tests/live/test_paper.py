@@ -61,19 +61,28 @@ def test_paper_fills_equal_the_engine_fills(fill):
     assert broker.account().equity == pytest.approx(engine.equity.iloc[-1], rel=1e-12)
 
 
-def test_submit_is_idempotent_and_rejects_like_a_broker():
+def test_submit_is_idempotent_and_buys_are_cut_to_cash_like_the_engine():
     bars = synthetic_bars(3, 1, seed=0, ohlc=True)
+    steps = list(_by_time(bars))
     broker = PaperBroker(EngineSettings(fill="next_open", initial_cash=1_000))
-    t, group = next(_by_time(bars))
-    broker.on_bar(t, group)
+    broker.on_bar(*steps[0])
     a = broker.submit(OrderRequest("x1", "S00", "buy", 5))
     assert broker.submit(OrderRequest("x1", "S00", "buy", 5)) == a
     assert len(broker.open_orders()) == 1
-    with pytest.raises(OrderRejected, match="insufficient buying power"):
-        broker.submit(OrderRequest("x2", "S00", "buy", 10_000))
     with pytest.raises(OrderRejected, match="not allowed to short"):
         broker.submit(OrderRequest("x3", "S00", "sell", 1))
-    assert broker.get_order("x2").status == "rejected"
+    assert broker.get_order("x3").status == "rejected"
+    broker.submit(OrderRequest("x2", "S00", "buy", 10_000))
+    broker.on_bar(*steps[1])
+    assert broker.get_order("x1").filled_qty == 5
+    big = broker.get_order("x2")
+    assert 0 < big.filled_qty < 10_000 and broker.cash >= 0  # resized to the cash left
+    strict = PaperBroker(EngineSettings(fill="next_open", initial_cash=1_000,
+                                        oversize="reject"))
+    strict.on_bar(*steps[0])
+    strict.submit(OrderRequest("y", "S00", "buy", 10_000))
+    strict.on_bar(*steps[1])
+    assert strict.get_order("y").status == "rejected" and strict.cash == 1_000
 
 
 def test_volume_cap_fills_in_parts_and_a_day_order_is_cancelled():
@@ -102,3 +111,40 @@ def test_limit_orders_fill_only_when_reached():
     broker.on_bar(*steps[1])
     assert broker.get_order("lo").status == "cancelled"
     assert broker.get_order("hi").status == "filled"
+
+
+@pytest.mark.parametrize("fill", ["next_open", "next_close"])
+@pytest.mark.parametrize("whole", [False, True])
+def test_weights_sized_at_the_decision_close_trade_the_same_in_paper_and_backtest(fill, whole):
+    from mltrader.risk.orders import decision_orders
+
+    bars = synthetic_bars(120, 4, seed=9, ohlc=True)
+    settings = EngineSettings(fill=fill, whole_shares=whole, rebalance_band=0.02,
+                              size_at="decision", **COSTS)
+    rng = np.random.default_rng(2)
+    w = rng.dirichlet(np.ones(5), size=len(bars))[:, :4]
+    w[rng.random(len(bars)) < 0.6] = np.nan  # decisions on ~40% of the bars
+    tgt = pd.DataFrame(w, index=bars.index, columns=list(bars.symbols))
+    engine = run_backtest(bars, tgt, settings)
+
+    broker = PaperBroker(settings)
+    buy_bps = COSTS["slippage_bps"] + COSTS["half_spread_bps"] + COSTS["commission_bps"]
+    n_fills = 0
+    for i, (t, group) in enumerate(_by_time(bars)):
+        broker.on_bar(t, group)
+        n_fills += sum(u.fill is not None for u in broker.updates())
+        if i == len(bars) - 1:
+            break
+        held = {s: p.qty for s, p in broker.positions().items()}
+        closes = {s: e.close for s, e in group.items()}
+        deltas = decision_orders(tgt.iloc[i].to_dict(), broker.account().equity, closes, held,
+                                 buy_bps, settings.rebalance_band, whole)
+        for s, d in deltas.items():
+            broker.submit(OrderRequest(f"{i}-{s}", s, "buy" if d > 0 else "sell", abs(d)))
+    assert n_fills == len(engine.fills) > 20
+    assert broker.cash == pytest.approx(engine.cash.iloc[-1], rel=1e-9)
+    assert broker.account().equity == pytest.approx(engine.equity.iloc[-1], rel=1e-9)
+    final = engine.positions.iloc[-1]
+    for s in bars.symbols:
+        held = broker.positions().get(s)
+        assert (held.qty if held else 0.0) == pytest.approx(final[s], rel=1e-9, abs=1e-9)

@@ -45,6 +45,7 @@ def _params(s: EngineSettings, mode: int, close_only: bool, unit_shares: bool = 
     ip = np.zeros(K.N_IP, dtype=np.int64)
     ip[K.IP_UNIT_SHARES] = int(unit_shares)
     ip[K.IP_GUARDS] = int(s.guards.active)
+    ip[K.IP_SIZE_DECISION] = int(s.size_at == "decision")
     ip[K.IP_NEXT_OPEN] = int(s.fill == "next_open")
     ip[K.IP_WHOLE] = int(s.whole_shares)
     ip[K.IP_SHORT] = int(s.allow_short)

@@ -31,11 +31,12 @@ from mltrader.risk.guards import (
     start_bar,
     time_stop_due,
 )
+from mltrader.risk.orders import order_delta, target_shares
 
 # ---- integer parameters
 (IP_NEXT_OPEN, IP_WHOLE, IP_SHORT, IP_ORDER_TYPE, IP_GTC, IP_WAIT, IP_REJECT, IP_MODE,
- IP_UNIT_SHARES, IP_GUARDS) = range(10)
-N_IP = 10
+ IP_UNIT_SHARES, IP_GUARDS, IP_SIZE_DECISION) = range(11)
+N_IP = 11
 # ---- float parameters
 (FP_CASH, FP_LIMIT_OFF, FP_STOP_OFF, FP_SL, FP_TP, FP_TS, FP_COMM_BPS, FP_COMM_PS,
  FP_COMM_MIN, FP_COMM_FIXED, FP_SLIP_BPS, FP_SLIP_RANGE, FP_SPREAD, FP_BORROW, FP_VOL_SHARE,
@@ -158,9 +159,9 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
     tr_i = np.zeros((cap, 5), dtype=np.int64)
     tr_f = np.zeros((cap, 7))
     nt = 0
-    # orders: int (id, sym, created, type, kind, status, reason, last bar, origin)
-    # float (value, limit, stop, filled qty)
-    od_i = np.zeros((cap, 9), dtype=np.int64)
+    # orders: int (id, sym, created, type, kind, status, reason, last bar, origin, sized in
+    # shares at the decision) float (value, limit, stop, filled qty)
+    od_i = np.zeros((cap, 10), dtype=np.int64)
     od_f = np.zeros((cap, 4))
     nod = 0
 
@@ -191,6 +192,8 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
     lev = fp[FP_LEVERAGE]
     sl, tp, ts = fp[FP_SL], fp[FP_TP], fp[FP_TS]
     guards = ip[IP_GUARDS] == 1
+    size_decision = ip[IP_SIZE_DECISION] == 1
+    buy_bps = fp[FP_SLIP_BPS] + fp[FP_SPREAD] + fp[FP_COMM_BPS]
     unit_shares = ip[IP_UNIT_SHARES] == 1
     gs, sym_orders = new_state(fp[FP_CASH] * n_books, n)
     eq_last = fp[FP_CASH] * n_books
@@ -267,22 +270,13 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                         delta = o_fixed[i]
                     elif kind == KIND_TARGET:
                         ref = bo if typ == MARKET else (od_f[r, 1] if typ == LIMIT else od_f[r, 2])
-                        desired = val if unit_shares else val * bvalue[b] / ref
-                        # buying to a weight: the weight pays the costs too
-                        if desired > sh[i] and desired > 0 and not unit_shares:
-                            desired = val * bvalue[b] / (ref * (1.0 + (
-                                fp[FP_SLIP_BPS] + fp[FP_SPREAD] + fp[FP_COMM_BPS]) * 1e-4))
-                            if desired < sh[i]:  # within the cost margin: hold, don't churn
-                                desired = sh[i]
-                        if whole:
-                            desired = np.trunc(desired)
-                        delta = desired - sh[i]
-                        if (fp[FP_BAND] > 0 and sh[i] != 0 and desired != 0
-                                and (sh[i] > 0) == (desired > 0)
-                                and abs(delta) * ref < fp[FP_BAND] * bvalue[b]):
-                            delta = 0.0
-                        if abs(delta) * ref < 1e-9 * abs(bvalue[b]) + 1e-12:
-                            delta = 0.0
+                        if unit_shares or od_i[r, 9] == 1:  # a share count already
+                            desired = np.trunc(val) if whole else val
+                        else:
+                            desired = target_shares(val, bvalue[b], ref, sh[i], buy_bps, whole)
+                        # decision-sized orders had their band check at the decision
+                        delta = order_delta(desired, sh[i], ref, bvalue[b],
+                                            0.0 if od_i[r, 9] == 1 else fp[FP_BAND])
                     else:  # entry sized from cash at the fill price
                         ref = bo if typ == MARKET else (od_f[r, 1] if typ == LIMIT else od_f[r, 2])
                         paid = _slipped(ref, val, bh, bl, fp)  # size at the price paid
@@ -638,13 +632,27 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
             if nod + 1 > cap:
                 overflow = True
                 break
+            sized = 0
+            if (size_decision and mode == MODE_TARGETS and kind == KIND_TARGET
+                    and not unit_shares):
+                # a live bot fixes the share count at the decision close: so does this
+                px_d = c_arr[t, i] if c_arr[t, i] == c_arr[t, i] else last[i]
+                eq_d = eq_out[k, book_of[i]]
+                if px_d == px_d and px_d > 0:
+                    want_sh = target_shares(val, eq_d, px_d, sh[i], buy_bps, whole)
+                    if (origin == ORIGIN_STRATEGY and o_row[i] < 0
+                            and order_delta(want_sh, sh[i], px_d, eq_d, fp[FP_BAND]) == 0.0):
+                        continue  # inside the band (or nothing to do): no order
+                    val = want_sh
+                    sized = 1
             blocked = G_NONE
             if guards and origin == ORIGIN_STRATEGY:
                 if kind == KIND_ENTER:
                     adds = True
                 else:
                     held = sh[i] * last[i] if sh[i] != 0.0 else 0.0
-                    want = val * last[i] if unit_shares else val * eq_out[k, book_of[i]]
+                    want = (val * last[i] if unit_shares or sized == 1
+                            else val * eq_out[k, book_of[i]])
                     adds = abs(want) > abs(held) * (1.0 + 1e-9) or want * held < 0.0
                 blocked = gate_order(gs, gp, sym_orders, i, adds)
             if o_row[i] >= 0 and blocked == G_NONE:
@@ -664,7 +672,8 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                 side = val
             else:  # buy if the target value is above the current holding, else sell
                 held = sh[i] * last[i] if sh[i] != 0.0 else 0.0
-                want = val * last[i] if unit_shares else val * eq_out[k, book_of[i]]
+                want = (val * last[i] if unit_shares or sized == 1
+                        else val * eq_out[k, book_of[i]])
                 if want < held:
                     side = -1.0
             lim = ref * (1.0 - side * fp[FP_LIMIT_OFF] * 1e-4)
@@ -682,6 +691,7 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
             od_f[nod, 2] = stp
             od_f[nod, 3] = 0.0
             od_i[nod, 8] = origin
+            od_i[nod, 9] = sized
             if blocked != G_NONE:  # recorded, never working
                 od_i[nod, 5] = S_REJECTED
                 od_i[nod, 6] = W_GUARD + blocked

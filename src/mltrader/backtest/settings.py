@@ -46,6 +46,8 @@ class EngineSettings:
     ("reject"), with the reason recorded.
 
     Sizing for signal entries: floor?(`size_fraction` x cash / (price x (1 + `size_buffer`))).
+    Target weights become shares at the fill price (`size_at="fill"`) or at the decision close
+    (`"decision"`: what a live bot can do; the live runner uses the same rule, risk/orders.py).
 
     Guards (`guards`, risk/guards.py): daily loss limit, kill switch, trade and order limits,
     price sanity, max position, time stop; the same compiled checks the live runner calls.
@@ -83,6 +85,7 @@ class EngineSettings:
     size_fraction: float = 1.0
     size_buffer: float = 0.0
     rebalance_band: float = 0.0
+    size_at: Literal["fill", "decision"] = "fill"
     guards: Guards = Guards()
 
     def __post_init__(self) -> None:
@@ -94,6 +97,7 @@ class EngineSettings:
             (self.tif in ("day", "gtc"), "tif must be day or gtc"),
             (self.remainder in ("wait", "cancel"), "remainder must be wait or cancel"),
             (self.oversize in ("resize", "reject"), "oversize must be resize or reject"),
+            (self.size_at in ("fill", "decision"), "size_at must be fill or decision"),
             (self.max_gross_leverage > 0, "max_gross_leverage must be > 0"),
             (0 < self.size_fraction <= self.max_gross_leverage,
              "size_fraction must be in (0, max_gross_leverage]"),

@@ -5,9 +5,10 @@ open (`fill="next_open"`) or close (`"next_close"`), a limit order when the bar 
 price (at the open if it gaps through), each at the price after the engine's slippage and
 half-spread, paying the engine's commission (backtest/costs.py). A volume cap
 (`max_volume_share`) fills part of an order per bar; the rest keeps working (GTC) or is
-cancelled at the end of the bar (day orders). Buys that would overdraw cash (without
-leverage) and shorts when shorting is off are rejected at submission, as a broker would.
-Submission is idempotent by client order id.
+cancelled at the end of the bar (day orders). As in the engine, orders that reduce a
+position fill first; a buy is then cut to the cash left and to the gross leverage limit
+(or rejected, with `oversize="reject"`). Sells beyond the position when shorting is off
+are rejected at submission. Submission is idempotent by client order id.
 """
 
 from __future__ import annotations
@@ -87,16 +88,6 @@ class PaperBroker:
         if side < 0 and not self.settings.allow_short and request.qty > held + 1e-9:
             return self._reject(request, "not allowed to short: the order sells more than "
                                 "the position")
-        adds = abs(held + side * request.qty) > abs(held)
-        if adds and self.settings.max_gross_leverage <= 1.0:
-            ref = request.limit_price or self._last.get(request.symbol)
-            if ref is not None:
-                need = request.qty * ref * (1 + (self.settings.slippage_bps
-                                                 + self.settings.half_spread_bps) * 1e-4)
-                need += self.costs.commission(request.qty, request.qty * ref)
-                if side > 0 and need > self.cash + 1e-9:
-                    return self._reject(request, f"insufficient buying power: needs "
-                                        f"{need:,.2f}, cash {self.cash:,.2f}")
         self._n += 1
         order = Order(request.client_order_id, f"paper-{self._n}", request.symbol, request.side,
                       request.qty, 0.0, "accepted", request.type, None, request.limit_price,
@@ -133,34 +124,79 @@ class PaperBroker:
 
     # --- the simulation --------------------------------------------------------------
     def on_bar(self, time: pd.Timestamp, bars: Mapping[str, BarEvent]) -> None:
-        """One bar of every symbol: fill what can fill, then mark to the close."""
+        """One bar of every symbol: fill what can fill (reducing orders first, then the
+        rest, symbols in the bar's order), then mark to the close."""
         self._time = pd.Timestamp(time)
         next_open = self.settings.fill == "next_open"
-        cap = self.settings.max_volume_share
-        for cid in list(self._working):
-            w = self._working[cid]
-            bar = bars.get(w.order.symbol)
-            if bar is None or not np.isfinite(bar.close):
-                self._expire_day(cid, w)
-                continue
-            side = 1.0 if w.order.side == "buy" else -1.0
-            o, h, lo = (bar.open, bar.high, bar.low) if next_open else (bar.close,) * 3
-            px = self._reference(w.request, side, o, h, lo)
-            if px is None:
-                self._expire_day(cid, w)
-                continue
-            left = w.order.qty - w.order.filled_qty
-            qty = left
-            if cap and np.isfinite(bar.volume):
-                qty = min(left, np.floor(bar.volume * cap) if self.settings.whole_shares
-                          else bar.volume * cap)
-            if qty > 0:
-                self._fill(w, side, qty, self.costs.fill_price(px, side, h, lo), px)
-            if w.order.filled_qty < w.order.qty - 1e-9 and cid in self._working:
-                self._expire_day(cid, w)
+        marks = {s: (b.open if next_open else b.close) for s, b in bars.items()
+                 if np.isfinite(b.close)}
+        marks = {s: marks.get(s, self._last.get(s, np.nan)) for s in set(marks) | set(self._last)}
+        order_of = {s: k for k, s in enumerate(bars)}
+        working = sorted(self._working.items(),
+                         key=lambda kv: order_of.get(kv[1].order.symbol, len(order_of)))
+        for phase in (0, 1):
+            for cid, w in working:
+                if cid not in self._working:
+                    continue
+                w = self._working[cid]
+                held = self._qty.get(w.order.symbol, 0.0)
+                side = 1.0 if w.order.side == "buy" else -1.0
+                reduces = held != 0 and (held > 0) != (side > 0) and \
+                    w.order.qty - w.order.filled_qty <= abs(held) + 1e-9
+                if (phase == 0) != reduces:
+                    continue
+                self._try_fill(cid, w, bars, marks, side, reduces, next_open)
         for sym, bar in bars.items():
             if np.isfinite(bar.close):
                 self._last[sym] = float(bar.close)
+
+    def _try_fill(self, cid: str, w: _Working, bars: Mapping[str, BarEvent],
+                  marks: Mapping[str, float], side: float, reduces: bool,
+                  next_open: bool) -> None:
+        s = self.settings
+        bar = bars.get(w.order.symbol)
+        if bar is None or not np.isfinite(bar.close):
+            self._expire_day(cid, w)
+            return
+        o, h, lo = (bar.open, bar.high, bar.low) if next_open else (bar.close,) * 3
+        px = self._reference(w.request, side, o, h, lo)
+        if px is None:
+            self._expire_day(cid, w)
+            return
+        qty = w.order.qty - w.order.filled_qty
+        if s.max_volume_share and np.isfinite(bar.volume):
+            cap = bar.volume * s.max_volume_share
+            qty = min(qty, np.floor(cap) if s.whole_shares else cap)
+        fpx = self.costs.fill_price(px, side, h, lo)
+        if not reduces:  # the engine's cash and leverage limits on added exposure
+            sym = w.order.symbol
+            held = self._qty.get(sym, 0.0)
+            mark = marks.get(sym, px)
+            value = self.cash + sum(q * marks.get(k, 0.0) for k, q in self._qty.items())
+            gross = sum(abs(q) * marks.get(k, 0.0) for k, q in self._qty.items())
+            ok = qty
+            new = abs(held + side * qty) * mark
+            room = s.max_gross_leverage * value - (gross - abs(held) * mark)
+            if new > room:
+                ok = min(ok, max(room / mark - abs(held), 0.0))
+            if side > 0 and s.max_gross_leverage <= 1.0 + 1e-12:
+                a = fpx * (1.0 + s.commission_bps * 1e-4)
+                room_cash = self.cash - s.commission_fixed
+                afford = min(room_cash / (a + s.commission_per_share),
+                             (room_cash - s.commission_min) / a)
+                ok = min(ok, max(afford * (1.0 - 1e-12), 0.0))
+            if ok < qty - 1e-12:
+                if s.oversize == "reject":
+                    self._working.pop(cid, None)
+                    self._set(w.order, status="rejected", event="rejected",
+                              reason="insufficient buying power")
+                    return
+                qty = np.floor(ok) if s.whole_shares else ok
+        if qty > 0:
+            self._fill(w, side, qty, fpx, px)
+        if cid in self._working and self._working[cid].order.filled_qty < \
+                self._working[cid].order.qty - 1e-9:
+            self._expire_day(cid, self._working[cid])
 
     def _reference(self, req: OrderRequest, side: float, o: float, h: float, lo: float
                    ) -> float | None:
