@@ -251,6 +251,9 @@ class ExecutionConfig(_Strict):
     remainder: Literal["wait", "cancel"] = "cancel"
     max_gross_leverage: float = Field(1.0, gt=0, le=10)
     oversize: Literal["resize", "reject"] = "resize"
+    size_at: Literal["fill", "decision"] = Field(
+        "fill", description="turn target weights into shares at the fill price, or at the "
+        "decision close as a live bot must (the paper broker then trades the same shares)")
 
 
 class RunConfig(_Strict):

@@ -321,7 +321,7 @@ def engine_settings(cfg: RunConfig, fill: str, ppy: float = 252.0) -> EngineSett
         half_spread_bps=co.half_spread_bps, borrow_bps_per_year=co.borrow_bps_per_year,
         max_volume_share=ex.max_volume_share, remainder=ex.remainder,
         max_gross_leverage=ex.max_gross_leverage, oversize=ex.oversize,
-        rebalance_band=ex.rebalance_band,
+        rebalance_band=ex.rebalance_band, size_at=ex.size_at,
     )
 
 
