@@ -67,3 +67,23 @@ def test_strategies_lists_the_registry():
     text = plain(r.stdout)
     for name in ("threshold", "crossover", "regime_filter", "ensemble", "topk"):
         assert name in text
+
+
+def test_paper_replays_a_config_into_a_journal(tmp_path):
+    from mltrader.live.journal import Journal
+
+    data = tmp_path / "ohlc.csv"
+    save_file(synthetic_bars(900, 3, seed=5, ohlc=True), data)
+    out = tmp_path / "runs"
+    cfg = write_yaml(tmp_path / "p.yaml", (
+        f"data: {{source: file, path: {data}}}\n"
+        "strategy: {name: crossover, fast: 10, slow: 40}\n"
+        "walk_forward: {first_test_year: 2002}\n"
+        f"output_dir: {out}\n"))
+    r = invoke("paper", "-c", cfg)
+    assert r.exit_code == 0, r.output
+    assert "Replayed" in plain(r.stdout)
+    db = run_dirs(out)[-1] / "journal.db"
+    j = Journal(f"sqlite:///{db}")
+    assert len(j.fills_for()) > 0 and len(j.audit_frame()) > 0
+    j.close()
