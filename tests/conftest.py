@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 
@@ -19,3 +20,35 @@ def small_cfg_dict() -> dict:
         "strategy": {"threshold": 0.0, "rebalance": "daily"},
         "costs": {"commission_bps": 1, "slippage_bps": 2},
     }
+
+
+_LOCAL = {"127.0.0.1", "localhost", "::1", "", None}
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch):
+    """No test may touch the network: a connection or DNS lookup beyond localhost fails."""
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+    real_getaddrinfo = socket.getaddrinfo
+
+    def check(addr):
+        if isinstance(addr, tuple) and addr[0] not in _LOCAL:
+            raise OSError(f"network access blocked in tests: {addr!r}")
+
+    def connect(self, addr):
+        check(addr)
+        return real_connect(self, addr)
+
+    def connect_ex(self, addr):
+        check(addr)
+        return real_connect_ex(self, addr)
+
+    def getaddrinfo(host, *args, **kwargs):
+        name = host.decode() if isinstance(host, bytes) else host
+        if name not in _LOCAL:
+            raise socket.gaierror(f"DNS blocked in tests: {host!r}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)

