@@ -26,6 +26,7 @@ import pandas as pd
 from mltrader.config import RunConfig
 from mltrader.data.bars import Bars
 from mltrader.data.feeds import BarEvent
+from mltrader.features.latest import latest_features
 from mltrader.features.registry import compute_features
 from mltrader.live.broker import Broker, OrderRejected, OrderRequest, client_order_id
 from mltrader.live.journal import Journal
@@ -39,6 +40,7 @@ from mltrader.strategy.registry import get_strategy, run_strategy
 log = logging.getLogger("mltrader.live.runner")
 
 SignalFn = Callable[[Bars], pd.Series]
+FEATURE_TAIL = 400  # bars of history the newest feature row needs (SMA 200, vol 60, RSI 14)
 
 
 def model_signal(cfg: RunConfig, history: Bars) -> SignalFn:
@@ -60,7 +62,11 @@ def model_signal(cfg: RunConfig, history: Bars) -> SignalFn:
     model = make_model(cfg.model.name, dict(cfg.model.params), cfg.seed).fit(x2[ok], y2[ok])
 
     def signal(window: Bars) -> pd.Series:
-        x = stack(compute_features(window, cfg.features))[-1]
+        # the newest row only, from a bounded tail (equal to the full computation's last row,
+        # tests/features/test_latest.py): the live path, milliseconds instead of a full pass
+        tail = window if len(window) <= FEATURE_TAIL else window.select(
+            None, window.index[-FEATURE_TAIL], None)
+        x = latest_features(tail, list(cfg.features))
         out = np.full(n, np.nan)
         good = np.isfinite(x).all(axis=1)
         if good.any():
@@ -109,7 +115,10 @@ class Runner:
             members = {"model": pred, self.cfg.model.label or self.cfg.model.name: pred}
         weights = run_strategy(self.cfg.strategy.name, StrategyInputs(w, members),
                                self.cfg.strategy.params)
-        sized = size_targets(weights.iloc[-len(w):], w, self.rules)
+        # sizing is row-wise but for the trailing volatility: a short tail gives the same row
+        k = min(len(w), 2 * self.rules.vol_window + 2)
+        tail = w if k == len(w) else w.select(None, w.index[-k], None)
+        sized = size_targets(weights.iloc[-k:], tail, self.rules)
         row = sized.values.iloc[-1]
         account = self.broker.account()
         held = {s: p.qty for s, p in self.broker.positions().items()}
