@@ -52,3 +52,14 @@ def _no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+_SECRET_VARS = ("MLTRADER_ALPACA_KEY", "MLTRADER_ALPACA_SECRET", "APCA_API_KEY_ID",
+                "APCA_API_SECRET_KEY", "MLTRADER_ALPHAVANTAGE_KEY", "ALPHAVANTAGE_API_KEY")
+
+
+@pytest.fixture(autouse=True)
+def _no_keys(monkeypatch):
+    """Tests set the keys they need; a developer's real keys are never used."""
+    for var in _SECRET_VARS:
+        monkeypatch.delenv(var, raising=False)

@@ -6,7 +6,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -81,18 +81,26 @@ def _root(
 
 
 @contextmanager
-def _fold_progress(total: int) -> Iterator[Callable[[str], None]]:
+def _progress(label: str, total: int, prefix: str = "", transient: bool = False
+              ) -> Iterator[Callable[[str], None]]:
+    """A progress bar on stderr; yields `advance(message)`. Shown on a terminal (and in
+    captured output outside CI unless transient); errors stay one line after a transient bar."""
     with Progress(
-        TextColumn("[bold]walk-forward folds"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.description}"), TimeElapsedColumn(),
-        console=err, transient=False, disable=not err.is_terminal and "CI" in os.environ,
+        TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
+        transient=transient,
+        disable=not err.is_terminal and (transient or "CI" in os.environ),
     ) as bar:
         task = bar.add_task("", total=total)
 
-        def advance(msg: str) -> None:
-            bar.update(task, advance=1, description=f"last fold: {msg}")
+        def advance(msg: str = "") -> None:
+            bar.update(task, advance=1, description=f"{prefix}{msg}")
 
         yield advance
+
+
+def _fold_progress(total: int) -> AbstractContextManager[Callable[[str], None]]:
+    return _progress("walk-forward folds", total, prefix="last fold: ")
 
 
 def _pct(v: object) -> str:
@@ -301,12 +309,8 @@ def sensitivity(
     checked = plan(config, axes, overrides, split)  # every error before any training
     if checked.retrain:
         err.print("note: a grid key changes the model: every cell retrains (slow)")
-    with Progress(TextColumn("[bold]grid cells"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
-                  disable=not err.is_terminal and "CI" in os.environ) as bar:
-        task = bar.add_task("", total=len(checked.configs))
-        result = run_sweep(checked, progress=_fold_progress,
-                           on_cell=lambda msg: bar.update(task, advance=1, description=msg))
+    with _progress("grid cells", len(checked.configs)) as advance:
+        result = run_sweep(checked, progress=_fold_progress, on_cell=advance)
     run_dir = new_run_dir(Path(cfg.output_dir), f"{cfg.name}-sensitivity")
     report = run_dir / "sensitivity.html"
     write_sensitivity_report(report, result.table, result.axes, result.split,
@@ -364,15 +368,12 @@ def paper(
     runner = Runner(cfg, broker, bars.select(None, None, bars.index[start - 1]), journal)
     feed = ReplayFeed(bars, speed=speed or None, start=bars.index[start])
     n = len(bars) - start
-    with Progress(TextColumn("[bold]paper"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err, transient=True,
-                  disable=not err.is_terminal) as bar:
-        task = bar.add_task("", total=n)
+    with _progress("paper", n, transient=True) as advance:
         for t, group in itertools.groupby(feed.bars(), key=lambda e: e.time):
             events = {e.symbol: e for e in group}
             broker.on_bar(t, events)
             runner.on_bar(t, events)
-            bar.update(task, advance=1)
+            advance()
     runner.finish()
     acct = broker.account()
     fills = journal.fills_for()
@@ -446,13 +447,9 @@ def data_fetch(
     from mltrader.data.quality import check_bars
 
     syms = _symbol_list(symbols)
-    with Progress(TextColumn("[bold]fetching"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
-                  transient=True, disable=not err.is_terminal) as bar:
-        task = bar.add_task("", total=len(syms))
+    with _progress("fetching", len(syms), transient=True) as advance:
         res = fetch_bars(syms, start, end, interval, not raw, source or ["yahoo"],
-                         cache=None if no_cache else BarCache(),
-                         progress=lambda msg: bar.update(task, advance=1, description=msg))
+                         cache=None if no_cache else BarCache(), progress=advance)
     b = res.bars
     out.print(f"{len(b)} bars x {len(b.symbols)} symbols, {b.index[0]} .. {b.index[-1]}")
     out.print(f"Served by: {escape(res.describe())}")

@@ -248,7 +248,7 @@ def compute_signals(bars: Bars, cfg: RunConfig, progress: ProgressFactory | None
         for mc in cfg.strategy.models:
             members[_label(mc)] = _predict(bars, cfg, mc, feats, labels, folds, fill,
                                            progress).pred
-    regimes = strategy_regimes(bars, cfg) if cfg.strategy.name == "regime_filter" else None
+    regimes = strategy_regimes(bars, cfg) if spec.needs_regimes else None
     inputs = StrategyInputs(bars=bars, predictions=members, regimes=regimes)
     if cfg.strategy.name == "ensemble":
         missing = ensemble_missing(params, inputs)

@@ -10,6 +10,7 @@ its Sharpe after it is the honest estimate of what choosing by this grid is wort
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,8 +129,6 @@ def sensitivity(p: SweepPlan, progress: ProgressFactory | None = None,
 
 
 def _product(axes: Sequence[GridAxis]) -> list[tuple[object, ...]]:
-    import itertools
-
     return list(itertools.product(*(a.values for a in axes)))
 
 

@@ -423,9 +423,7 @@ BY_CID = "/v2/orders:by_client_order_id"
 
 
 # --------------------------------------------------------------------------- tests
-def test_fixture_copies_match_shared_files():
-    if not FIXTURES.is_dir():
-        pytest.skip("shared fixtures folder not present")
+def test_fixture_copies_match_the_recorded_files():
     pairs = {"get_account.json": ACCOUNT, "get_positions.json": POSITIONS,
              "post_order_limit_accepted_v2_stringnums.json": ORDER_STRINGNUMS,
              "order_entity_rejected.json": ORDER_REJECTED,

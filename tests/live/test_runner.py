@@ -65,3 +65,13 @@ def test_a_model_strategy_replays_end_to_end_with_a_model_trained_on_history():
     # one prediction row per replayed bar, computed from the window up to that bar
     start = run_folds(BARS, cfg)[0].test_start
     assert len(runner._preds) == len(BARS) - start
+
+
+def test_a_strategy_that_needs_regimes_gets_them_in_the_runner():
+    cfg = config_from_dict({
+        "model": {"name": "ridge"},
+        "strategy": {"name": "regime_filter", "buy_above": 0.0, "sell_below": -0.001},
+        "walk_forward": {"first_test_year": 2004, "min_train_rows": 100},
+        "execution": {"size_at": "decision"}})
+    broker, runner = _replay(cfg)
+    assert len(runner.sent) > 0

@@ -27,3 +27,11 @@ class CostModel:
     def commission(self, qty: float, value: float) -> float:
         """Commission of one fill of `qty` shares worth `value`."""
         return float(K._commission(float(qty), float(value), self._fp))
+
+
+def limit_fill_price(side: float, limit: float, open_: float, high: float, low: float
+                     ) -> float:
+    """The engine's limit fill: the open when already better, else the limit if touched;
+    NaN when the bar does not reach it."""
+    return float(K._limit_price(float(side), float(limit), float(open_), float(high),
+                                float(low)))

@@ -31,7 +31,7 @@ from mltrader.risk.guards import (
     start_bar,
     time_stop_due,
 )
-from mltrader.risk.orders import order_delta, target_shares
+from mltrader.risk.orders import cash_room, leverage_room, order_delta, target_shares
 
 # ---- integer parameters
 (IP_NEXT_OPEN, IP_WHOLE, IP_SHORT, IP_ORDER_TYPE, IP_GTC, IP_WAIT, IP_REJECT, IP_MODE,
@@ -328,26 +328,20 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                         # cash and leverage limits on trades that add exposure
                         if not reduces and delta != 0.0:
                             q_ok = abs(delta)
-                            cur = abs(sh[i]) * mark[i]
-                            new = abs(sh[i] + delta) * mark[i]
-                            room = lev * bvalue[b] - (bgross[b] - cur)
-                            if new > room:
-                                q_lev = max(room / mark[i] - abs(sh[i]), 0.0)
-                                if q_lev < q_ok:
-                                    q_ok = q_lev
-                                    status_reason = W_LEVERAGE
+                            q_lev = leverage_room(sh[i], delta, mark[i], bvalue[b], bgross[b],
+                                                  lev)
+                            if q_lev < q_ok:
+                                q_ok = q_lev
+                                status_reason = W_LEVERAGE
                             if guards:
                                 q_pos = position_room(gp, sh[i], mark[i], bvalue[b])
                                 if q_pos < q_ok:
                                     q_ok = q_pos
                                     status_reason = W_MAX_POSITION
                             if side > 0 and lev <= 1.0 + 1e-12:
-                                # cost(q) = q a + fixed + max(minimum, per_share q) <= cash
-                                a = fpx * (1.0 + fp[FP_COMM_BPS] * 1e-4)
-                                room_cash = cash[b] - fp[FP_COMM_FIXED]
-                                afford = min(room_cash / (a + fp[FP_COMM_PS]),
-                                             (room_cash - fp[FP_COMM_MIN]) / a)
-                                afford = max(afford * (1.0 - 1e-12), 0.0)
+                                afford = cash_room(cash[b], fpx, fp[FP_COMM_BPS],
+                                                   fp[FP_COMM_PS], fp[FP_COMM_MIN],
+                                                   fp[FP_COMM_FIXED])
                                 if afford < q_ok:
                                     q_ok = afford
                                     status_reason = W_CASH

@@ -15,7 +15,6 @@ import pandas as pd
 
 from mltrader.data.bars import FIELDS, Bars
 from mltrader.data.sources.base import (
-    COLUMNS,
     Source,
     SourceError,
     as_utc,
@@ -120,10 +119,9 @@ def to_bars(frames: dict[str, pd.DataFrame], source: str = "") -> Bars:
     for f in frames.values():
         index = index.union(f.index)
     wide = {}
-    for col in COLUMNS:
+    for col in FIELDS:
         panel = pd.DataFrame({s: f[col].reindex(index) for s, f in frames.items()}, index=index)
         if col != "close" and panel.isna().all().all():
             continue  # e.g. no volume from this source
         wide[col] = panel
-    wide = {k: v for k, v in wide.items() if k in FIELDS}
     return Bars.from_frames(wide, source=source)

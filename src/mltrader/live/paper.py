@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from mltrader.backtest.costs import CostModel
+from mltrader.backtest.costs import CostModel, limit_fill_price
 from mltrader.backtest.settings import EngineSettings
 from mltrader.data.feeds import BarEvent
 from mltrader.live.broker import (
@@ -32,6 +32,7 @@ from mltrader.live.broker import (
     OrderUpdate,
     Position,
 )
+from mltrader.risk.orders import cash_room, leverage_room
 
 
 @dataclasses.dataclass
@@ -171,20 +172,14 @@ class PaperBroker:
         if not reduces:  # the engine's cash and leverage limits on added exposure
             sym = w.order.symbol
             held = self._qty.get(sym, 0.0)
-            mark = marks.get(sym, px)
             value = self.cash + sum(q * marks.get(k, 0.0) for k, q in self._qty.items())
             gross = sum(abs(q) * marks.get(k, 0.0) for k, q in self._qty.items())
-            ok = qty
-            new = abs(held + side * qty) * mark
-            room = s.max_gross_leverage * value - (gross - abs(held) * mark)
-            if new > room:
-                ok = min(ok, max(room / mark - abs(held), 0.0))
+            ok = min(qty, leverage_room(held, side * qty, marks.get(sym, px), value, gross,
+                                        s.max_gross_leverage))
             if side > 0 and s.max_gross_leverage <= 1.0 + 1e-12:
-                a = fpx * (1.0 + s.commission_bps * 1e-4)
-                room_cash = self.cash - s.commission_fixed
-                afford = min(room_cash / (a + s.commission_per_share),
-                             (room_cash - s.commission_min) / a)
-                ok = min(ok, max(afford * (1.0 - 1e-12), 0.0))
+                ok = min(ok, cash_room(self.cash, fpx, s.commission_bps,
+                                       s.commission_per_share, s.commission_min,
+                                       s.commission_fixed))
             if ok < qty - 1e-12:
                 if s.oversize == "reject":
                     self._working.pop(cid, None)
@@ -200,12 +195,11 @@ class PaperBroker:
 
     def _reference(self, req: OrderRequest, side: float, o: float, h: float, lo: float
                    ) -> float | None:
+        """The bar's reference fill price (before costs), None if the order does not fill."""
         if req.type == "market":
             return o
-        lim = float(req.limit_price)  # type: ignore[arg-type]
-        if side > 0:
-            return o if o <= lim else (lim if lo <= lim else None)
-        return o if o >= lim else (lim if h >= lim else None)
+        px = limit_fill_price(side, float(req.limit_price), o, h, lo)  # type: ignore[arg-type]
+        return None if px != px else px
 
     def _fill(self, w: _Working, side: float, qty: float, price: float, ref: float) -> None:
         sym = w.order.symbol

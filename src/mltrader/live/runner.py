@@ -113,7 +113,12 @@ class Runner:
                                                                      self._preds],
                                 index=w.index, columns=list(w.symbols))
             members = {"model": pred, self.cfg.model.label or self.cfg.model.name: pred}
-        weights = run_strategy(self.cfg.strategy.name, StrategyInputs(w, members),
+        regimes = None
+        if self.spec.needs_regimes:
+            from mltrader.pipeline import strategy_regimes
+
+            regimes = strategy_regimes(w, self.cfg)
+        weights = run_strategy(self.cfg.strategy.name, StrategyInputs(w, members, regimes),
                                self.cfg.strategy.params)
         # sizing is row-wise but for the trailing volatility: a short tail gives the same row
         k = min(len(w), 2 * self.rules.vol_window + 2)

@@ -3,7 +3,8 @@
 `target_shares` turns a weight of equity into shares at a price (a buy's weight also pays
 its costs, so a 100% target never overdraws cash; within that cost margin the position is
 held rather than churned); `order_delta` drops re-weighting trades inside the rebalance band
-and dust. The backtest kernel calls both, at the fill price (`size_at="fill"`) or at the
+and dust; `leverage_room` and `cash_room` cut a buy to the limits. The backtest kernel calls
+them all, at the fill price (`size_at="fill"`) or at the
 decision close (`size_at="decision"`, what a live bot can do); `decision_orders` applies the
 decision-close rule to a row of targets for the live runner, so a replay through the paper
 broker trades the same shares as the backtest.
@@ -42,6 +43,28 @@ def order_delta(desired: float, held: float, price: float, equity: float, band: 
     if abs(delta) * price < 1e-9 * abs(equity) + 1e-12:
         return 0.0
     return delta
+
+
+@njit(cache=True)
+def leverage_room(held: float, delta: float, mark: float, equity: float, gross: float,
+                  leverage: float) -> float:
+    """Largest |delta| the gross leverage limit allows (inf when it does not bind); `gross`
+    is the book's gross exposure at `mark` prices, this position included."""
+    room = leverage * equity - (gross - abs(held) * mark)
+    if abs(held + delta) * mark > room:
+        return max(room / mark - abs(held), 0.0)
+    return np.inf
+
+
+@njit(cache=True)
+def cash_room(cash: float, fill_price: float, commission_bps: float, per_share: float,
+              minimum: float, fixed: float) -> float:
+    """Largest buy whose cost q x price + fixed + max(minimum, per_share x q) + bps of value
+    fits in `cash` (a hair under it, so rounding never overdraws)."""
+    a = fill_price * (1.0 + commission_bps * 1e-4)
+    room_cash = cash - fixed
+    afford = min(room_cash / (a + per_share), (room_cash - minimum) / a)
+    return max(afford * (1.0 - 1e-12), 0.0)
 
 
 def decision_orders(targets: Mapping[str, float], equity: float, closes: Mapping[str, float],

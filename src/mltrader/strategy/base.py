@@ -95,3 +95,4 @@ class StrategySpec:
     params: type[pydantic.BaseModel]
     needs_model: bool
     description: str
+    needs_regimes: bool = False  # the pipeline then passes per-symbol regime codes

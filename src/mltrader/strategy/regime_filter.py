@@ -49,7 +49,7 @@ def regime_filter_strategy(inputs: StrategyInputs, buy_above: float = 0.0015,
 
 SPEC = StrategySpec(
     name="regime_filter", fn=regime_filter_strategy, params=RegimeFilterParams,
-    needs_model=True,
+    needs_model=True, needs_regimes=True,
     description="long above buy_above unless the regime is bearish, flat below sell_below, "
                 "hold between; fixed 1/N slot per symbol",
 )

@@ -70,7 +70,7 @@ def add_strategy(spec: StrategySpec, replace: bool = False) -> StrategySpec:
 
 def register_strategy(name: str, params: type[pydantic.BaseModel] | None = None, *,
                       needs_model: bool = True, description: str | None = None,
-                      replace: bool = False
+                      replace: bool = False, needs_regimes: bool = False
                       ) -> Callable[[Callable[..., pd.DataFrame]], Callable[..., pd.DataFrame]]:
     """Decorator: register ``fn(inputs, **params)`` under ``name`` and return it unchanged.
 
@@ -82,7 +82,8 @@ def register_strategy(name: str, params: type[pydantic.BaseModel] | None = None,
         doc = (fn.__doc__ or "").strip().splitlines()
         desc = description if description is not None else (doc[0] if doc else "")
         add_strategy(StrategySpec(name=name, fn=fn, params=params or NoParams,
-                                  needs_model=needs_model, description=desc), replace=replace)
+                                  needs_model=needs_model, description=desc,
+                                  needs_regimes=needs_regimes), replace=replace)
         return fn
 
     return deco

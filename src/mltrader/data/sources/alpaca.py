@@ -34,6 +34,7 @@ from mltrader.data.sources.base import (
     SourceError,
     check_interval,
     empty_frame,
+    now_utc,
     standardize,
 )
 
@@ -48,10 +49,6 @@ _TIMEFRAMES = {"1m": (1, "Minute"), "5m": (5, "Minute"), "15m": (15, "Minute"),
                "1h": (1, "Hour"), "1d": (1, "Day")}
 _RETRY_STATUS = (500, 502, 503, 504)
 INSTALL_HINT = 'pip install "mltrader[live]" (or: pip install alpaca-py)'
-
-
-def _now_utc() -> pd.Timestamp:
-    return pd.Timestamp.now(tz="UTC")
 
 
 def _alpaca() -> dict[str, Any]:
@@ -133,7 +130,7 @@ class AlpacaSource:
     def __init__(self, api_key: str | None = None, secret_key: str | None = None,
                  feed: str = "iex", url_override: str | None = None, client: Any = None,
                  *, timeout: float = 30.0, retries: int = 2, retry_wait: float = 2.0,
-                 clock: Callable[[], pd.Timestamp] = _now_utc,
+                 clock: Callable[[], pd.Timestamp] = now_utc,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.feed = _check_feed(feed)
         self.url_override = url_override

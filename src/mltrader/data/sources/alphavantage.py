@@ -46,6 +46,7 @@ from mltrader.data.sources.base import (
     as_utc,
     check_interval,
     empty_frame,
+    now_utc,
     standardize,
 )
 
@@ -63,10 +64,6 @@ _DEFAULT_TZ = "US/Eastern"
 # words of the "Information" bodies that are throttles (retry) rather than refusals
 _THROTTLE_WORDS = ("rate limit", "call frequency", "requests per day", "per minute",
                    "spreading out", "sparingly")
-
-
-def _now_utc() -> pd.Timestamp:
-    return pd.Timestamp.now(tz="UTC")
 
 
 def resolve_key(api_key: str | None) -> str:
@@ -142,7 +139,7 @@ class AlphaVantageSource:
                  max_retries: int = 4, backoff: float = 15.0, base_url: str = BASE_URL,
                  sleep: Callable[[float], Any] = time.sleep,
                  clock: Callable[[], float] = time.monotonic,
-                 now: Callable[[], pd.Timestamp] = _now_utc,
+                 now: Callable[[], pd.Timestamp] = now_utc,
                  transport: httpx.BaseTransport | None = None, timeout: float = 30.0):
         self._api_key = api_key
         self.max_retries = max(0, int(max_retries))
@@ -305,7 +302,7 @@ class AlphaVantageSource:
         # completed bars only: the close is past both now and the data's Last Refreshed time
         tz = self._meta(meta, "time zone") or _DEFAULT_TZ
         closes = (dates + _DAILY_CLOSE).tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
-        limit = as_utc(self._now(), _now_utc())
+        limit = as_utc(self._now(), now_utc())
         refreshed = self._meta(meta, "last refreshed")
         try:
             ts = pd.Timestamp(refreshed) if refreshed else None
@@ -328,7 +325,7 @@ class AlphaVantageSource:
         idx = local.tz_localize(tz, ambiguous="NaT", nonexistent="NaT").tz_convert("UTC")
         df.index = idx
         df = df.loc[~idx.isna()]
-        now = as_utc(self._now(), _now_utc())
+        now = as_utc(self._now(), now_utc())
         step = pd.Timedelta(minutes=INTERVAL_MINUTES[interval])
         return df.loc[df.index + step <= now]
 
@@ -339,7 +336,7 @@ class AlphaVantageSource:
         """One symbol's completed bars with start <= index <= end, in the standard frame."""
         check_interval(interval)
         symbol = str(symbol).strip()
-        now = as_utc(self._now(), _now_utc())
+        now = as_utc(self._now(), now_utc())
         start = as_utc(start, now)
         end = as_utc(end, now)
         if start > end:

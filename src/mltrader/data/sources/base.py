@@ -87,3 +87,8 @@ def as_utc(value: str | dt.date | pd.Timestamp | None, default: pd.Timestamp) ->
         return default
     ts = pd.Timestamp(value)
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def now_utc() -> pd.Timestamp:
+    """The wall clock as a tz-aware UTC Timestamp (the sources' default `now`)."""
+    return pd.Timestamp.now(tz="UTC")

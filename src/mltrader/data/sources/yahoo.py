@@ -41,6 +41,7 @@ from mltrader.data.sources.base import (
     as_utc,
     check_interval,
     empty_frame,
+    now_utc,
     standardize,
 )
 
@@ -53,10 +54,6 @@ LOOKBACK_DAYS = {"1m": 30, "5m": 60, "15m": 60, "1h": 730}
 MAX_SPAN = {"1m": pd.Timedelta(days=7)}
 SYMBOL_HINT = "check the symbol (Yahoo spells some differently: BRK-B, ^GSPC, 7974.T, VOD.L)"
 _RENAME = {"Open": "open", "High": "high", "Low": "low", "Close": "close", "Volume": "volume"}
-
-
-def _now_utc() -> pd.Timestamp:
-    return pd.Timestamp.now(tz="UTC")
 
 
 def _one_line(text: Any, limit: int = 200) -> str:
@@ -121,7 +118,7 @@ class YahooSource:
 
     def __init__(self, session: Any = None, max_retries: int = 3, backoff: float = 2.0,
                  sleep: Callable[[float], Any] = time.sleep,
-                 now: Callable[[], pd.Timestamp] = _now_utc, timeout: float = 30.0):
+                 now: Callable[[], pd.Timestamp] = now_utc, timeout: float = 30.0):
         self.session = session
         self.max_retries = max(0, int(max_retries))
         self.backoff = float(backoff)
@@ -139,7 +136,7 @@ class YahooSource:
         """One symbol's completed bars with start <= index <= end, in the standard frame."""
         check_interval(interval)
         symbol = str(symbol).strip().upper()
-        now = as_utc(self._now(), _now_utc())
+        now = as_utc(self._now(), now_utc())
         start = as_utc(start, now)
         end = as_utc(end, now)
         if start > end:
