@@ -75,6 +75,9 @@ class OrderRequest:
     time_in_force: TimeInForce = "day"
     limit_price: float | None = None
     stop_price: float | None = None
+    # a protective exit: a stop order (sell below / buy above) that may also carry a
+    # take-profit level, one-cancels-other (Alpaca's OCO, IB's OCA group); reduce-only
+    take_profit: float | None = None
 
     def __post_init__(self) -> None:
         if not self.qty > 0:
@@ -85,6 +88,9 @@ class OrderRequest:
         if self.type in ("stop", "stop_limit") and self.stop_price is None:
             raise MltraderError(f"order {self.client_order_id}: a {self.type} order needs "
                                 "stop_price")
+        if self.take_profit is not None and self.type != "stop":
+            raise MltraderError(f"order {self.client_order_id}: take_profit rides on a stop "
+                                "order (a protective exit); use type='stop'")
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,7 @@ class Order:
     stop_price: float | None = None
     submitted_at: pd.Timestamp | None = None
     reason: str = ""  # why rejected / cancelled, when the broker says
+    commission: float = 0.0  # cumulative commission of its fills, when the broker says
 
     @property
     def done(self) -> bool:
