@@ -64,7 +64,7 @@ def test_a_model_strategy_replays_end_to_end_with_a_model_trained_on_history():
     assert len(runner.sent) > 10 and broker.account().equity > 0
     # one prediction row per replayed bar, computed from the window up to that bar
     start = run_folds(BARS, cfg)[0].test_start
-    assert len(runner._preds) == len(BARS) - start
+    assert len(runner._pred_rows) == len(BARS) - start
 
 
 def test_a_strategy_that_needs_regimes_gets_them_in_the_runner():

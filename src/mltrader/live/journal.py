@@ -53,7 +53,8 @@ import math
 import os
 import re
 import time as _time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -231,6 +232,16 @@ t_equity = Table(
     sqlite_autoincrement=True,
 )
 
+t_runner_state = Table(
+    "runner_state", metadata,  # what a restarted runner needs: guard counters, exit levels
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
+    Column("time", UTCDateTime, nullable=False),
+    Column("state", JSON, nullable=False),
+    Index("ix_runner_state_run", "run_id", "id"),
+    sqlite_autoincrement=True,
+)
+
 t_audit = Table(
     "audit", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
@@ -338,6 +349,12 @@ def to_jsonable(obj: Any) -> Any:
     return str(obj)
 
 
+def hash_config(config: Mapping[str, Any]) -> str:
+    """sha256 of a config's canonical JSON: how a restarted runner finds its run."""
+    canonical = json.dumps(to_jsonable(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def mask_url(url: str) -> str:
     """The database URL with its password (if any) replaced by ``***``."""
     try:
@@ -398,6 +415,7 @@ class Journal:
         if parsed.password and len(str(parsed.password)) >= _MIN_SECRET_LEN:
             self._extra_secrets.add(str(parsed.password))
         self._closed = False
+        self._batch: Connection | None = None
 
         kwargs: dict[str, Any] = {}
         self._memory = False
@@ -458,6 +476,8 @@ class Journal:
         """Run ``fn`` in one transaction (committed on return, rolled back on error),
         retrying the whole transaction on "database is locked"."""
         self._check_open()
+        if self._batch is not None:  # inside `batch()`: part of its one transaction
+            return fn(self._batch)
         delay = 0.05
         for attempt in range(self._lock_retries + 1):
             try:
@@ -558,8 +578,7 @@ class Journal:
         if mode not in ("paper", "live"):
             raise JournalError(f"run mode {mode!r}: use 'paper' or 'live'")
         if not config_hash and config is not None:
-            canonical = json.dumps(to_jsonable(config), sort_keys=True, separators=(",", ":"))
-            config_hash = hashlib.sha256(canonical.encode()).hexdigest()
+            config_hash = hash_config(config)
         when = _now() if started_at is None else started_at
 
         def write(conn: Connection) -> int:
@@ -708,6 +727,89 @@ class Journal:
         never be changed or deleted."""
         return self._run(lambda conn: self._insert_audit(conn, action, detail or {},
                                                          actor=actor, run_id=run_id))
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Every write inside goes into ONE transaction (one commit, one fsync): the runner
+        journals a bar's fills, order updates, decisions and snapshot together. All or
+        nothing: an exception (or a crash) inside leaves none of them. A batch inside a
+        batch is part of the outer one."""
+        self._check_open()
+        if self._batch is not None:
+            yield
+            return
+        delay = 0.05
+        for attempt in range(self._lock_retries + 1):
+            try:
+                conn = self._engine.connect()
+                tx = conn.begin()
+                break
+            except OperationalError as exc:
+                if self.backend != "sqlite" or not _is_locked(exc) or \
+                        attempt >= self._lock_retries:
+                    raise JournalError(f"journal {self._safe_url}: cannot start a write "
+                                       f"transaction ({exc.orig})") from exc
+                _time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        self._batch = conn
+        try:
+            yield
+            tx.commit()
+        except BaseException:
+            tx.rollback()
+            raise
+        finally:
+            self._batch = None
+            conn.close()
+
+    def record_order_intents(self, requests: Iterable[OrderRequest], run_id: int,
+                             bar_time: Any, actor: str = "runner") -> list[bool]:
+        """`record_order_intent` for several orders in one transaction (one fsync before any
+        of them is sent); True for each newly journaled one."""
+        reqs = list(requests)
+        if not reqs:
+            return []
+        with self.batch():
+            return [self.record_order_intent(r, run_id, bar_time, actor) for r in reqs]
+
+    def order_row(self, client_order_id: str) -> dict[str, Any] | None:
+        """The journal's row of one order, or None."""
+        rows = self._rows(select(t_orders).where(
+            t_orders.c.client_order_id == client_order_id))
+        return rows[0] if rows else None
+
+    def filled_totals(self, client_order_id: str) -> tuple[float, float, float]:
+        """(quantity, notional, commission) of the journaled fills of one order."""
+        stmt = select(func.coalesce(func.sum(t_fills.c.qty), 0.0),
+                      func.coalesce(func.sum(t_fills.c.qty * t_fills.c.price), 0.0),
+                      func.coalesce(func.sum(t_fills.c.commission), 0.0)).where(
+            t_fills.c.client_order_id == client_order_id)
+        row = self._run(lambda conn: conn.execute(stmt).first(), read=True)
+        return float(row[0]), float(row[1]), float(row[2])
+
+    def save_runner_state(self, run_id: int, time: Any, state: Mapping[str, Any]) -> None:
+        """The runner's own state after a bar (guard counters, exit levels, ...)."""
+        data = to_jsonable(dict(state))
+        self._run(lambda conn: conn.execute(t_runner_state.insert().values(
+            run_id=run_id, time=time, state=data)))
+
+    def runner_state(self, run_id: int) -> tuple[pd.Timestamp, dict[str, Any]] | None:
+        """The newest saved runner state of a run: (bar time, state), or None."""
+        stmt = (select(t_runner_state.c.time, t_runner_state.c.state)
+                .where(t_runner_state.c.run_id == run_id)
+                .order_by(t_runner_state.c.id.desc()).limit(1))
+        rows = self._rows(stmt)
+        if not rows:
+            return None
+        return pd.Timestamp(rows[0]["time"]), dict(rows[0]["state"])
+
+    def find_run(self, config_hash: str, broker: str) -> int | None:
+        """The newest run with this config hash at this broker (what a restart continues)."""
+        stmt = (select(t_runs.c.id).where(t_runs.c.config_hash == config_hash,
+                                          t_runs.c.broker == broker)
+                .order_by(t_runs.c.id.desc()).limit(1))
+        rows = self._rows(stmt)
+        return int(rows[0]["id"]) if rows else None
 
     # ---------------------------------------------------------------- reads
 

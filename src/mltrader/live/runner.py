@@ -1,24 +1,40 @@
 """The runner: on each finished bar, the strategy's newest targets become journaled orders.
 
-Per bar: take the broker's order events (fills into the journal), append the bar to the
-history window, compute the strategy's row for this bar from the window only (features and
-predictions use bars up to now; strategies are causal, so their last row is the decision),
-size it with the risk rules, turn targets into share deltas at this bar's close with the
-engine's own rule (`risk.orders.decision_orders`), journal each order BEFORE sending it
-(under a deterministic client order id, so a restarted runner never sends it twice), submit,
-and snapshot positions and equity.
+Per bar, in this order (the backtest kernel's order within a bar):
+1. take the broker's order events and journal them (fills deduplicated against the broker's
+   cumulative totals, so a replayed or re-sent event never counts twice), one transaction;
+2. append the bar to the window; compute the strategy's row for it from the window only
+   (features and predictions use bars up to now; strategies are causal, so the last row is
+   the decision); size it with the risk rules;
+3. feed the close to the risk guards (daily loss limit, kill switch): a tripped guard turns
+   the bar's orders into flattening orders; otherwise the targets become share deltas at
+   this close with the engine's own rule (`risk.orders.decision_orders`), each checked by
+   the guards (kill switch, halt, orders per symbol) as the kernel checks them; a due time
+   stop closes the position;
+4. journal every intent BEFORE sending (one transaction, deterministic client order ids), send;
+5. keep one protective order per position for stop-loss / trailing stop / take-profit (the
+   kernel's levels, `live.exits`), placed or moved after the close, working in the next bar;
+6. journal decisions (features -> prediction -> target, with the model's artifact hash),
+   order states, positions, equity and the runner's own state, one transaction.
 
-The model (when the strategy needs one) is trained once on the history before the first
-traded bar, as a paper or live session would; `decision_orders` with the engine's
-`size_at="decision"` makes a replay through the paper broker trade what the backtest trades.
-Not here yet: the risk guards and intrabar stops (the engine's RiskGate / exits), restart
-reconciliation, market hours.
+At the built-in paper broker the guards also act at the fill (price sanity, trades per day,
+halts), exactly where the kernel checks them; a real broker fills on its own, so there those
+checks run when the order is created, against the last close.
+
+Restart: `Runner(..., run_id=N)` continues a journaled run (guard counters, exit levels and
+past predictions come back from the journal) and `reconcile()` brings journal and broker
+into agreement before the first bar: orders the broker knows get their status and any fill
+the journal missed; intents that never reached the broker are either re-derived by the
+re-run of their bar (same client order id, sent once) or cancelled; orders the broker has
+and the journal lacks are adopted. A client order id the broker knows is never sent again.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,12 +42,20 @@ import pandas as pd
 from mltrader.config import RunConfig
 from mltrader.data.bars import Bars
 from mltrader.data.feeds import BarEvent
-from mltrader.features.latest import latest_features
-from mltrader.features.registry import compute_features
-from mltrader.live.broker import Broker, OrderRejected, OrderRequest, client_order_id
-from mltrader.live.journal import Journal
-from mltrader.models.registry import SEQUENCE_MODELS, make_model
-from mltrader.models.walkforward import stack
+from mltrader.live.broker import (
+    Broker,
+    BrokerError,
+    Fill,
+    Order,
+    OrderRejected,
+    OrderRequest,
+    OrderUpdate,
+    client_order_id,
+)
+from mltrader.live.crashpoints import checkpoint
+from mltrader.live.exits import ExitBook, ExitPlan
+from mltrader.live.journal import Journal, hash_config
+from mltrader.risk.guards import RiskGate
 from mltrader.risk.orders import decision_orders
 from mltrader.risk.sizing import size_targets
 from mltrader.strategy.base import StrategyInputs
@@ -40,40 +64,32 @@ from mltrader.strategy.registry import get_strategy, run_strategy
 log = logging.getLogger("mltrader.live.runner")
 
 SignalFn = Callable[[Bars], pd.Series]
-FEATURE_TAIL = 400  # bars of history the newest feature row needs (SMA 200, vol 60, RSI 14)
+_EPS = 1e-9
 
 
-def model_signal(cfg: RunConfig, history: Bars) -> SignalFn:
-    """Train the config's model on `history` (labels embargoed) and return a function giving
-    the prediction row of the newest bar of a window."""
-    from mltrader.features.labels import forward_return, label_lookahead
-    from mltrader.pipeline import resolve_fill
+def _day(time: pd.Timestamp, tz: Any) -> int:
+    """The session number of a bar time, as the kernel's `session_days` computes it."""
+    ts = pd.Timestamp(time)
+    if tz is not None:
+        ts = ts.tz_convert(tz)
+    return int(np.datetime64(ts.tz_localize(None).date(), "D").astype(np.int64))
 
-    if cfg.model.name in SEQUENCE_MODELS:
-        raise NotImplementedError("the runner does not serve sequence models yet")
-    fill = resolve_fill(cfg, history)
-    feats = stack(compute_features(history, cfg.features))
-    y = forward_return(history, fill, cfg.target.horizon).to_numpy(np.float64)
-    t_len, n = history.shape
-    keep = t_len - label_lookahead(cfg.target.horizon)  # labels known by the last bar
-    x2 = feats[:keep].reshape(-1, feats.shape[-1])
-    y2 = y[:keep].reshape(-1)
-    ok = np.isfinite(x2).all(axis=1) & np.isfinite(y2)
-    model = make_model(cfg.model.name, dict(cfg.model.params), cfg.seed).fit(x2[ok], y2[ok])
 
-    def signal(window: Bars) -> pd.Series:
-        # the newest row only, from a bounded tail (equal to the full computation's last row,
-        # tests/features/test_latest.py): the live path, milliseconds instead of a full pass
-        tail = window if len(window) <= FEATURE_TAIL else window.select(
-            None, window.index[-FEATURE_TAIL], None)
-        x = latest_features(tail, list(cfg.features))
-        out = np.full(n, np.nan)
-        good = np.isfinite(x).all(axis=1)
-        if good.any():
-            out[good] = model.predict(x[good])
-        return pd.Series(out, index=list(window.symbols))
+class _FillGate:
+    """The guards at the paper broker's fills: the kernel's gate_fill / record_fill."""
 
-    return signal
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    def check(self, symbol: str, adds: bool, ref_price: float) -> str | None:
+        r = self.runner
+        r._start_day(r._broker_time())
+        return r.gate.check_fill(adds, ref_price, r._last_close.get(symbol, math.nan))
+
+    def filled(self, symbol: str) -> None:
+        r = self.runner
+        r._start_day(r._broker_time())
+        r.gate.filled()
 
 
 class Runner:
@@ -81,38 +97,290 @@ class Runner:
 
     def __init__(self, cfg: RunConfig, broker: Broker, history: Bars,
                  journal: Journal | None = None, signal: SignalFn | None = None,
-                 mode: str = "paper") -> None:
+                 mode: str = "paper", *, run_id: int | None = None) -> None:
+        from mltrader.pipeline import engine_settings, guards, resolve_fill, sizing_rules
+
         self.cfg = cfg
         self.broker = broker
         self.journal = journal
+        self.mode = mode
         self.spec = get_strategy(cfg.strategy.name)
         if self.spec.needs_model and signal is None:
-            signal = model_signal(cfg, history)
+            from mltrader.live.signals import WalkForwardSignal
+
+            signal = WalkForwardSignal(cfg, history)
         self.signal = signal
         self.history = history
-        self._preds: list[pd.Series] = []
-        self.run_id = (journal.start_run(cfg.strategy.name, broker.name, mode,
-                                         config=cfg.model_dump(mode="json"))
-                       if journal is not None else None)
-        from mltrader.pipeline import engine_settings, resolve_fill, sizing_rules
-
         self.settings = engine_settings(cfg, resolve_fill(cfg, history))
         self.rules = sizing_rules(cfg)
+        self.guards = guards(cfg)
+        self.gate = RiskGate(self.guards, cfg.initial_cash, list(history.symbols))
+        self.exits = ExitBook(cfg.risk.stop_loss, cfg.risk.take_profit, cfg.risk.trailing_stop)
+        self.config_hash = hash_config(cfg.model_dump(mode="json"))
         self.sent: list[OrderRequest] = []
+        self._pred_rows: dict[pd.Timestamp, dict[str, np.ndarray]] = {}
+        self._held: dict[str, float] = {}  # from fills: the exits' "held before"
+        self._exit_orders: dict[str, dict[str, Any]] = {}  # symbol -> protective order
+        self._unconfirmed: dict[str, pd.Timestamp] = {}  # sent? the broker did not say
+        self._last_close: dict[str, float] = {}
+        self._eq_last = float(cfg.initial_cash)
+        self._last_done: pd.Timestamp | None = None
+        self._time: pd.Timestamp | None = None
+        self._fill_gate = _FillGate(self)
+        if self.guards.active and hasattr(broker, "fill_gate"):
+            broker.fill_gate = self._fill_gate  # type: ignore[attr-defined]
+        if journal is None:
+            self.run_id = None
+        elif run_id is not None:
+            self.run_id = run_id
+            self._restore(journal, run_id)
+            journal.audit("run_resumed", {"last_bar": self._last_done}, run_id=run_id)
+        else:
+            self.run_id = journal.start_run(cfg.strategy.name, broker.name, mode,
+                                            self.config_hash)
+
+    # ------------------------------------------------------------------ restart
+    @staticmethod
+    def resume_point(journal: Journal, cfg: RunConfig, broker_name: str
+                     ) -> tuple[int, pd.Timestamp | None] | None:
+        """The newest journaled run of this config at this broker and the last bar it
+        completed (None when it never completed one), or None when there is no such run."""
+        run_id = journal.find_run(hash_config(cfg.model_dump(mode="json")), broker_name)
+        if run_id is None:
+            return None
+        state = journal.runner_state(run_id)
+        return run_id, (state[0] if state else None)
+
+    def _restore(self, journal: Journal, run_id: int) -> None:
+        saved = journal.runner_state(run_id)
+        if saved is not None:
+            self._last_done, st = saved
+            self.gate.restore(np.asarray(st["gate"], dtype=np.float64),
+                              np.asarray(st["orders"], dtype=np.int64))
+            self.exits.restore(st.get("exits", {}))
+            self._held = {k: float(v) for k, v in st.get("held", {}).items()}
+            self._exit_orders = dict(st.get("exit_orders", {}))
+            self._last_close = {k: float(v) for k, v in st.get("last_close", {}).items()}
+            self._eq_last = float(st.get("eq_last", self._eq_last))
+        dec = journal.decisions_frame(run_id)
+        if len(dec):  # what the model said on the bars already traded (strategies look back)
+            syms = list(self.history.symbols)
+            for t, grp in dec.groupby("bar_time"):
+                rows: dict[str, np.ndarray] = {}
+                main = np.full(len(syms), np.nan)
+                for _, r in grp.iterrows():
+                    if r["symbol"] not in syms:
+                        continue
+                    j = syms.index(r["symbol"])
+                    main[j] = np.nan if pd.isna(r["prediction"]) else r["prediction"]
+                    for k, v in (r["features"] or {}).items():
+                        if k.startswith("member:"):
+                            rows.setdefault(k[7:], np.full(len(syms), np.nan))[j] = (
+                                np.nan if v is None else v)
+                rows["model"] = main
+                self._pred_rows[pd.Timestamp(t)] = rows
+
+    def reconcile(self) -> dict[str, int]:
+        """Bring journal and broker into agreement before the first bar; returns counts."""
+        counts = {"orders_checked": 0, "fills_recovered": 0, "cancelled": 0, "adopted": 0,
+                  "left_for_rerun": 0, "position_mismatches": 0}
+        if self.journal is None:
+            return counts
+        j = self.journal
+        for row in j.pending_orders():
+            cid = row["client_order_id"]
+            counts["orders_checked"] += 1
+            try:
+                order = self.broker.get_order(cid)
+            except BrokerError as e:
+                log.warning("reconcile: cannot look up %s (%s); will retry next bar", cid, e)
+                self._unconfirmed[cid] = pd.Timestamp(row["bar_time"] or pd.Timestamp.min)
+                continue
+            if order is None:
+                bar = row["bar_time"]
+                if row["status"] == "pending" and bar is not None and (
+                        self._last_done is None or pd.Timestamp(bar) > self._last_done):
+                    counts["left_for_rerun"] += 1  # its bar runs again: sent then, once
+                    self._unconfirmed[cid] = pd.Timestamp(bar)
+                    continue
+                self._cancel_unsent(cid, row)
+                counts["cancelled"] += 1
+                continue
+            counts["fills_recovered"] += self._recover_fills(order)
+            j.update_order(order)
+        for order in self.broker.open_orders():
+            if j.order_row(order.client_order_id) is None:
+                j.update_order(order)  # adopted (run_id NULL), audited by the journal
+                counts["adopted"] += 1
+                log.warning("reconcile: adopted open order %s (%s %s %g) the journal did "
+                            "not know", order.client_order_id, order.side, order.symbol,
+                            order.qty)
+        held = {s: p.qty for s, p in self.broker.positions().items()}
+        implied = self._journal_positions()
+        for sym in sorted(set(held) | set(implied)):
+            if abs(held.get(sym, 0.0) - implied.get(sym, 0.0)) > 1e-6:
+                counts["position_mismatches"] += 1
+                log.warning("reconcile: %s: broker holds %g, the journal's fills imply %g; "
+                            "trading from the broker's position", sym, held.get(sym, 0.0),
+                            implied.get(sym, 0.0))
+        self._held = dict(held)
+        self.exits.sync(held)
+        j.audit("reconciled", counts, run_id=self.run_id)
+        log.info("reconciled journal and broker: %s", counts)
+        return counts
+
+    def _journal_positions(self) -> dict[str, float]:
+        assert self.journal is not None
+        fills = self.journal.fills_for()
+        if not len(fills):
+            return {}
+        signed = np.where(fills["side"] == "buy", 1.0, -1.0) * fills["qty"]
+        out = signed.groupby(fills["symbol"]).sum()
+        return {str(k): float(v) for k, v in out.items() if abs(v) > 1e-9}
+
+    def _cancel_unsent(self, cid: str, row: Mapping[str, Any]) -> None:
+        assert self.journal is not None
+        self.journal.update_order(Order(cid, "", row["symbol"], row["side"], row["qty"], 0.0,
+                                        "cancelled", row["type"],
+                                        reason="never reached the broker"))
+        log.warning("order %s never reached the broker: cancelled in the journal", cid)
+
+    def _recover_fills(self, order: Order) -> int:
+        """Journal fills the broker has and the journal lacks (lost in a crash)."""
+        assert self.journal is not None
+        q, notional, comm = self.journal.filled_totals(order.client_order_id)
+        missing = order.filled_qty - q
+        if missing <= _EPS:
+            return 0
+        listed = getattr(self.broker, "fills", None)
+        n = 0
+        if callable(listed):
+            for f in listed(order.client_order_id):
+                if self._record_fill(f, order):
+                    n += 1
+            return n
+        avg = order.avg_fill_price or 0.0
+        price = (order.filled_qty * avg - notional) / missing if avg else avg
+        fill = Fill(order.client_order_id, order.broker_id,
+                    f"{order.broker_id}:{order.filled_qty:g}:reconciled", order.symbol,
+                    order.side, missing, price, max(order.commission - comm, 0.0),
+                    order.submitted_at or pd.Timestamp.now(tz="UTC"))
+        return int(self._record_fill(fill, order))
+
+    # ------------------------------------------------------------------ events
+    def _record_fill(self, fill: Fill, order: Order) -> bool:
+        """Journal a fill, clipped to what the broker's cumulative total leaves unjournaled
+        (a broker that re-reports an execution under a new id never counts it twice)."""
+        assert self.journal is not None
+        if self.journal.order_row(fill.client_order_id) is not None:
+            q, notional, comm = self.journal.filled_totals(fill.client_order_id)
+            if order.filled_qty > 0:
+                missing = order.filled_qty - q
+                if missing <= _EPS:
+                    return False
+                if missing < fill.qty - _EPS:  # part of it is journaled already
+                    avg = order.avg_fill_price or fill.price
+                    price = (order.filled_qty * avg - notional) / missing
+                    share = missing / fill.qty
+                    fill = Fill(fill.client_order_id, fill.broker_id, fill.fill_id,
+                                fill.symbol, fill.side, missing, price,
+                                fill.commission * share, fill.time)
+        if not self.journal.record_fill(fill):
+            return False
+        self._apply_fill(fill)
+        return True
+
+    def _apply_fill(self, fill: Fill) -> None:
+        signed = fill.qty if fill.side == "buy" else -fill.qty
+        before = self._held.get(fill.symbol, 0.0)
+        self.exits.on_fill(fill.symbol, signed, fill.price, fill.time, before)
+        after = before + signed
+        if abs(after) < 1e-10 * max(1.0, abs(signed)):
+            self._held.pop(fill.symbol, None)
+        else:
+            self._held[fill.symbol] = after
+
+    def _drain(self, now: pd.Timestamp) -> None:
+        """Journal the broker's order events (one transaction) and settle unconfirmed sends."""
+        updates: list[OrderUpdate] = list(self.broker.updates())
+        checkpoint("updates_taken")
+        if self.journal is None:
+            for u in updates:
+                if u.fill is not None:
+                    self._apply_fill(u.fill)
+                self._forget_exit(u.order)
+            return
+        with self.journal.batch():
+            for u in updates:
+                if u.fill is not None:
+                    self._record_fill(u.fill, u.order)
+                self.journal.update_order(u.order)
+                self._unconfirmed.pop(u.order.client_order_id, None)
+                self._forget_exit(u.order)
+        checkpoint("drained")
+        for cid, bar in list(self._unconfirmed.items()):
+            if bar >= now:
+                continue  # its bar is being run again: the re-run sends it once
+            try:
+                order = self.broker.get_order(cid)
+            except BrokerError as e:
+                log.warning("order %s: still cannot ask the broker (%s)", cid, e)
+                continue
+            del self._unconfirmed[cid]
+            if order is None:
+                row = self.journal.order_row(cid)
+                if row is not None and row["status"] == "pending":
+                    self._cancel_unsent(cid, row)
+            else:
+                self._recover_fills(order)
+                self.journal.update_order(order)
+
+    def _forget_exit(self, order: Order) -> None:
+        if order.done:
+            for sym, ex in list(self._exit_orders.items()):
+                if ex["cid"] == order.client_order_id:
+                    del self._exit_orders[sym]
+
+    # ------------------------------------------------------------------ guards
+    def _broker_time(self) -> pd.Timestamp:
+        t = getattr(self.broker, "time", None) or getattr(self.broker, "_time", None)
+        return pd.Timestamp(t) if t is not None else (self._time or pd.Timestamp.now(tz="UTC"))
+
+    def _start_day(self, time: pd.Timestamp) -> None:
+        if self.guards.active:
+            self.gate.start_bar(_day(time, self.history.index.tz), self._eq_last)
+
+    # ------------------------------------------------------------------ the bar
+    def _predictions(self, w: Bars, time: pd.Timestamp) -> dict[str, pd.DataFrame]:
+        if self.signal is None:
+            return {}
+        members_fn = getattr(self.signal, "members", None)
+        if callable(members_fn):
+            got = {k: np.asarray(v.reindex(list(w.symbols)), dtype=np.float64)
+                   for k, v in members_fn(w).items()}
+        else:
+            got = {"model": np.asarray(self.signal(w).reindex(list(w.symbols)),
+                                       dtype=np.float64)}
+        self._pred_rows[time] = got
+        label = self.cfg.model.label or self.cfg.model.name
+        keys = set().union(*(r.keys() for r in self._pred_rows.values())) | {"model"}
+        nan = np.full(len(w.symbols), np.nan)
+        frames = {}
+        for key in keys:
+            data = np.vstack([self._pred_rows.get(t, {}).get(key, nan) for t in w.index])
+            frames[key] = pd.DataFrame(data, index=w.index, columns=list(w.symbols))
+        frames.setdefault(label, frames["model"])
+        return frames
 
     def on_bar(self, time: pd.Timestamp, bars: Mapping[str, BarEvent]) -> list[OrderRequest]:
         """Process one finished bar of every symbol; returns the orders sent."""
-        self._drain()
+        time = pd.Timestamp(time)
+        self._time = time
+        self._start_day(time)
+        self._drain(time)
         self.history = _append(self.history, time, bars)
         w = self.history
-        members: dict[str, pd.DataFrame] = {}
-        if self.signal is not None:
-            self._preds.append(self.signal(w))
-            pad = len(w) - len(self._preds)
-            pred = pd.DataFrame([[np.nan] * len(w.symbols)] * pad + [p.to_numpy() for p in
-                                                                     self._preds],
-                                index=w.index, columns=list(w.symbols))
-            members = {"model": pred, self.cfg.model.label or self.cfg.model.name: pred}
+        members = self._predictions(w, time)
         regimes = None
         if self.spec.needs_regimes:
             from mltrader.pipeline import strategy_regimes
@@ -125,52 +393,275 @@ class Runner:
         tail = w if k == len(w) else w.select(None, w.index[-k], None)
         sized = size_targets(weights.iloc[-k:], tail, self.rules)
         row = sized.values.iloc[-1]
-        account = self.broker.account()
-        held = {s: p.qty for s, p in self.broker.positions().items()}
-        closes = {s: e.close for s, e in bars.items()}
-        s = self.settings
-        deltas = decision_orders(
-            {k: float(v) for k, v in row.items() if k in closes}, account.equity, closes, held,
-            s.slippage_bps + s.half_spread_bps + s.commission_bps, s.rebalance_band,
-            s.whole_shares, sized.unit)
-        sent = []
-        for sym, d in deltas.items():
-            req = OrderRequest(client_order_id(self.cfg.name, time, sym, f"{d:+.6g}"), sym,
-                               "buy" if d > 0 else "sell", abs(d))
-            if self.journal is not None and not self.journal.record_order_intent(
-                    req, self.run_id, time):
-                log.warning("order %s already journaled: not sent again", req.client_order_id)
-                continue
-            try:
-                order = self.broker.submit(req)
-            except OrderRejected as e:
-                log.warning("rejected %s: %s", req.client_order_id, e)
-                if self.journal is not None:
-                    self.journal.audit("order_rejected", {"client_order_id":
-                                       req.client_order_id, "reason": str(e)},
-                                       run_id=self.run_id)
-                continue
+        try:
+            account = self.broker.account()
+            held = {s: p.qty for s, p in self.broker.positions().items()}
+        except BrokerError as e:
+            log.warning("bar %s skipped: the broker's account is unavailable (%s)", time, e)
             if self.journal is not None:
-                self.journal.update_order(order)
-            sent.append(req)
+                self.journal.audit("bar_skipped", {"bar_time": time, "reason": str(e)},
+                                   run_id=self.run_id)
+            return []
+        closes = {s: e.close for s, e in bars.items() if np.isfinite(e.close)}
+        for sym, e in bars.items():
+            self.exits.on_close(sym, time, e.high, e.low)
+        self.exits.sync(held)
+        self._held = {s: q for s, q in held.items() if q != 0}
+        equity = float(account.equity)
+        reqs = self._plan(time, row, equity, closes, held, sized.unit)
+        sent = self._send(time, reqs)
+        sent += self._protect(time, held)
         self.sent += sent
-        if self.journal is not None:
-            acct = self.broker.account()
-            self.journal.snapshot(self.run_id, time, self.broker.positions(), acct.cash,
-                                  acct.equity)
+        for sym, c in closes.items():
+            self._last_close[sym] = float(c)
+        self._eq_last = equity
+        self._finish_bar(time, row, members, account.cash, equity)
+        checkpoint("bar_done")
         return sent
 
-    def _drain(self) -> None:
-        for u in self.broker.updates():
-            if self.journal is None:
+    def _plan(self, time: pd.Timestamp, row: pd.Series, equity: float,
+              closes: Mapping[str, float], held: Mapping[str, float], unit: str
+              ) -> list[OrderRequest]:
+        """The bar's orders: flattening when a guard says so, else the strategy's deltas
+        (guarded), with due time stops closing their positions."""
+        tripped = self.gate.close(equity) if self.guards.active else None
+        if tripped and self.journal is not None:
+            self.journal.audit("guard_tripped", {"guard": tripped, "bar_time": time,
+                                                 "equity": equity}, run_id=self.run_id)
+        if tripped:
+            log.warning("risk guard tripped at %s: %s (equity %.2f)", time, tripped, equity)
+        flat = self.gate.must_flatten() if self.guards.active else None
+        tif = "gtc" if self.cfg.execution.tif == "gtc" else "day"
+        out: list[OrderRequest] = []
+        if flat:
+            for sym, q in sorted(held.items()):
+                if q != 0:
+                    out.append(OrderRequest(
+                        client_order_id(self.cfg.name, time, sym, f"flatten:{flat}"), sym,
+                        "sell" if q > 0 else "buy", abs(q)))
+            return out
+        s = self.settings
+        deltas = decision_orders(
+            {k: float(v) for k, v in row.items() if k in closes}, equity, closes, held,
+            s.slippage_bps + s.half_spread_bps + s.commission_bps, s.rebalance_band,
+            s.whole_shares, unit)
+        due = self._time_stops(time, held)
+        for sym in due:
+            deltas[sym] = -held[sym]
+        for sym, d in deltas.items():
+            h = held.get(sym, 0.0)
+            new = h + d
+            adds = abs(new) > abs(h) * (1 + _EPS) or new * h < 0
+            if sym not in due and self.guards.active:
+                blocked = self.gate.check_order(sym, adds)
+                if blocked is None and not hasattr(self.broker, "fill_gate"):
+                    # a real broker fills on its own: its fill-time checks run now
+                    blocked = self.gate.check_fill(adds, closes[sym],
+                                                   self._last_close.get(sym, math.nan))
+                if blocked is not None:
+                    log.info("order blocked by %s: %s %+g", blocked, sym, d)
+                    if self.journal is not None:
+                        self.journal.audit("order_blocked", {"symbol": sym, "delta": d,
+                                                             "guard": blocked,
+                                                             "bar_time": time},
+                                           run_id=self.run_id)
+                    continue
+            intent = "time_stop" if sym in due else f"{d:+.6g}"
+            out.append(OrderRequest(client_order_id(self.cfg.name, time, sym, intent), sym,
+                                    "buy" if d > 0 else "sell", abs(d),
+                                    time_in_force=tif))  # type: ignore[arg-type]
+        return out
+
+    def _time_stops(self, time: pd.Timestamp, held: Mapping[str, float]) -> set[str]:
+        n = self.guards.time_stop
+        if not n:
+            return set()
+        idx = self.history.index
+        due = set()
+        for sym, q in held.items():
+            entry = self.exits.entry_time(sym)
+            if q != 0 and entry is not None:
+                bars_held = len(idx) - int(idx.searchsorted(entry))  # incl. the entry bar
+                if bars_held >= n:  # closes at the next fill: n bars after entry
+                    due.add(sym)
+        return due
+
+    def _send(self, time: pd.Timestamp, reqs: list[OrderRequest]) -> list[OrderRequest]:
+        """Journal every intent first (one transaction), then send each once."""
+        if not reqs:
+            return []
+        fresh = ([True] * len(reqs) if self.journal is None else
+                 self.journal.record_order_intents(reqs, self.run_id, time))
+        checkpoint("intents_journaled")
+        sent = []
+        for req, new in zip(reqs, fresh, strict=True):
+            if not new and not self._still_unsent(req):
+                log.info("order %s already at the broker: not sent again", req.client_order_id)
                 continue
-            if u.fill is not None:
-                self.journal.record_fill(u.fill)
-            self.journal.update_order(u.order)
+            if self._submit(req, time):
+                sent.append(req)
+        return sent
+
+    def _still_unsent(self, req: OrderRequest) -> bool:
+        """A journaled intent that the broker never got (a crash between the two)."""
+        assert self.journal is not None
+        row = self.journal.order_row(req.client_order_id)
+        if row is None or row["status"] != "pending":
+            return False
+        try:
+            order = self.broker.get_order(req.client_order_id)
+        except BrokerError as e:
+            log.warning("order %s: cannot ask the broker (%s); not sent now",
+                        req.client_order_id, e)
+            return False
+        if order is not None:
+            self.journal.update_order(order)
+            self._unconfirmed.pop(req.client_order_id, None)
+            return False
+        return True
+
+    def _submit(self, req: OrderRequest, time: pd.Timestamp) -> bool:
+        cid = req.client_order_id
+        try:
+            order = self.broker.submit(req)
+        except OrderRejected as e:
+            log.warning("rejected %s: %s", cid, e)
+            if self.journal is not None:
+                self.journal.update_order(Order(cid, "", req.symbol, req.side, req.qty, 0.0,
+                                                "rejected", req.type, reason=str(e)))
+                self.journal.audit("order_rejected", {"client_order_id": cid,
+                                                      "reason": str(e)}, run_id=self.run_id)
+            self._unconfirmed.pop(cid, None)
+            return False
+        except BrokerError as e:
+            log.warning("order %s not confirmed by the broker (%s); it stays pending in the "
+                        "journal and is looked up on the next bar", cid, e)
+            if self.journal is not None:
+                self.journal.audit("order_submit_failed", {"client_order_id": cid,
+                                                           "error": str(e)},
+                                   run_id=self.run_id)
+            self._unconfirmed[cid] = time
+            return False
+        checkpoint("submitted")
+        self._unconfirmed.pop(cid, None)
+        if self.journal is not None:
+            self.journal.update_order(order)
+        return True
+
+    def _protect(self, time: pd.Timestamp, held: Mapping[str, float]) -> list[OrderRequest]:
+        """One protective order per position with the kernel's exit levels."""
+        if not self.exits.active:
+            return []
+        sent: list[OrderRequest] = []
+        for sym in sorted(set(held) | set(self._exit_orders)):
+            plan = self.exits.plan(sym) if held.get(sym) else None
+            have = self._exit_orders.get(sym)
+            if plan is None:
+                if have is not None:
+                    self._cancel(have["cid"])
+                    del self._exit_orders[sym]
+                continue
+            want = _exit_fields(plan)
+            if have is not None and all(have.get(k) == v for k, v in want.items()):
+                continue
+            if have is not None and have.get("take_profit") == want["take_profit"] and \
+                    have.get("side") == want["side"]:
+                try:
+                    order = self.broker.replace(have["cid"], qty=want["qty"],
+                                                stop_price=want["stop"])
+                    if self.journal is not None:
+                        self.journal.update_order(order)
+                    self._exit_orders[sym] = {**want, "cid": have["cid"]}
+                    continue
+                except BrokerError as e:
+                    log.info("exit order %s not replaced (%s): placing a new one",
+                             have["cid"], e)
+            if have is not None:
+                self._cancel(have["cid"])
+            req = _exit_request(self.cfg.name, time, plan)
+            if self._send(time, [req]):
+                sent.append(req)
+                self._exit_orders[sym] = {**want, "cid": req.client_order_id}
+        return sent
+
+    def _cancel(self, cid: str) -> None:
+        try:
+            self.broker.cancel(cid)
+        except BrokerError as e:
+            log.warning("cancel %s failed: %s", cid, e)
+            return
+        if self.journal is not None:
+            self.journal.audit("order_cancel_requested", {"client_order_id": cid},
+                               run_id=self.run_id)
+
+    def _finish_bar(self, time: pd.Timestamp, row: pd.Series,
+                    members: Mapping[str, pd.DataFrame], cash: float, equity: float) -> None:
+        if self.journal is None:
+            return
+        try:
+            positions = self.broker.positions()
+        except BrokerError as e:
+            log.warning("positions unavailable after bar %s (%s)", time, e)
+            positions = {}
+        feats = getattr(self.signal, "last_features", None) or {}
+        art = getattr(self.signal, "artifact_hash", "") or ""
+        rows = self._pred_rows.get(time, {})
+        syms = list(self.history.symbols)
+        with self.journal.batch():
+            for j, sym in enumerate(syms):
+                target = row.get(sym, math.nan)
+                pred = rows.get("model", np.full(len(syms), np.nan))[j] if rows else math.nan
+                if self.signal is None and not np.isfinite(target):
+                    continue
+                f = dict(feats.get(sym, {}))
+                for label, arr in rows.items():
+                    if label != "model":
+                        f[f"member:{label}"] = arr[j]
+                self.journal.record_decision(self.run_id, time, sym, f, pred, target, art)
+            self.journal.snapshot(self.run_id, time, positions, cash, equity)
+            gs, orders = self.gate.state()
+            self.journal.save_runner_state(self.run_id, time, {
+                "gate": gs, "orders": orders, "exits": self.exits.state(),
+                "held": self._held, "exit_orders": self._exit_orders,
+                "last_close": self._last_close, "eq_last": self._eq_last})
+        self._last_done = time
+
+    # ------------------------------------------------------------------ operator
+    def flatten(self, reason: str) -> list[OrderRequest]:
+        """Cancel every open order and close every position at market, journaled."""
+        now = pd.Timestamp.now(tz="UTC").floor("s")
+        for o in self.broker.open_orders():
+            self._cancel(o.client_order_id)
+        self._exit_orders.clear()
+        reqs = [OrderRequest(client_order_id(self.cfg.name, now, p.symbol, f"flatten:{reason}"),
+                             p.symbol, "sell" if p.qty > 0 else "buy", abs(p.qty))
+                for p in self.broker.positions().values() if p.qty != 0]
+        if self.journal is not None:
+            self.journal.audit("flatten", {"reason": reason, "orders": len(reqs)},
+                               actor="operator", run_id=self.run_id)
+        sent = self._send(now, reqs)
+        self.sent += sent
+        return sent
 
     def finish(self) -> None:
         """Journal the last order events."""
-        self._drain()
+        self._drain(pd.Timestamp.max.tz_localize("UTC"))
+
+
+def _exit_fields(plan: ExitPlan) -> dict[str, Any]:
+    return {"side": plan.side, "qty": abs(plan.qty), "stop": plan.stop,
+            "take_profit": plan.take_profit}
+
+
+def _exit_request(strategy: str, time: pd.Timestamp, plan: ExitPlan) -> OrderRequest:
+    """A stop order carrying the take-profit (OCO); a take-profit alone rides on a stop that
+    cannot trigger (0 for a long), so the order stays a reduce-only protective exit."""
+    stop = plan.stop
+    if stop is None:
+        stop = 0.0 if plan.qty > 0 else 1e12
+    return OrderRequest(client_order_id(strategy, time, plan.symbol, f"exit:{plan.side}"),
+                        plan.symbol, plan.side, abs(plan.qty), "stop",  # type: ignore[arg-type]
+                        "gtc", stop_price=stop, take_profit=plan.take_profit)
 
 
 def _append(history: Bars, time: pd.Timestamp, bars: Mapping[str, BarEvent]) -> Bars:

@@ -235,6 +235,18 @@ class RiskGate:
     def time_stop_due(self, entry_bar: int, bar: int) -> bool:
         return bool(time_stop_due(self._gp, int(entry_bar), int(bar)))
 
+    def state(self) -> tuple[list[float], list[int]]:
+        """The guard state and per-symbol order counters (for the runner's restart)."""
+        return [float(v) for v in self._gs], [int(v) for v in self._orders]
+
+    def restore(self, gs: np.ndarray, orders: np.ndarray) -> None:
+        """Put back a state saved by `state()` (same guards, same symbols)."""
+        if len(gs) != N_GS or len(orders) != len(self.symbols):
+            raise MltraderError("risk gate: the saved state does not fit these guards and "
+                                "symbols; start a new run instead of resuming this one")
+        self._gs[:] = gs
+        self._orders[:] = orders
+
     def kill(self) -> None:
         """The operator's kill switch: flatten and stop adding exposure for good."""
         self._gs[GS_KILLED] = 1.0
