@@ -75,3 +75,47 @@ def test_a_strategy_that_needs_regimes_gets_them_in_the_runner():
         "execution": {"size_at": "decision"}})
     broker, runner = _replay(cfg)
     assert len(runner.sent) > 0
+
+
+RISK_CASES = [{"stop_loss": 0.03}, {"take_profit": 0.05},
+              {"stop_loss": 0.04, "take_profit": 0.06}, {"trailing_stop": 0.05},
+              {"daily_loss_limit": 0.02}, {"kill_switch_drawdown": 0.08},
+              {"max_trades_per_day": 1}, {"time_stop": 5}, {"price_sanity": 0.005},
+              {"stop_loss": 0.05, "trailing_stop": 0.04, "daily_loss_limit": 0.03,
+               "time_stop": 30}]
+
+
+def _risk_cfg(risk):
+    return config_from_dict({
+        "strategy": {"name": "crossover", "fast": 10, "slow": 40},
+        "walk_forward": {"first_test_year": 2002},
+        "execution": {"size_at": "decision", "rebalance_band": 0.0},
+        "costs": {"commission_bps": 1, "slippage_bps": 5}, "risk": risk})
+
+
+@pytest.fixture(scope="module")
+def unguarded_equity():
+    return run(_risk_cfg({}), bars=BARS).strategy.equity.iloc[-1]
+
+
+@pytest.mark.parametrize("risk", RISK_CASES, ids=lambda r: ",".join(r))
+def test_every_exit_and_guard_acts_in_the_runner_as_in_the_backtest(risk, tmp_path,
+                                                                     unguarded_equity):
+    cfg = _risk_cfg(risk)
+    backtest = run(cfg, bars=BARS)
+    journal = Journal(f"sqlite:///{tmp_path / 'j.db'}")
+    broker, _ = _replay(cfg, journal)
+    ef = backtest.strategy.fills
+    fills = journal.fills_for()
+    # the rule bites: the run differs from the same strategy without it
+    assert backtest.strategy.equity.iloc[-1] != pytest.approx(unguarded_equity, rel=1e-9)
+    assert len(fills) == len(ef) > 10
+    got = sorted(zip(fills["symbol"], fills["qty"].round(9), fills["price"].round(9),
+                     strict=True))
+    want = sorted(zip(ef["symbol"].astype(str), ef["qty"].abs().round(9),
+                      ef["price"].round(9), strict=True))
+    assert got == want
+    assert broker.cash == pytest.approx(backtest.strategy.cash.iloc[-1], rel=1e-9)
+    assert broker.account().equity == pytest.approx(backtest.strategy.equity.iloc[-1],
+                                                    rel=1e-9)
+    journal.close()
