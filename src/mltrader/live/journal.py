@@ -46,6 +46,7 @@ Open one ``Journal`` per process; several processes may share one SQLite file.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -288,7 +289,11 @@ _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
 
 def is_secret_key(name: object) -> bool:
     """Whether a field name looks like it holds a credential (see the module docstring)."""
-    raw = str(name)
+    return _is_secret_name(str(name))
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_secret_name(raw: str) -> bool:
     parts = [p for p in re.split(r"[^a-z0-9]+", _CAMEL.sub(r"\1_\2", raw).lower()) if p]
     if any(p in _SECRET_PARTS for p in parts):
         return True
@@ -416,6 +421,7 @@ class Journal:
             self._extra_secrets.add(str(parsed.password))
         self._closed = False
         self._batch: Connection | None = None
+        self._batch_secrets: set[str] | None = None
 
         kwargs: dict[str, Any] = {}
         self._memory = False
@@ -501,7 +507,12 @@ class Journal:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _secrets(self) -> set[str]:
-        return env_secret_values() | self._extra_secrets
+        if self._batch is not None and self._batch_secrets is not None:
+            return self._batch_secrets  # read once per batch: the environment is the same
+        found = env_secret_values() | self._extra_secrets
+        if self._batch is not None:
+            self._batch_secrets = found
+        return found
 
     def _scrub(self, obj: Any) -> Any:
         return scrub(obj, self._secrets())
@@ -602,6 +613,20 @@ class Journal:
                    target=_num(target), model_artifact_hash=model_artifact_hash or "",
                    created_at=_now() if created_at is None else created_at)
         self._run(lambda conn: conn.execute(t_decisions.insert().values(**row)))
+
+    def record_decisions(self, run_id: int, bar_time: Any,
+                         rows: Iterable[tuple[str, Mapping[str, Any], float | None,
+                                              float | None]],
+                         model_artifact_hash: str = "") -> None:
+        """Several decisions of one bar, (symbol, features, prediction, target) each, in one
+        statement; features scrubbed as in `record_decision`."""
+        now = _now()
+        values = [dict(run_id=run_id, bar_time=bar_time, symbol=sym,
+                       features=self._scrub(dict(feats)), prediction=_num(pred),
+                       target=_num(target), model_artifact_hash=model_artifact_hash or "",
+                       created_at=now) for sym, feats, pred, target in rows]
+        if values:
+            self._run(lambda conn: conn.execute(t_decisions.insert(), values))
 
     def record_order_intent(self, request: OrderRequest, run_id: int, bar_time: Any,
                             actor: str = "runner") -> bool:
@@ -760,6 +785,7 @@ class Journal:
             raise
         finally:
             self._batch = None
+            self._batch_secrets = None
             conn.close()
 
     def record_order_intents(self, requests: Iterable[OrderRequest], run_id: int,

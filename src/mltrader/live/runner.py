@@ -31,6 +31,7 @@ and the journal lacks are adopted. A client order id the broker knows is never s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -119,6 +120,7 @@ class Runner:
         self.config_hash = hash_config(cfg.model_dump(mode="json"))
         self.sent: list[OrderRequest] = []
         self._pred_rows: dict[pd.Timestamp, dict[str, np.ndarray]] = {}
+        self._pred_buf: dict[str, np.ndarray] = {}  # key -> (capacity, N), row = window bar
         self._held: dict[str, float] = {}  # from fills: the exits' "held before"
         self._exit_orders: dict[str, dict[str, Any]] = {}  # symbol -> protective order
         self._unconfirmed: dict[str, pd.Timestamp] = {}  # sent? the broker did not say
@@ -363,12 +365,21 @@ class Runner:
                                        dtype=np.float64)}
         self._pred_rows[time] = got
         label = self.cfg.model.label or self.cfg.model.name
-        keys = set().union(*(r.keys() for r in self._pred_rows.values())) | {"model"}
-        nan = np.full(len(w.symbols), np.nan)
-        frames = {}
-        for key in keys:
-            data = np.vstack([self._pred_rows.get(t, {}).get(key, nan) for t in w.index])
-            frames[key] = pd.DataFrame(data, index=w.index, columns=list(w.symbols))
+        t_len, n = len(w), len(w.symbols)
+        for key, row in got.items():
+            buf = self._pred_buf.get(key)
+            if buf is None or len(buf) < t_len:  # grow (doubling) and fill restored rows
+                grown = np.full((max(2 * t_len, 64), n), np.nan)
+                if buf is not None:
+                    grown[: len(buf)] = buf
+                else:
+                    for t, rows in self._pred_rows.items():
+                        if key in rows and t in w.index:
+                            grown[w.index.get_loc(t)] = rows[key]
+                self._pred_buf[key] = buf = grown
+            buf[t_len - 1] = row
+        frames = {key: pd.DataFrame(buf[:t_len], index=w.index, columns=list(w.symbols))
+                  for key, buf in self._pred_buf.items()}
         frames.setdefault(label, frames["model"])
         return frames
 
@@ -494,12 +505,16 @@ class Runner:
                  self.journal.record_order_intents(reqs, self.run_id, time))
         checkpoint("intents_journaled")
         sent = []
-        for req, new in zip(reqs, fresh, strict=True):
-            if not new and not self._still_unsent(req):
-                log.info("order %s already at the broker: not sent again", req.client_order_id)
-                continue
-            if self._submit(req, time):
-                sent.append(req)
+        # the brokers' answers are journaled together (an answer lost in a crash is
+        # recovered by `reconcile`: the intent is journaled, the broker knows the order)
+        with self.journal.batch() if self.journal is not None else contextlib.nullcontext():
+            for req, new in zip(reqs, fresh, strict=True):
+                if not new and not self._still_unsent(req):
+                    log.info("order %s already at the broker: not sent again",
+                             req.client_order_id)
+                    continue
+                if self._submit(req, time):
+                    sent.append(req)
         return sent
 
     def _still_unsent(self, req: OrderRequest) -> bool:
@@ -607,17 +622,20 @@ class Runner:
         art = getattr(self.signal, "artifact_hash", "") or ""
         rows = self._pred_rows.get(time, {})
         syms = list(self.history.symbols)
+        main = self.cfg.model.label or self.cfg.model.name
+        decided = []
+        for j, sym in enumerate(syms):
+            target = row.get(sym, math.nan)
+            pred = rows["model"][j] if "model" in rows else math.nan
+            if self.signal is None and not np.isfinite(target):
+                continue
+            f = dict(feats.get(sym, {}))
+            for label, arr in rows.items():
+                if label not in ("model", main):
+                    f[f"member:{label}"] = arr[j]
+            decided.append((sym, f, pred, target))
         with self.journal.batch():
-            for j, sym in enumerate(syms):
-                target = row.get(sym, math.nan)
-                pred = rows.get("model", np.full(len(syms), np.nan))[j] if rows else math.nan
-                if self.signal is None and not np.isfinite(target):
-                    continue
-                f = dict(feats.get(sym, {}))
-                for label, arr in rows.items():
-                    if label != "model":
-                        f[f"member:{label}"] = arr[j]
-                self.journal.record_decision(self.run_id, time, sym, f, pred, target, art)
+            self.journal.record_decisions(self.run_id, time, decided, art)
             self.journal.snapshot(self.run_id, time, positions, cash, equity)
             gs, orders = self.gate.state()
             self.journal.save_runner_state(self.run_id, time, {
