@@ -327,63 +327,6 @@ def sensitivity(
     out.print(f"Report: [bold]{escape(str(report))}[/]")
 
 
-@app.command(epilog="Example:  mltrader paper -c configs/crossover.yaml --speed 0")
-@guarded
-def paper(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Run config (YAML). "
-                                         "Example: -c configs/crossover.yaml")] = Path(
-        "configs/default.yaml"),
-    replay: Annotated[Path | None, typer.Option(
-        help="Bars to replay (CSV / Parquet); default: the config's data. The bars before "
-        "the config's first test year are the history the model trains on.")] = None,
-    speed: Annotated[float, typer.Option(
-        help="Replay speed: 0 = as fast as possible, 60 = a minute of bars per second.")] = 0.0,
-    output_dir: Annotated[Path | None, typer.Option(
-        "--output-dir", "-o", help="Where the session folder goes (default: runs/).")] = None,
-) -> None:
-    """Paper-trade a config on replayed bars: the runner decides on each finished bar, the
-    paper broker fills with the engine's costs, everything is journaled (SQLite)."""
-    import itertools
-
-    from mltrader.config import load_config
-    from mltrader.data.feeds import ReplayFeed
-    from mltrader.live.journal import Journal
-    from mltrader.live.paper import PaperBroker
-    from mltrader.live.runner import Runner
-    from mltrader.pipeline import engine_settings, load_data, resolve_fill, run_folds
-    from mltrader.runs import check_writable, new_run_dir
-
-    overrides: dict[str, Any] = {}
-    if replay is not None:
-        overrides.update({"data.source": "file", "data.path": str(replay)})
-    if output_dir is not None:
-        overrides["output_dir"] = str(output_dir)
-    cfg = load_config(config, overrides)
-    check_writable(Path(cfg.output_dir))
-    bars, _ = load_data(cfg)
-    start = run_folds(bars, cfg)[0].test_start
-    run_dir = new_run_dir(Path(cfg.output_dir), f"{cfg.name}-paper")
-    journal = Journal(f"sqlite:///{run_dir / 'journal.db'}")
-    broker = PaperBroker(engine_settings(cfg, resolve_fill(cfg, bars)), bars.close_only)
-    runner = Runner(cfg, broker, bars.select(None, None, bars.index[start - 1]), journal)
-    feed = ReplayFeed(bars, speed=speed or None, start=bars.index[start])
-    n = len(bars) - start
-    with _progress("paper", n, transient=True) as advance:
-        for t, group in itertools.groupby(feed.bars(), key=lambda e: e.time):
-            events = {e.symbol: e for e in group}
-            broker.on_bar(t, events)
-            runner.on_bar(t, events)
-            advance()
-    runner.finish()
-    acct = broker.account()
-    fills = journal.fills_for()
-    journal.close()
-    out.print(f"Replayed {n} bars ({bars.index[start].date()} .. {bars.index[-1].date()}): "
-              f"{len(runner.sent)} orders, {len(fills)} fills; equity {acct.equity:,.2f} "
-              f"(from {cfg.initial_cash:,.2f}), cash {acct.cash:,.2f}")
-    out.print(f"Journal: [bold]{escape(str(run_dir / 'journal.db'))}[/]")
-
-
 @app.command()
 @guarded
 def strategies() -> None:
@@ -514,5 +457,12 @@ def main() -> None:
     app(prog_name="mltrader")
 
 
+# the trading commands (paper, live, status, flatten, parity) register themselves on `app`
+from mltrader import cli_live  # noqa: E402,F401
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # `python -m mltrader.cli`: this file runs as __main__, a second copy of the module; the
+    # trading commands registered on the imported `mltrader.cli`, so run that one's app
+    from mltrader.cli import main as _main
+
+    sys.exit(_main())

@@ -233,7 +233,7 @@ class Runner:
 
     def _journal_positions(self) -> dict[str, float]:
         assert self.journal is not None
-        fills = self.journal.fills_for()
+        fills = self.journal.fills_for(self.run_id)  # this run's (a journal may hold others)
         if not len(fills):
             return {}
         signed = np.where(fills["side"] == "buy", 1.0, -1.0) * fills["qty"]

@@ -1,0 +1,630 @@
+"""The trading commands of the `mltrader` command line: paper, live, status, flatten, parity.
+
+Registered on `mltrader.cli.app` (cli.py imports this module at its end). The loops live in
+`mltrader.live.session`, the journal facts in `mltrader.live.status`, the backtest-vs-journal
+comparison in `mltrader.live.parity`; the commands here only parse, confirm and print.
+Safety rules: a paper account is the default everywhere; real money (`--live`) needs the
+word LIVE typed at a terminal; keys come only from the environment or ./.env and are never
+printed; `flatten` asks first unless --yes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import pandas as pd
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from mltrader.cli import _fail, app, err, guarded, out
+from mltrader.errors import ConfigError, MltraderError
+
+if TYPE_CHECKING:
+    from mltrader.config import RunConfig
+    from mltrader.data.bars import Bars
+    from mltrader.data.feeds import Feed
+    from mltrader.live.broker import Broker
+
+PANEL = "Paper and live trading"
+BROKERS_LIVE = ("alpaca", "ib")
+BROKERS_ALL = ("paper", "alpaca", "ib")
+ALPACA_KEY_VARS = ("MLTRADER_ALPACA_KEY", "APCA_API_KEY_ID")
+ALPACA_SECRET_VARS = ("MLTRADER_ALPACA_SECRET", "APCA_API_SECRET_KEY")
+ENV_FILE = Path(".env")
+ALPACA_URL: str | None = None  # a trading API URL override (tests point it at a fake)
+FLATTEN_REASON = "operator: mltrader flatten"
+
+ConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", "-c", help="Run config (YAML). Example: -c configs/crossover.yaml")]
+SessionOpt = Annotated[Path | None, typer.Option(
+    "--session", help="A paper session folder (config.yaml, journal.db, broker.db). "
+    "Example: --session runs/crossover-paper")]
+JournalOpt = Annotated[str | None, typer.Option(
+    "--journal", help="Journal database URL (or a SQLite file path). "
+    "Example: --journal sqlite:///runs/crossover-alpaca-paper/journal.db")]
+IbHost = Annotated[str, typer.Option("--ib-host", help="TWS / IB Gateway host.")]
+IbPort = Annotated[int | None, typer.Option(
+    "--ib-port", help="TWS / IB Gateway port (default: 7497 paper, 7496 with --live).")]
+IbClient = Annotated[int, typer.Option("--ib-client-id", help="IB API client id.")]
+
+
+# ------------------------------------------------------------------------------ helpers
+def _interactive() -> bool:
+    """Whether a person can answer a prompt (stdin is a terminal)."""
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _confirm_live(where: str) -> None:
+    """Real money: the user must type LIVE at a terminal; no terminal, no live trading."""
+    if not _interactive():
+        raise MltraderError("--live trades real money and needs the word LIVE typed as "
+                            "confirmation: run the command in an interactive terminal "
+                            "(no terminal on stdin here)")
+    err.print(f"[bold red]LIVE TRADING[/]: orders with real money at {escape(where)}.",
+              highlight=False)
+    try:
+        answer = typer.prompt("Type LIVE to continue", default="", show_default=False,
+                              err=True)
+    except (typer.Abort, EOFError):
+        answer = ""
+    if answer.strip() != "LIVE":
+        raise MltraderError("live trading not confirmed (LIVE was not typed); nothing was "
+                            "sent")
+
+
+def _confirm(question: str, yes: bool, what: str) -> bool:
+    """--yes, or a yes at a terminal; with no terminal and no --yes: refuse (one line)."""
+    if yes:
+        return True
+    if not _interactive():
+        raise MltraderError(f"{what}: pass --yes to confirm (no terminal on stdin to ask)")
+    try:
+        return bool(typer.confirm(question, default=False, err=True))
+    except (typer.Abort, EOFError):
+        return False
+
+
+def _dotenv(path: Path = ENV_FILE) -> dict[str, str]:
+    """KEY=VALUE lines of a .env file (comments, `export`, quotes allowed)."""
+    if not path.is_file():
+        return {}
+    values: dict[str, str] = {}
+    for raw in path.read_text(errors="replace").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def alpaca_keys() -> tuple[str, str]:
+    """Alpaca keys from the environment, else ./.env; a one-line error naming the variables
+    when either is missing. The values are never printed."""
+    env_file = _dotenv()
+
+    def pick(names: tuple[str, ...]) -> str | None:
+        for source in (os.environ, env_file):
+            for name in names:
+                if source.get(name):
+                    return source[name]
+        return None
+
+    key, secret = pick(ALPACA_KEY_VARS), pick(ALPACA_SECRET_VARS)
+    missing = [f"{a} (or {b})" for (a, b), v in ((ALPACA_KEY_VARS, key),
+                                                 (ALPACA_SECRET_VARS, secret)) if not v]
+    if missing:
+        raise MltraderError("alpaca: no API credentials: set " + " and ".join(missing)
+                            + " in the environment or in ./.env (paper keys for the paper "
+                            "account, from https://app.alpaca.markets)")
+    return key, secret  # type: ignore[return-value]
+
+
+def _check_broker(name: str, allowed: tuple[str, ...]) -> str:
+    b = name.strip().lower()
+    if b not in allowed:
+        raise MltraderError(f"--broker {name!r} is not supported here; use one of "
+                            f"{', '.join(allowed)}")
+    return b
+
+
+def _make_broker(name: str, live: bool, keys: tuple[str, str] | None, ib_host: str,
+                 ib_port: int | None, ib_client_id: int) -> Broker:
+    """An Alpaca or IB adapter, paper account unless `live` (already confirmed)."""
+    if name == "alpaca":
+        from mltrader.live.alpaca_broker import AlpacaBroker
+
+        key, secret = keys if keys is not None else alpaca_keys()
+        return AlpacaBroker(key, secret, paper=not live, live_confirmed=live,
+                            url_override=ALPACA_URL)
+    from mltrader.live.ib_broker import IBBroker
+
+    port = ib_port if ib_port is not None else (7496 if live else 7497)
+    return IBBroker(ib_host, port, ib_client_id, live_confirmed=live)
+
+
+def _make_feed(broker: str, cfg: RunConfig, symbols: list[str],
+               keys: tuple[str, str] | None) -> Feed:
+    """Alpaca's minute-bar stream for alpaca with 1m bars; otherwise a PollingFeed on the
+    config's network source (alpaca's market data for the alpaca broker)."""
+    from mltrader.data.feeds import AlpacaStreamFeed, PollingFeed
+    from mltrader.data.fetch import NETWORK_SOURCES, make_source
+
+    d = cfg.data
+    if broker == "alpaca" and d.interval == "1m":
+        key, secret = keys or (None, None)
+        return AlpacaStreamFeed(symbols, key, secret)
+    if d.source in NETWORK_SOURCES:
+        name = d.source
+    elif broker == "alpaca":
+        name = "alpaca"
+    else:
+        raise ConfigError(f"live bars are polled from a network source, but data.source is "
+                          f"{d.source!r}; set data.source to one of "
+                          f"{', '.join(NETWORK_SOURCES)} in the config")
+    kwargs: dict[str, Any] = {}
+    if name == "alpaca" and keys is not None:
+        kwargs = {"api_key": keys[0], "secret_key": keys[1]}
+    poll = 300.0 if d.interval == "1d" else 15.0
+    return PollingFeed(make_source(name, **kwargs), symbols, d.interval, poll_seconds=poll,
+                       adjusted=d.adjusted, settle_seconds=2.0)
+
+
+def _default_live_journal(cfg: RunConfig, broker: str, live: bool) -> str:
+    folder = Path(cfg.output_dir) / f"{cfg.name}-{broker}-{'live' if live else 'paper'}"
+    return f"sqlite:///{folder / 'journal.db'}"
+
+
+def _journal_url(journal: str | None, default: str) -> str:
+    if not journal:
+        return default
+    return journal if "://" in journal else f"sqlite:///{journal}"
+
+
+def _no_signal(window: Bars) -> pd.Series:
+    """Flatten needs no prediction: a signal that says nothing (no model training)."""
+    import numpy as np
+
+    return pd.Series(np.nan, index=list(window.symbols))
+
+
+@contextmanager
+def _log_to_stderr() -> Iterator[None]:
+    """The live loop's log lines (market closed, a failed bar, ...) on stderr while it runs."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
+                                           "%Y-%m-%d %H:%M:%S"))
+    # the journal's open / close lines are noise here; its warnings are not
+    handler.addFilter(lambda r: r.name != "mltrader.live.journal" or r.levelno >= logging.WARNING)
+    logger = logging.getLogger("mltrader.live")
+    old = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old)
+
+
+def _short(v: Any) -> str:
+    """An audit value, compact: floats to 6 significant digits."""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def _when(t: Any) -> str:
+    """A UTC time: the date alone for a daily bar stamp (midnight), else to the second."""
+    ts = pd.Timestamp(t)
+    if ts is pd.NaT:
+        return ""
+    if ts == ts.normalize():
+        return str(ts.date())
+    return ts.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _money(v: float | None) -> str:
+    return "n/a" if v is None or v != v else f"{v:,.2f}"
+
+
+def _resume_run(journal: Any, cfg: RunConfig, broker: str, mode: str) -> int | None:
+    """The journaled run to continue: same config and broker, and the same mode (a paper
+    run is never continued with real money, nor the other way round)."""
+    from mltrader.live.runner import Runner
+
+    point = Runner.resume_point(journal, cfg, broker)
+    if point is None:
+        return None
+    runs = journal.runs_frame()
+    row = runs[runs["id"] == point[0]]
+    if len(row) and str(row["mode"].iloc[-1]) != mode:
+        return None
+    return int(point[0])
+
+
+# ------------------------------------------------------------------------------ paper
+@app.command(rich_help_panel=PANEL, epilog="Example:  mltrader paper -c configs/crossover.yaml "
+             "--session runs/crossover-paper   (run it again to continue where it stopped)")
+@guarded
+def paper(
+    config: ConfigOpt = None,
+    replay: Annotated[Path | None, typer.Option(
+        help="Bars to replay (CSV / Parquet); default: the config's data. The bars before "
+        "the config's first test year are the history the model trains on.")] = None,
+    speed: Annotated[float, typer.Option(
+        help="Replay speed: 0 = as fast as possible, 60 = a minute of bars per second.")] = 0.0,
+    session: Annotated[Path | None, typer.Option(
+        "--session", help="Session folder to resume (created if missing): a crash, Ctrl-C "
+        "or a rerun continues from the last completed bar. Without it: a new folder under "
+        "-o. Example: --session runs/crossover-paper")] = None,
+    output_dir: Annotated[Path | None, typer.Option(
+        "--output-dir", "-o", help="Where a new session folder goes (default: the "
+        "config's output_dir, runs/).")] = None,
+) -> None:
+    """Paper-trade a config on replayed bars, resumably, journaled.
+
+    The runner decides on each finished bar, the paper broker fills with the engine's costs,
+    everything is journaled (SQLite). A session folder holds config.yaml, journal.db and
+    broker.db (the paper account); run the same command again to continue it.
+    """
+    from mltrader.config import load_config
+    from mltrader.live.session import CONFIG_FILE, paper_session
+    from mltrader.pipeline import load_data, run_folds
+    from mltrader.runs import check_writable, new_run_dir
+
+    if session is not None and output_dir is not None:
+        _fail("give either --session DIR (resume or start that folder) or -o DIR (a new "
+              "folder under DIR), not both")
+    if session is not None and session.exists() and not session.is_dir():
+        _fail(f"--session {session} is a file, not a folder; give a folder path")
+    overrides: dict[str, Any] = {}
+    if replay is not None:
+        overrides.update({"data.source": "file", "data.path": str(replay.resolve())})
+    if output_dir is not None:
+        overrides["output_dir"] = str(output_dir)
+    if config is None:
+        stored = session / CONFIG_FILE if session is not None else None
+        config = stored if stored is not None and stored.is_file() else Path(
+            "configs/default.yaml")
+    cfg = load_config(config, overrides)
+    bars, _ = load_data(cfg)
+    if session is None:
+        check_writable(Path(cfg.output_dir))
+        folder = new_run_dir(Path(cfg.output_dir), f"{cfg.name}-paper")
+    else:
+        check_writable(session.parent if not session.exists() else session)
+        folder = session
+    start = run_folds(bars, cfg)[0].test_start
+    position = {t: i for i, t in enumerate(bars.index[start:], start=1)}
+    from mltrader.cli import _progress
+
+    with _progress("paper", len(bars) - start, transient=True) as advance:
+        state = {"done": 0}
+
+        def on_bar(t: pd.Timestamp) -> None:
+            k = position.get(t, state["done"] + 1)
+            for _ in range(max(k - state["done"], 1)):
+                advance("")
+            state["done"] = k
+
+        res = paper_session(cfg, bars, folder, speed=speed, progress=on_bar)
+    span = (f"{res.first_bar.date()} .. {res.last_bar.date()}" if res.last_bar is not None
+            else "no bar yet")
+    if res.resumed:
+        what = (f"Resumed run {res.run_id}: replayed {res.replayed} more bar(s)"
+                + (" (nothing new: the session is up to date)" if not res.replayed else ""))
+    else:
+        what = f"Run {res.run_id}: replayed {res.replayed} bar(s)"
+    what += f"; {res.completed} of {res.total_bars} out-of-sample bars done ({span})"
+    ret = res.equity / res.initial_cash - 1.0
+    out.print(f"{what}; {res.orders} orders, "
+              f"{res.fills} fills; equity {_money(res.equity)} ({ret:+.2%} vs the initial "
+              f"{_money(res.initial_cash)}), cash {_money(res.cash)}. Journal: "
+              f"[bold]{escape(str(res.journal_path))}[/] (see it: mltrader status --session "
+              f"{escape(str(folder))}).", highlight=False)
+
+
+# ------------------------------------------------------------------------------ live
+@app.command(rich_help_panel=PANEL, epilog="Example:  mltrader live --broker alpaca -c "
+             "configs/crossover.yaml   (the paper account; --live for real money)")
+@guarded
+def live(
+    broker: Annotated[str, typer.Option("--broker", help="alpaca or ib.")],
+    config: ConfigOpt = None,
+    live_money: Annotated[bool, typer.Option(
+        "--live", help="Trade the REAL-money account (default: the paper account). Asks you "
+        "to type LIVE.")] = False,
+    journal: JournalOpt = None,
+    ib_host: IbHost = "127.0.0.1",
+    ib_port: IbPort = None,
+    ib_client_id: IbClient = 1,
+    max_bars: Annotated[int | None, typer.Option(
+        "--max-bars", help="Stop after N bar times (default: until Ctrl-C).")] = None,
+    calendar: Annotated[str, typer.Option(
+        help="Exchange calendar for market hours (XNYS, XNAS, ...).")] = "XNYS",
+) -> None:
+    """Trade a config at a broker on live bars, inside market hours, journaled.
+
+    Keys come from the environment or ./.env only (MLTRADER_ALPACA_KEY /
+    MLTRADER_ALPACA_SECRET, or APCA_API_KEY_ID / APCA_API_SECRET_KEY). The model's history is
+    the config's data; a restart with the same config continues the journaled run after
+    reconciling journal and broker. Ctrl-C stops cleanly.
+    """
+    from mltrader.config import load_config
+    from mltrader.live.journal import Journal
+    from mltrader.live.runner import Runner
+    from mltrader.live.session import live_session
+    from mltrader.pipeline import load_data
+
+    name = _check_broker(broker, BROKERS_LIVE)
+    if max_bars is not None and max_bars < 0:
+        _fail(f"--max-bars must be >= 0, got {max_bars}")
+    cfg = load_config(config or Path("configs/default.yaml"))
+    keys = alpaca_keys() if name == "alpaca" else None
+    if live_money:
+        _confirm_live(name)
+    mode = "live" if live_money else "paper"
+    adapter = _make_broker(name, live_money, keys, ib_host, ib_port, ib_client_id)
+    try:
+        url = _journal_url(journal, _default_live_journal(cfg, name, live_money))
+        j = Journal(url, secrets=keys or ())
+        try:
+            history, _ = load_data(cfg)
+            feed = _make_feed(name, cfg, list(history.symbols), keys)  # config errors first
+            run_id = _resume_run(j, cfg, adapter.name, mode)
+            runner = Runner(cfg, adapter, history, j, mode=mode, run_id=run_id)
+            counts = runner.reconcile()
+        except BaseException:
+            j.close()
+            raise
+        acct = adapter.account()
+        account = "LIVE, real money" if live_money else "paper account"
+        out.print(f"{'Continuing' if run_id else 'Started'} run {runner.run_id}: "
+                  f"{cfg.strategy.name} on {name} ({account}), "
+                  f"equity {_money(acct.equity)}, cash {_money(acct.cash)}; reconciled: "
+                  + ", ".join(f"{k} {v}" for k, v in counts.items())
+                  + f". Journal: {escape(j.url)}. Ctrl-C stops.", highlight=False)
+        with _log_to_stderr():
+            res = live_session(runner, feed, calendar, max_bars=max_bars)
+        acct = adapter.account()
+    finally:
+        adapter.close()
+    stop = "interrupted" if res.interrupted else "stopped"
+    out.print(f"Live session {stop}: {res.traded} bar(s) traded, {res.skipped} outside market "
+              f"hours, {res.failed} failed; {res.orders} order(s) sent; equity "
+              f"{_money(acct.equity)}, cash {_money(acct.cash)}.", highlight=False)
+
+
+# ------------------------------------------------------------------------------ status
+@app.command(rich_help_panel=PANEL, epilog="Example:  mltrader status --session "
+             "runs/crossover-paper")
+@guarded
+def status(journal: JournalOpt = None, session: SessionOpt = None) -> None:
+    """Show the latest run of a journal: state, positions, open orders, audit.
+
+    Strategy, broker, mode, start, last bar, equity and cash (last snapshot), positions,
+    open (non-final) orders and the last 10 audit events.
+    """
+    from mltrader.live.status import open_journal, run_status
+
+    j = open_journal(journal, session)
+    try:
+        st = run_status(j)
+    finally:
+        j.close()
+    r = st.run
+    head = Table(title=f"Run {r['id']} of {st.runs} in {st.url}", title_justify="left",
+                 show_header=False)
+    head.add_column("what")
+    head.add_column("value")
+    for label, value in (
+            ("strategy", r["strategy"]), ("broker", r["broker"]), ("mode", r["mode"]),
+            ("started", str(r["started_at"])),
+            ("last bar", str(st.last_bar) if st.last_bar is not None else "none yet"),
+            ("equity", _money(st.equity)), ("cash", _money(st.cash)),
+            ("orders / fills", f"{st.orders} / {st.fills}")):
+        head.add_row(label, str(value))
+    out.print(head)
+    pos = Table(title="Positions (last snapshot)", title_justify="left")
+    for col in ("symbol", "qty", "avg price"):
+        pos.add_column(col, justify="left" if col == "symbol" else "right")
+    for p in st.positions.itertuples(index=False):
+        pos.add_row(str(p.symbol), f"{p.qty:g}", _money(p.avg_price))
+    out.print(pos if len(st.positions) else "Positions: none (flat)")
+    if len(st.open_orders):
+        oo = Table(title="Open orders", title_justify="left")
+        cols = ("client_order_id", "symbol", "side", "qty", "type", "status", "filled_qty")
+        for col in cols:
+            oo.add_column(col)
+        for o in st.open_orders.to_dict("records"):
+            oo.add_row(*(f"{o[c]:g}" if isinstance(o[c], float) else str(o[c]) for c in cols))
+        out.print(oo)
+    else:
+        out.print("Open orders: none")
+    au = Table(title=f"Last {len(st.audit)} audit events", title_justify="left")
+    for col in ("time", "actor", "action", "detail"):
+        au.add_column(col, overflow="fold")
+    for a in st.audit.to_dict("records"):
+        detail = ", ".join(f"{k}={_short(v)}" for k, v in (a["detail"] or {}).items()
+                           if v not in (None, ""))
+        au.add_row(_when(a["time"]), str(a["actor"]), str(a["action"]),
+                   escape(detail if len(detail) <= 120 else detail[:119] + "…"))
+    out.print(au)
+
+
+# ------------------------------------------------------------------------------ flatten
+@app.command(rich_help_panel=PANEL, epilog="Example:  mltrader flatten --broker paper "
+             "--session runs/crossover-paper --yes")
+@guarded
+def flatten(
+    broker: Annotated[str, typer.Option("--broker", help="paper, alpaca or ib.")],
+    session: SessionOpt = None,
+    journal: JournalOpt = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="The run config (alpaca / ib; a session folder has its own). "
+        "Example: -c configs/crossover.yaml")] = None,
+    live_money: Annotated[bool, typer.Option(
+        "--live", help="The real-money account at alpaca / ib (default: paper).")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    ib_host: IbHost = "127.0.0.1",
+    ib_port: IbPort = None,
+    ib_client_id: IbClient = 1,
+) -> None:
+    """Cancel every open order and close every position at a broker.
+
+    Closing orders are market orders, journaled and audited like the runner's. Asks first
+    unless --yes (with no terminal, --yes is required).
+    """
+    from mltrader.config import load_config
+    from mltrader.live.journal import Journal
+    from mltrader.live.runner import Runner
+    from mltrader.live.session import BROKER_FILE, journal_url, session_config
+    from mltrader.pipeline import engine_settings, load_data, resolve_fill
+
+    name = _check_broker(broker, BROKERS_ALL)
+    if session is not None and journal:
+        _fail("give either --session DIR or --journal URL, not both")
+    keys = None
+    if name == "paper":
+        if session is None:
+            _fail("flatten --broker paper needs --session DIR: the paper account lives in "
+                  "DIR/broker.db")
+        assert session is not None
+        if not session.is_dir():
+            _fail(f"session folder {session} not found; pass the folder `mltrader paper "
+                  "--session DIR` wrote")
+        if not (session / BROKER_FILE).is_file():
+            _fail(f"{session} has no {BROKER_FILE}: no paper account to flatten there")
+        if live_money:
+            _fail("--live is for alpaca / ib; a paper session holds no real money")
+        cfg = session_config(session)
+        bars, _ = load_data(cfg)
+        from mltrader.live.paper import PaperBroker
+
+        adapter: Broker = PaperBroker(engine_settings(cfg, resolve_fill(cfg, bars)),
+                                      bars.close_only, state_path=session / BROKER_FILE)
+        url = journal_url(session)
+        mode = "paper"
+    else:
+        if session is not None:
+            cfg = session_config(session)
+        elif config is not None:
+            cfg = load_config(config)
+        else:
+            _fail(f"flatten --broker {name} needs the run config: -c CONFIG (the one "
+                  "`mltrader live` trades)")
+        keys = alpaca_keys() if name == "alpaca" else None
+        if live_money:
+            _confirm_live(name)
+        mode = "live" if live_money else "paper"
+        adapter = _make_broker(name, live_money, keys, ib_host, ib_port, ib_client_id)
+        url = _journal_url(journal, _default_live_journal(cfg, name, live_money))
+        bars = None
+    try:
+        positions = adapter.positions()
+        open_orders = adapter.open_orders()
+        if not positions and not open_orders:
+            out.print(f"Nothing to flatten at {name}: no positions, no open orders.")
+            return
+        held = ", ".join(f"{s} {p.qty:g}" for s, p in sorted(positions.items())) or "none"
+        question = (f"Cancel {len(open_orders)} open order(s) and close {len(positions)} "
+                    f"position(s) ({held}) at {name} with market orders?")
+        if not _confirm(question, yes, f"flatten sends market orders closing {len(positions)} "
+                        f"position(s) at {name}"):
+            out.print("Not confirmed: nothing was sent.")
+            raise typer.Exit(1)
+        if bars is None:
+            bars, _ = load_data(cfg)
+        j = Journal(url, secrets=keys or ())
+        try:
+            run_id = _resume_run(j, cfg, adapter.name, mode)
+            history = bars
+            if run_id is not None:
+                saved = j.runner_state(run_id)
+                if saved is not None:
+                    history = bars.select(None, None, saved[0])
+            runner = Runner(cfg, adapter, history, j, signal=_no_signal, mode=mode,
+                            run_id=run_id)
+            runner.reconcile()
+            sent = runner.flatten(FLATTEN_REASON)
+            runner.finish()
+        finally:
+            j.close()
+    finally:
+        adapter.close()
+    table = Table(title=f"Sent to {name}", title_justify="left")
+    for col in ("symbol", "side", "qty", "client order id"):
+        table.add_column(col)
+    for r in sent:
+        table.add_row(r.symbol, r.side, f"{r.qty:g}", r.client_order_id)
+    out.print(table)
+    note = (" The paper broker fills them on the session's next bar." if name == "paper"
+            else "")
+    out.print(f"Cancelled {len(open_orders)} open order(s), sent {len(sent)} closing "
+              f"order(s); journaled in {escape(url)} (run {runner.run_id}).{note}",
+              highlight=False)
+
+
+# ------------------------------------------------------------------------------ parity
+@app.command(rich_help_panel=PANEL, epilog="Example:  mltrader parity runs/crossover-paper")
+@guarded
+def parity(
+    run: Annotated[Path, typer.Argument(help="A paper session folder (config.yaml, "
+                                        "journal.db).")],
+    diff_only: Annotated[bool, typer.Option(
+        "--diff-only", help="Show only the trades that differ or are unmatched.")] = False,
+    tolerance: Annotated[float, typer.Option(
+        help="Relative tolerance for qty, price, commission and final equity.")] = 1e-6,
+) -> None:
+    """Compare a paper session with the backtest of its config, trade by trade.
+
+    Trades are matched by symbol and fill bar; execution.size_at must be "decision" for a
+    share-for-share comparison. Exits 1 when a trade is unmatched or differs.
+    """
+    from mltrader.live.parity import parity_report
+
+    rep = parity_report(run, tolerance)
+    for note in rep.notes:
+        out.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    frame = rep.frame if not diff_only else rep.frame[rep.frame["status"] != "match"]
+    table = Table(title=f"Backtest vs journal (run {rep.run_id})", title_justify="left")
+    heads = ("symbol", "fill bar", "side", "qty bt", "qty journal", "qty diff", "price bt",
+             "price journal", "price diff", "comm bt", "comm journal", "comm diff", "status")
+    for h in heads:
+        table.add_column(h, justify="left" if h in ("symbol", "fill bar", "side", "status")
+                         else "right")
+
+    def num(v: float) -> str:
+        return "" if v != v else f"{v:.6g}"
+
+    for r in frame.itertuples(index=False):
+        style = None if r.status == "match" else "red"
+        table.add_row(r.symbol, _when(r.time), r.side, num(r.qty_backtest), num(r.qty_journal),
+                      num(r.qty_diff), num(r.price_backtest), num(r.price_journal),
+                      num(r.price_diff), num(r.commission_backtest),
+                      num(r.commission_journal), num(r.commission_diff), r.status,
+                      style=style)
+    if len(frame):
+        out.print(table)
+    else:
+        out.print("No trade differs." if diff_only else "No trades to compare.")
+    out.print(escape(rep.summary()), highlight=False)
+    if not rep.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,101 @@
+"""Parity: a replayed crossover session trades exactly what its backtest trades, and a
+tampered journal is caught."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mltrader.config import config_from_dict
+from mltrader.data.files import save_file
+from mltrader.errors import MltraderError
+from mltrader.live.parity import compare_fills, parity_frame, parity_report
+from mltrader.live.session import paper_session
+from mltrader.pipeline import load_data
+from mltrader.testing import synthetic_bars
+
+CONFIG = {
+    "name": "parity",
+    "strategy": {"name": "crossover", "fast": 3, "slow": 12},
+    "walk_forward": {"first_test_year": 2001},
+    "execution": {"size_at": "decision", "rebalance_band": 0.0},
+    "costs": {"commission_bps": 1, "slippage_bps": 5},
+}
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    d = tmp_path_factory.mktemp("parity")
+    path = save_file(synthetic_bars(330, 3, seed=8, ohlc=True, start="2000-01-03"),
+                     d / "bars.csv")
+    cfg = config_from_dict({**CONFIG, "data": {"source": "file", "path": str(path)}})
+    bars, _ = load_data(cfg)
+    folder = d / "sess"
+    res = paper_session(cfg, bars, folder)
+    return folder, res
+
+
+def test_every_trade_matches_with_zero_differences(session):
+    folder, res = session
+    rep = parity_report(folder)
+    assert rep.ok, rep.summary()
+    assert rep.matched == res.fills > 10
+    assert rep.backtest_only == rep.journal_only == rep.differs == 0
+    assert rep.max_qty_diff == rep.max_price_diff == rep.max_commission_diff == 0.0
+    assert rep.equity_backtest == pytest.approx(res.equity, rel=1e-9)
+    assert rep.equity_journal == pytest.approx(res.equity, rel=1e-12)
+    assert rep.notes == []
+    frame = parity_frame(folder)
+    assert (frame["status"] == "match").all() and len(frame) == res.fills
+    assert rep.summary().startswith("PARITY")
+
+
+def test_a_tampered_fill_price_is_reported(session, tmp_path):
+    folder, _ = session
+    copy = tmp_path / "tampered"
+    shutil.copytree(folder, copy)
+    with sqlite3.connect(copy / "journal.db") as db:
+        fid, = db.execute("SELECT fill_id FROM fills ORDER BY time LIMIT 1 OFFSET 3").fetchone()
+        db.execute("UPDATE fills SET price = price * 1.001 WHERE fill_id = ?", (fid,))
+    rep = parity_report(copy)
+    assert not rep.ok and rep.differs == 1
+    bad = rep.frame[rep.frame["status"] == "differs"]
+    assert len(bad) == 1 and bad["price_diff"].abs().iloc[0] > 0
+    assert bad["qty_diff"].iloc[0] == 0
+    assert rep.max_price_diff == pytest.approx(bad["price_diff"].abs().iloc[0])
+    assert rep.summary().startswith("MISMATCH")
+
+
+def test_unmatched_trades_on_either_side():
+    t = pd.Timestamp("2024-01-02", tz="UTC")
+    bt = pd.DataFrame({"date": [t, t], "symbol": ["A", "B"], "qty": [10.0, -5.0],
+                       "price": [100.0, 50.0], "commission": [0.1, 0.025]})
+    jn = pd.DataFrame({"time": [t, t + pd.Timedelta(days=1)], "symbol": ["A", "B"],
+                       "side": ["buy", "sell"], "qty": [10.0, 5.0], "price": [100.0, 50.0],
+                       "commission": [0.1, 0.025]})
+    f = compare_fills(bt, jn)
+    assert list(f["status"]) == ["match", "backtest only", "journal only"]
+    assert list(f["side"]) == ["buy", "sell", "sell"]
+    assert np.isnan(f.loc[1, "qty_journal"]) and np.isnan(f.loc[2, "qty_backtest"])
+
+
+def test_size_at_fill_is_said_and_compared_anyway(session, tmp_path):
+    folder, _ = session
+    copy = tmp_path / "fill-sized"
+    shutil.copytree(folder, copy)
+    text = (copy / "config.yaml").read_text().replace("size_at: decision", "size_at: fill")
+    (copy / "config.yaml").write_text(text)
+    rep = parity_report(copy)
+    assert any("size_at" in n for n in rep.notes)
+    assert rep.matched + rep.backtest_only > 0
+
+
+def test_not_a_session_folder(tmp_path):
+    with pytest.raises(MltraderError, match="not found"):
+        parity_report(tmp_path / "missing")
+    with pytest.raises(MltraderError, match="config.yaml"):
+        parity_report(tmp_path)

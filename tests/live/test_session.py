@@ -1,0 +1,259 @@
+"""The session loops: a paper session folder resumes instead of restarting; the live loop
+trades only inside market hours and keeps one bar's failure to that bar."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mltrader.config import config_from_dict
+from mltrader.data.feeds import BarEvent
+from mltrader.data.files import save_file
+from mltrader.errors import ConfigError, MltraderError
+from mltrader.live.journal import Journal
+from mltrader.live.runner import Runner
+from mltrader.live.session import (
+    MarketHours,
+    journal_url,
+    live_session,
+    paper_session,
+    session_config,
+)
+from mltrader.pipeline import load_data
+from mltrader.testing import synthetic_bars
+
+CONFIG = {
+    "name": "sess",
+    "strategy": {"name": "crossover", "fast": 3, "slow": 12},
+    "walk_forward": {"first_test_year": 2001},
+    "execution": {"size_at": "decision", "rebalance_band": 0.0},
+    "costs": {"commission_bps": 1, "slippage_bps": 5},
+}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("session")
+    path = save_file(synthetic_bars(330, 3, seed=5, ohlc=True, start="2000-01-03"),
+                     d / "bars.csv")
+    cfg = config_from_dict({**CONFIG, "data": {"source": "file", "path": str(path)}})
+    bars, _ = load_data(cfg)
+    clean = d / "clean"
+    result = paper_session(cfg, bars, clean)
+    return cfg, bars, clean, result
+
+
+def _fills(folder: Path) -> list[tuple]:
+    j = Journal(journal_url(folder))
+    try:
+        f = j.fills_for()
+        runs = len(j.runs_frame())
+    finally:
+        j.close()
+    return runs, sorted(zip(f["symbol"], f["side"], f["qty"].round(9), f["price"].round(9),
+                            f["commission"].round(9), f["time"].astype(str), strict=True))
+
+
+def test_a_session_folder_holds_config_journal_and_broker_state(setup):
+    cfg, bars, clean, res = setup
+    assert {p.name for p in clean.iterdir()} >= {"config.yaml", "journal.db", "broker.db"}
+    assert res.replayed == res.total_bars == res.completed > 50 and not res.resumed
+    assert res.fills > 10 and res.orders >= res.fills
+    assert res.last_bar == bars.index[-1]
+    assert session_config(clean).model_dump() == cfg.model_dump()
+
+
+def test_running_a_finished_session_again_resumes_and_adds_nothing(setup, tmp_path):
+    cfg, bars, clean, first = setup
+    folder = tmp_path / "again"
+    shutil.copytree(clean, folder)
+    before = _fills(folder)
+    again = paper_session(cfg, bars, folder)
+    assert again.resumed and again.run_id == first.run_id and again.replayed == 0
+    assert (again.orders, again.fills) == (first.orders, first.fills)
+    assert again.cash == pytest.approx(first.cash, rel=1e-12)
+    assert again.equity == pytest.approx(first.equity, rel=1e-12)
+    assert _fills(folder) == before  # one run, the same fills
+
+
+@pytest.mark.parametrize("k", [5, 37])
+def test_a_session_interrupted_at_bar_k_ends_like_an_uninterrupted_one(setup, tmp_path,
+                                                                       monkeypatch, k):
+    cfg, bars, clean, want = setup
+    real = Runner.on_bar
+    calls = {"n": 0}
+
+    def failing(self, time, events):
+        calls["n"] += 1
+        if calls["n"] == k:
+            raise RuntimeError("simulated crash")
+        return real(self, time, events)
+
+    folder = tmp_path / "interrupted"
+    monkeypatch.setattr(Runner, "on_bar", failing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        paper_session(cfg, bars, folder)
+    monkeypatch.setattr(Runner, "on_bar", real)
+    got = paper_session(cfg, bars, folder)
+    assert got.resumed and got.replayed == want.replayed - (k - 1)
+    assert _fills(folder) == _fills(clean)
+    assert got.cash == pytest.approx(want.cash, rel=1e-12)
+    assert got.equity == pytest.approx(want.equity, rel=1e-12)
+    assert (got.orders, got.fills) == (want.orders, want.fills)
+
+
+def test_a_session_started_with_another_config_is_refused(setup, tmp_path):
+    cfg, bars, clean, _ = setup
+    folder = tmp_path / "other"
+    shutil.copytree(clean, folder)
+    other = cfg.model_copy(update={"seed": 7})
+    with pytest.raises(ConfigError, match="seed"):
+        paper_session(other, bars, folder)
+    with pytest.raises(MltraderError, match="already holds"):
+        paper_session(cfg, bars, folder, resume=False)
+    # where new folders would go is not part of a session
+    moved = cfg.model_copy(update={"output_dir": tmp_path / "elsewhere"})
+    assert paper_session(moved, bars, folder).replayed == 0
+
+
+# ----------------------------------------------------------------------------- live loop
+def ev(sym: str, t: str, interval: str = "1m", close: float = 10.0) -> BarEvent:
+    return BarEvent(sym, pd.Timestamp(t, tz="UTC"), close, close, close, close, 100.0,
+                    interval)
+
+
+class FakeJournal:
+    def __init__(self) -> None:
+        self.audits: list[tuple[str, dict]] = []
+        self.closed = False
+
+    def audit(self, action, detail=None, actor="runner", run_id=None):
+        self.audits.append((action, dict(detail or {})))
+        return len(self.audits)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeRunner:
+    def __init__(self, symbols=("A", "B"), fail_at=()) -> None:
+        self.history = type("H", (), {"symbols": tuple(symbols)})()
+        self.journal = FakeJournal()
+        self.run_id = 3
+        self.seen: list[tuple[pd.Timestamp, list[str]]] = []
+        self.fail_at = {pd.Timestamp(t, tz="UTC") for t in fail_at}
+        self.finished = False
+
+    def on_bar(self, time, bars):
+        if time in self.fail_at:
+            raise ValueError("bad bar")
+        self.seen.append((time, sorted(bars)))
+        return ["order"]
+
+    def finish(self) -> None:
+        self.finished = True
+
+
+class FakeFeed:
+    """Yields events; moves the fake clock to each bar's end as it does (real time)."""
+
+    def __init__(self, events, clock, interval="1m", then=None) -> None:
+        self.events, self.clock, self.interval, self.then = events, clock, interval, then
+        self.closed = False
+
+    def bars(self):
+        for e in self.events:
+            self.clock.now = max(self.clock.now, e.end + pd.Timedelta(seconds=1))
+            yield e
+        if self.then is not None:
+            raise self.then
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Clock:
+    def __init__(self, t: str) -> None:
+        self.now = pd.Timestamp(t, tz="UTC")
+        self.slept: list[float] = []
+
+    def __call__(self) -> pd.Timestamp:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.slept.append(s)
+        self.now += pd.Timedelta(seconds=s)
+
+
+def test_live_loop_trades_market_hours_only_and_survives_a_bad_bar(caplog):
+    clock = Clock("2024-03-15 12:00")  # Friday, before the 13:30 UTC open
+    events = [ev(s, t) for t in ("2024-03-15 13:29", "2024-03-15 13:30", "2024-03-15 13:31",
+                                 "2024-03-15 13:32", "2024-03-15 20:00") for s in ("A", "B")]
+    events += [ev("A", "2024-03-16 14:00"), ev("B", "2024-03-16 14:00")]  # a Saturday
+    events += [ev("A", "2024-03-18 13:30")]  # Monday: B never comes; the feed ends
+    runner = FakeRunner(fail_at=["2024-03-15 13:31"])
+    feed = FakeFeed(events, clock)
+    with caplog.at_level(logging.INFO, logger="mltrader.live.session"):
+        res = live_session(runner, feed, "XNYS", clock=clock, sleep=clock.sleep)
+    assert [str(t) for t, _ in runner.seen] == [
+        "2024-03-15 13:30:00+00:00", "2024-03-15 13:32:00+00:00", "2024-03-18 13:30:00+00:00"]
+    assert runner.seen[-1][1] == ["A"]  # an incomplete last group is still traded
+    assert (res.traded, res.skipped, res.failed, res.orders) == (3, 3, 1, 3)
+    # waited for the open before the first bar and after the close until Monday
+    assert sum(clock.slept) > 0 and max(clock.slept) <= 300
+    closed = [r.getMessage() for r in caplog.records if "market closed until" in r.getMessage()]
+    assert any("2024-03-15 13:30" in m for m in closed)
+    assert any("2024-03-18 13:30" in m for m in closed)
+    failed = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert failed and "2024-03-15 13:31" in failed[0].getMessage() and "A, B" in \
+        failed[0].getMessage()
+    assert runner.journal.audits == [("bar_failed", {
+        "bar_time": "2024-03-15T13:31:00+00:00", "symbols": ["A", "B"],
+        "error": "ValueError: bad bar"})]
+    assert runner.finished and runner.journal.closed and feed.closed
+
+
+def test_live_loop_daily_bars_trade_sessions_and_stop_after_max_bars():
+    clock = Clock("2024-03-15 21:00")
+    days = ("2024-03-15", "2024-03-16", "2024-03-18", "2024-03-19")  # Fri, Sat, Mon, Tue
+    events = [ev(s, d, "1d") for d in days for s in ("A", "B")]
+    runner = FakeRunner()
+    res = live_session(runner, FakeFeed(events, clock, "1d"), clock=clock,
+                       sleep=clock.sleep, max_bars=3)
+    assert [str(t.date()) for t, _ in runner.seen] == ["2024-03-15", "2024-03-18"]
+    assert (res.traded, res.skipped) == (2, 1) and clock.slept == []
+    assert runner.finished
+
+
+def test_ctrl_c_stops_cleanly():
+    clock = Clock("2024-03-15 14:00")
+    runner = FakeRunner()
+    feed = FakeFeed([ev("A", "2024-03-15 14:00"), ev("B", "2024-03-15 14:00")], clock,
+                    then=KeyboardInterrupt())
+    res = live_session(runner, feed, clock=clock, sleep=clock.sleep)
+    assert res.interrupted and res.traded == 1
+    assert runner.finished and runner.journal.closed and feed.closed
+
+
+def test_max_bars_zero_takes_nothing_and_an_unknown_calendar_is_a_user_error():
+    runner = FakeRunner()
+    clock = Clock("2024-03-15 14:00")
+    feed = FakeFeed([ev("A", "2024-03-15 14:00")], clock)
+    assert live_session(runner, feed, clock=clock, sleep=clock.sleep, max_bars=0).bars == 0
+    assert runner.seen == [] and runner.finished
+    with pytest.raises(ConfigError, match="XNYS"):
+        MarketHours("NOPE")
+
+
+def test_market_hours_rules():
+    h = MarketHours("XNYS")
+    assert h.in_hours(pd.Timestamp("2024-03-15 13:30", tz="UTC"), "1m")
+    assert not h.in_hours(pd.Timestamp("2024-03-15 20:00", tz="UTC"), "1m")  # the close
+    assert h.in_hours(pd.Timestamp("2024-03-15 19:59", tz="UTC"), "1m")
+    assert not h.in_hours(pd.Timestamp("2024-11-29 18:00", tz="UTC"), "1m")  # early close
+    assert h.in_hours(pd.Timestamp("2024-03-15", tz="UTC"), "1d")
+    assert not h.in_hours(pd.Timestamp("2024-12-25", tz="UTC"), "1d")

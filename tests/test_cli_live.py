@@ -1,0 +1,317 @@
+"""The trading commands end to end (Typer's CliRunner): paper, status, flatten, parity, live.
+
+`live --broker alpaca` talks to the fake Alpaca Trading API of tests/live/test_alpaca_broker.py
+on 127.0.0.1; nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner, Result
+
+from mltrader import cli_live
+from mltrader.cli import app
+from mltrader.data.feeds import BarEvent
+from mltrader.data.files import save_file
+from mltrader.live.journal import Journal
+from mltrader.testing import synthetic_bars
+from tests.test_cli import assert_one_line_error, plain
+
+pytestmark = pytest.mark.filterwarnings("ignore:websockets.legacy is deprecated")
+runner = CliRunner(env={"COLUMNS": "200", "FORCE_COLOR": None, "NO_COLOR": "1"})
+
+CONFIG = {
+    "name": "clilive",
+    "strategy": {"name": "crossover", "fast": 3, "slow": 12},
+    "walk_forward": {"first_test_year": 2001},
+    "execution": {"size_at": "decision", "rebalance_band": 0.0},
+    "costs": {"commission_bps": 1, "slippage_bps": 5},
+}
+
+
+def invoke(*args: str | Path, input: str | None = None) -> Result:
+    return runner.invoke(app, [str(a) for a in args], input=input)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("cli_live")
+    data = save_file(synthetic_bars(330, 3, seed=5, ohlc=True, start="2000-01-03"),
+                     d / "bars.csv")
+    cfg = d / "cross.yaml"
+    cfg.write_text(yaml.safe_dump({**CONFIG, "data": {"source": "file", "path": str(data)},
+                                   "output_dir": str(d / "runs")}))
+    return {"dir": d, "data": data, "config": cfg}
+
+
+@pytest.fixture(scope="module")
+def session(files) -> tuple[Path, Result]:
+    folder = files["dir"] / "sess"
+    result = invoke("paper", "-c", files["config"], "--session", folder)
+    assert result.exit_code == 0, result.output
+    return folder, result
+
+
+def copy_of(folder: Path, tmp_path: Path, name: str = "copy") -> Path:
+    dst = tmp_path / name
+    shutil.copytree(folder, dst)
+    return dst
+
+
+# ------------------------------------------------------------------------------ help
+@pytest.mark.parametrize("cmd", ["paper", "live", "status", "flatten", "parity"])
+def test_every_trading_command_has_help_with_an_example(cmd):
+    result = invoke(cmd, "--help")
+    assert result.exit_code == 0, result.output
+    text = plain(result.stdout)
+    assert "Usage" in text and f"Example:  mltrader {cmd}" in text
+    assert cmd in plain(invoke("--help").stdout)
+
+
+# ------------------------------------------------------------------------------ paper
+def test_paper_session_summary_and_resume(session, files):
+    folder, first = session
+    text = plain(first.stdout)
+    assert "Run 1: replayed" in text and "out-of-sample bars" in text
+    assert "orders" in text and "fills" in text and "equity" in text and "cash" in text
+    assert "journal.db" in text and {p.name for p in folder.iterdir()} >= {
+        "config.yaml", "journal.db", "broker.db"}
+    again = invoke("paper", "--session", folder)  # no -c: the folder's own config
+    assert again.exit_code == 0, again.output
+    assert "Resumed run 1: replayed 0 more bar(s)" in plain(again.stdout)
+
+
+def test_paper_without_session_makes_a_new_folder(files, tmp_path):
+    result = invoke("paper", "-c", files["config"], "-o", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    dirs = list((tmp_path / "runs").iterdir())
+    assert len(dirs) == 1 and (dirs[0] / "journal.db").is_file()
+
+
+def test_paper_bad_inputs_are_one_line(files, session, tmp_path):
+    folder, _ = session
+    assert_one_line_error(invoke("paper", "-c", files["config"], "--session", folder, "-o",
+                                 tmp_path), "not both")
+    a_file = tmp_path / "f.txt"
+    a_file.write_text("x")
+    assert_one_line_error(invoke("paper", "-c", files["config"], "--session", a_file),
+                          "is a file")
+    other = tmp_path / "other.yaml"
+    other.write_text(files["config"].read_text().replace("fast: 3", "fast: 4"))
+    assert_one_line_error(invoke("paper", "-c", other, "--session", folder),
+                          "different config", "strategy")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(files["config"].read_text() + "strateggy: {}\n")
+    assert_one_line_error(invoke("paper", "-c", typo, "--session", tmp_path / "new"),
+                          "strateggy")
+
+
+# ------------------------------------------------------------------------------ status
+def test_status_shows_the_latest_run(session):
+    folder, _ = session
+    result = invoke("status", "--session", folder)
+    assert result.exit_code == 0, result.output
+    text = plain(result.stdout)
+    for needle in ("crossover", "paper", "last bar", "equity", "cash", "Positions",
+                   "Open orders", "audit events", "reconciled"):
+        assert needle in text, needle
+    by_url = invoke("status", "--journal", f"sqlite:///{folder / 'journal.db'}")
+    assert by_url.exit_code == 0 and "crossover" in plain(by_url.stdout)
+
+
+def test_status_errors_are_one_line(tmp_path, session):
+    folder, _ = session
+    assert_one_line_error(invoke("status", "--session", tmp_path / "nope"), "not found")
+    assert_one_line_error(invoke("status", "--session", tmp_path), "journal.db")
+    assert_one_line_error(invoke("status", "--journal", tmp_path / "none.db"), "no journal")
+    assert not (tmp_path / "none.db").exists()  # the look-up created nothing
+    assert_one_line_error(invoke("status"), "--session", "--journal")
+    assert_one_line_error(invoke("status", "--session", folder, "--journal", "x.db"),
+                          "not both")
+    Journal(f"sqlite:///{tmp_path / 'empty.db'}").close()
+    assert_one_line_error(invoke("status", "--journal", tmp_path / "empty.db"), "no runs")
+
+
+# ------------------------------------------------------------------------------ flatten
+def test_flatten_a_paper_session(session, tmp_path):
+    folder = copy_of(session[0], tmp_path)
+    result = invoke("flatten", "--broker", "paper", "--session", folder, "--yes")
+    assert result.exit_code == 0, result.output
+    text = plain(result.stdout)
+    assert "sent 2 closing order(s)" in text and "next bar" in text
+    j = Journal(f"sqlite:///{folder / 'journal.db'}")
+    try:
+        audit = j.audit_frame()
+        pending = j.pending_orders()
+    finally:
+        j.close()
+    flat = audit[audit["action"] == "flatten"]
+    assert len(flat) == 1 and flat["actor"].iloc[0] == "operator"
+    assert {o["side"] for o in pending} == {"sell"} and len(pending) == 2
+    shown = plain(invoke("status", "--session", folder).stdout)
+    assert "Open orders" in shown and "sell" in shown
+
+
+def test_flatten_asks_and_refuses_without_a_terminal(session, tmp_path, monkeypatch):
+    folder = copy_of(session[0], tmp_path)
+    assert_one_line_error(invoke("flatten", "--broker", "paper", "--session", folder),
+                          "--yes")
+    monkeypatch.setattr(cli_live, "_interactive", lambda: True)
+    no = invoke("flatten", "--broker", "paper", "--session", folder, input="n\n")
+    assert no.exit_code == 1 and "nothing was sent" in plain(no.stdout)
+    yes = invoke("flatten", "--broker", "paper", "--session", folder, input="y\n")
+    assert yes.exit_code == 0, yes.output
+    assert "sent 2 closing order(s)" in plain(yes.stdout)
+
+
+def test_flatten_bad_inputs_are_one_line(tmp_path):
+    assert_one_line_error(invoke("flatten", "--broker", "etrade", "--yes"), "etrade",
+                          "paper, alpaca, ib")
+    assert_one_line_error(invoke("flatten", "--broker", "paper", "--yes"), "--session")
+    assert_one_line_error(invoke("flatten", "--broker", "paper", "--session",
+                                 tmp_path / "nope", "--yes"), "not found")
+    assert_one_line_error(invoke("flatten", "--broker", "alpaca", "--yes"), "-c CONFIG")
+
+
+# ------------------------------------------------------------------------------ parity
+def test_parity_of_a_session_and_of_a_tampered_copy(session, tmp_path):
+    folder, _ = session
+    ok = invoke("parity", folder)
+    assert ok.exit_code == 0, ok.output
+    text = plain(ok.stdout)
+    assert "PARITY" in text and "0 only in the backtest, 0 only in the journal" in text
+    assert "match" in text
+    bad = copy_of(folder, tmp_path)
+    with sqlite3.connect(bad / "journal.db") as db:
+        db.execute("UPDATE fills SET qty = qty + 1 WHERE fill_id = "
+                   "(SELECT fill_id FROM fills ORDER BY time LIMIT 1)")
+    result = invoke("parity", bad, "--diff-only")
+    assert result.exit_code == 1
+    text = plain(result.stdout)
+    assert "MISMATCH" in text and "differs" in text and text.count("differs") >= 1
+    assert_one_line_error(invoke("parity", tmp_path / "nope"), "not found")
+
+
+# ------------------------------------------------------------------------------ live
+pytest.importorskip("alpaca")
+try:  # the shared fake Alpaca Trading API (tests/live/fake_alpaca.py)
+    from tests.live import fake_alpaca as alpaca_fake
+except ImportError:  # older layout: the fake lived in the adapter's test module
+    from tests.live import test_alpaca_broker as alpaca_fake  # type: ignore[no-redef]
+KEY, SECRET = alpaca_fake.KEY, alpaca_fake.SECRET
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    server = alpaca_fake.FakeAlpaca()
+    monkeypatch.setattr(cli_live, "ALPACA_URL", server.url)
+    yield server
+    server.stop()
+
+
+def _no_secrets(result: Result, *paths: Path) -> None:
+    for text in (result.output, *(p.read_bytes().decode("latin-1") for p in paths)):
+        assert KEY not in text and SECRET not in text
+
+
+def test_live_alpaca_paper_max_bars_zero(fake, files, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLTRADER_ALPACA_KEY", KEY)
+    monkeypatch.setenv("MLTRADER_ALPACA_SECRET", SECRET)
+    db = tmp_path / "live.db"
+    result = invoke("live", "--broker", "alpaca", "-c", files["config"], "--max-bars", "0",
+                    "--journal", f"sqlite:///{db}")
+    assert result.exit_code == 0, result.output
+    text = plain(result.stdout)
+    assert "Started run 1" in text and "paper account" in text and "reconciled" in text
+    assert "0 bar(s) traded" in text
+    assert fake.count("GET", "/v2/account") >= 1
+    j = Journal(f"sqlite:///{db}")
+    try:
+        runs = j.runs_frame()
+    finally:
+        j.close()
+    assert list(runs["broker"]) == ["alpaca"] and list(runs["mode"]) == ["paper"]
+    _no_secrets(result, db)
+    # a restart with the same config continues that run
+    again = invoke("live", "--broker", "alpaca", "-c", files["config"], "--max-bars", "0",
+                   "--journal", f"sqlite:///{db}")
+    assert again.exit_code == 0 and "Continuing run 1" in plain(again.stdout)
+
+
+def test_live_keys_from_a_dotenv_file_and_a_fake_feed(fake, files, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(f"# alpaca paper keys\nexport APCA_API_KEY_ID={KEY}\n"
+                                   f"APCA_API_SECRET_KEY=\"{SECRET}\"\n")
+    syms = ("S00", "S01", "S02")
+    events = [BarEvent(s, pd.Timestamp(d, tz="UTC"), 50, 51, 49, 50.5, 1000, "1d")
+              for d in ("2024-03-15", "2024-03-16") for s in syms]  # Friday, Saturday
+
+    class ListFeed:
+        interval = "1d"
+
+        def bars(self):
+            yield from events
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(cli_live, "_make_feed", lambda *a, **k: ListFeed())
+    db = tmp_path / "live.db"
+    result = invoke("live", "--broker", "alpaca", "-c", files["config"], "--journal",
+                    f"sqlite:///{db}")
+    assert result.exit_code == 0, result.output
+    assert "1 bar(s) traded, 1 outside market hours, 0 failed" in plain(result.stdout)
+    _no_secrets(result, db)
+
+
+def test_live_refuses_real_money_without_a_typed_confirmation(fake, files, monkeypatch):
+    monkeypatch.setenv("MLTRADER_ALPACA_KEY", KEY)
+    monkeypatch.setenv("MLTRADER_ALPACA_SECRET", SECRET)
+    assert_one_line_error(invoke("live", "--broker", "alpaca", "-c", files["config"],
+                                 "--live", "--max-bars", "0"), "interactive terminal")
+    monkeypatch.setattr(cli_live, "_interactive", lambda: True)
+    result = invoke("live", "--broker", "alpaca", "-c", files["config"], "--live",
+                    "--max-bars", "0", input="yes\n")
+    assert result.exit_code != 0 and "not confirmed" in plain(result.stderr)
+    assert fake.log == []  # nothing reached the broker
+
+
+def test_live_bad_inputs_are_one_line(files, tmp_path):
+    assert_one_line_error(invoke("live", "--broker", "alpaca", "-c", files["config"]),
+                          "MLTRADER_ALPACA_KEY", ".env")
+    assert_one_line_error(invoke("live", "--broker", "robinhood", "-c", files["config"]),
+                          "robinhood", "alpaca, ib")
+    assert_one_line_error(invoke("live", "--broker", "ib", "-c", files["config"],
+                                 "--max-bars", "-1"), "--max-bars")
+    # IB polls bars from a network source: a file config is refused before any connection
+    assert_one_line_error(invoke("live", "--broker", "ib", "-c", files["config"],
+                                 "--max-bars", "0", "--journal", tmp_path / "ib.db"),
+                          "data.source", "yahoo")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(files["config"].read_text() + "modle: {}\n")
+    assert_one_line_error(invoke("live", "--broker", "alpaca", "-c", typo), "modle")
+
+
+def test_flatten_an_alpaca_paper_account(fake, files, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLTRADER_ALPACA_KEY", KEY)
+    monkeypatch.setenv("MLTRADER_ALPACA_SECRET", SECRET)
+    db = tmp_path / "flat.db"
+    result = invoke("flatten", "--broker", "alpaca", "-c", files["config"], "--journal",
+                    f"sqlite:///{db}", "--yes")
+    assert result.exit_code == 0, result.output
+    sent = sorted((o["symbol"], o["side"], float(o["qty"])) for o in fake.orders.values())
+    assert sent == [("AAPL", "sell", 5.0), ("TSLA", "buy", 3.0)]  # the fake's two positions
+    j = Journal(f"sqlite:///{db}")
+    try:
+        orders = j.orders_frame()
+        actions = set(j.audit_frame()["action"])
+    finally:
+        j.close()
+    assert sorted(orders["symbol"]) == ["AAPL", "TSLA"] and {"flatten", "reconciled"} <= actions
+    _no_secrets(result, db)
