@@ -148,3 +148,19 @@ def test_weights_sized_at_the_decision_close_trade_the_same_in_paper_and_backtes
     for s in bars.symbols:
         held = broker.positions().get(s)
         assert (held.qty if held else 0.0) == pytest.approx(final[s], rel=1e-9, abs=1e-9)
+
+
+def test_a_partly_filled_day_order_ends_cancelled_in_the_events_too():
+    """Regression: the event said "partially_filled" (an open status) while the broker said
+    "cancelled", so the journal kept the order open forever."""
+    bars = synthetic_bars(4, 1, seed=0, ohlc=True)
+    broker = PaperBroker(EngineSettings(fill="next_open", initial_cash=1_000.0))
+    steps = list(_by_time(bars))
+    broker.on_bar(*steps[0])
+    broker.submit(OrderRequest("big", "S00", "buy", 1_000))  # far more than the cash buys
+    broker.on_bar(*steps[1])
+    order = broker.get_order("big")
+    assert 0 < order.filled_qty < 1_000 and order.status == "cancelled"
+    last = [u for u in broker.updates() if u.order.client_order_id == "big"][-1]
+    assert last.order.status == "cancelled" and last.order.done
+    assert last.order.filled_qty == order.filled_qty

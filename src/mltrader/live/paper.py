@@ -406,10 +406,12 @@ class PaperBroker:
 
     def _expire_day(self, cid: str, w: _Working) -> None:
         if w.request.time_in_force == "day":
+            # final: a partly filled day order is cancelled at the end of the day, its
+            # filled quantity kept (an open status here left the journal waiting forever)
             current = (self._unwork(cid) or w).order
-            self._set(current, status="cancelled" if not current.filled_qty else
-                      "partially_filled", event="canceled", reason="day order not filled")
-            self._put(dataclasses.replace(self._orders[cid], status="cancelled"))
+            self._set(current, status="cancelled", event="canceled",
+                      reason="day order not filled" if not current.filled_qty else
+                      "day order partly filled; the rest cancelled at the end of the day")
 
     def _void(self, cid: str, why: str) -> None:
         w = self._unwork(cid)
