@@ -31,7 +31,6 @@ and the journal lacks are adopted. A client order id the broker knows is never s
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -124,6 +123,8 @@ class Runner:
         self._held: dict[str, float] = {}  # from fills: the exits' "held before"
         self._exit_orders: dict[str, dict[str, Any]] = {}  # symbol -> protective order
         self._unconfirmed: dict[str, pd.Timestamp] = {}  # sent? the broker did not say
+        self._deferred: list[Callable[[Journal], object]] | None = None
+        self._fill_totals: dict[str, tuple[float, float, float]] = {}
         self._last_close: dict[str, float] = {}
         self._eq_last = float(cfg.initial_cash)
         self._last_done: pd.Timestamp | None = None
@@ -250,7 +251,7 @@ class Runner:
     def _recover_fills(self, order: Order) -> int:
         """Journal fills the broker has and the journal lacks (lost in a crash)."""
         assert self.journal is not None
-        q, notional, comm = self.journal.filled_totals(order.client_order_id)
+        q, notional, comm = self._totals(order.client_order_id) or (0.0, 0.0, 0.0)
         missing = order.filled_qty - q
         if missing <= _EPS:
             return 0
@@ -274,8 +275,9 @@ class Runner:
         """Journal a fill, clipped to what the broker's cumulative total leaves unjournaled
         (a broker that re-reports an execution under a new id never counts it twice)."""
         assert self.journal is not None
-        if self.journal.order_row(fill.client_order_id) is not None:
-            q, notional, comm = self.journal.filled_totals(fill.client_order_id)
+        totals = self._totals(fill.client_order_id)
+        if totals is not None:
+            q, notional, _ = totals
             if order.filled_qty > 0:
                 missing = order.filled_qty - q
                 if missing <= _EPS:
@@ -289,8 +291,20 @@ class Runner:
                                 fill.commission * share, fill.time)
         if not self.journal.record_fill(fill):
             return False
+        q, notional, comm = totals or (0.0, 0.0, 0.0)
+        self._fill_totals[fill.client_order_id] = (q + fill.qty, notional + fill.qty * fill.price,
+                                                   comm + fill.commission)
         self._apply_fill(fill)
         return True
+
+    def _totals(self, cid: str) -> tuple[float, float, float] | None:
+        """Journaled (qty, notional, commission) of an order's fills; None when the journal
+        does not know the order. Cached: this runner is the journal's only writer of fills."""
+        assert self.journal is not None
+        got = self._fill_totals.get(cid)
+        if got is None and self.journal.order_row(cid) is not None:
+            got = self._fill_totals[cid] = self.journal.filled_totals(cid)
+        return got
 
     def _apply_fill(self, fill: Fill) -> None:
         signed = fill.qty if fill.side == "buy" else -fill.qty
@@ -312,13 +326,17 @@ class Runner:
                     self._apply_fill(u.fill)
                 self._forget_exit(u.order)
             return
-        with self.journal.batch():
-            for u in updates:
-                if u.fill is not None:
-                    self._record_fill(u.fill, u.order)
-                self.journal.update_order(u.order)
-                self._unconfirmed.pop(u.order.client_order_id, None)
-                self._forget_exit(u.order)
+        try:
+            with self.journal.batch():
+                for u in updates:
+                    if u.fill is not None:
+                        self._record_fill(u.fill, u.order)
+                    self.journal.update_order(u.order)
+                    self._unconfirmed.pop(u.order.client_order_id, None)
+                    self._forget_exit(u.order)
+        except BaseException:
+            self._fill_totals.clear()  # rolled back: the cache may count what was not written
+            raise
         checkpoint("drained")
         for cid, bar in list(self._unconfirmed.items()):
             if bar >= now:
@@ -419,14 +437,18 @@ class Runner:
         self.exits.sync(held)
         self._held = {s: q for s, q in held.items() if q != 0}
         equity = float(account.equity)
-        reqs = self._plan(time, row, equity, closes, held, sized.unit)
-        sent = self._send(time, reqs)
-        sent += self._protect(time, held)
-        self.sent += sent
-        for sym, c in closes.items():
-            self._last_close[sym] = float(c)
-        self._eq_last = equity
-        self._finish_bar(time, row, members, account.cash, equity)
+        self._deferred = []
+        try:
+            reqs = self._plan(time, row, equity, closes, held, sized.unit)
+            sent = self._send(time, reqs)
+            sent += self._protect(time, held)
+            self.sent += sent
+            for sym, c in closes.items():
+                self._last_close[sym] = float(c)
+            self._eq_last = equity
+            self._finish_bar(time, row, members, account.cash, equity)
+        finally:
+            self._flush()  # after a failure inside the bar: the answers still get journaled
         checkpoint("bar_done")
         return sent
 
@@ -436,9 +458,9 @@ class Runner:
         """The bar's orders: flattening when a guard says so, else the strategy's deltas
         (guarded), with due time stops closing their positions."""
         tripped = self.gate.close(equity) if self.guards.active else None
-        if tripped and self.journal is not None:
-            self.journal.audit("guard_tripped", {"guard": tripped, "bar_time": time,
-                                                 "equity": equity}, run_id=self.run_id)
+        if tripped:
+            detail = {"guard": tripped, "bar_time": time, "equity": equity}
+            self._journal(lambda j: j.audit("guard_tripped", detail, run_id=self.run_id))
         if tripped:
             log.warning("risk guard tripped at %s: %s (equity %.2f)", time, tripped, equity)
         flat = self.gate.must_flatten() if self.guards.active else None
@@ -471,11 +493,9 @@ class Runner:
                                                    self._last_close.get(sym, math.nan))
                 if blocked is not None:
                     log.info("order blocked by %s: %s %+g", blocked, sym, d)
-                    if self.journal is not None:
-                        self.journal.audit("order_blocked", {"symbol": sym, "delta": d,
-                                                             "guard": blocked,
-                                                             "bar_time": time},
-                                           run_id=self.run_id)
+                    detail = {"symbol": sym, "delta": d, "guard": blocked, "bar_time": time}
+                    self._journal(lambda j, x=detail: j.audit("order_blocked", x,
+                                                              run_id=self.run_id))
                     continue
             intent = "time_stop" if sym in due else f"{d:+.6g}"
             out.append(OrderRequest(client_order_id(self.cfg.name, time, sym, intent), sym,
@@ -505,16 +525,12 @@ class Runner:
                  self.journal.record_order_intents(reqs, self.run_id, time))
         checkpoint("intents_journaled")
         sent = []
-        # the brokers' answers are journaled together (an answer lost in a crash is
-        # recovered by `reconcile`: the intent is journaled, the broker knows the order)
-        with self.journal.batch() if self.journal is not None else contextlib.nullcontext():
-            for req, new in zip(reqs, fresh, strict=True):
-                if not new and not self._still_unsent(req):
-                    log.info("order %s already at the broker: not sent again",
-                             req.client_order_id)
-                    continue
-                if self._submit(req, time):
-                    sent.append(req)
+        for req, new in zip(reqs, fresh, strict=True):
+            if not new and not self._still_unsent(req):
+                log.info("order %s already at the broker: not sent again", req.client_order_id)
+                continue
+            if self._submit(req, time):
+                sent.append(req)
         return sent
 
     def _still_unsent(self, req: OrderRequest) -> bool:
@@ -535,32 +551,50 @@ class Runner:
             return False
         return True
 
+    def _journal(self, write: Callable[[Journal], object]) -> None:
+        """A journal write of the broker's answers: inside a bar it joins the bar's closing
+        transaction (one commit per bar; an answer lost in a crash is recovered by
+        `reconcile`: its intent is journaled and the broker knows the order)."""
+        if self.journal is None:
+            return
+        if self._deferred is not None:
+            self._deferred.append(write)
+        else:
+            write(self.journal)
+
+    def _flush(self) -> None:
+        deferred, self._deferred = self._deferred or [], None
+        if deferred and self.journal is not None:
+            with self.journal.batch():
+                for write in deferred:
+                    write(self.journal)
+
     def _submit(self, req: OrderRequest, time: pd.Timestamp) -> bool:
         cid = req.client_order_id
         try:
             order = self.broker.submit(req)
         except OrderRejected as e:
             log.warning("rejected %s: %s", cid, e)
-            if self.journal is not None:
-                self.journal.update_order(Order(cid, "", req.symbol, req.side, req.qty, 0.0,
-                                                "rejected", req.type, reason=str(e)))
-                self.journal.audit("order_rejected", {"client_order_id": cid,
-                                                      "reason": str(e)}, run_id=self.run_id)
+            why = str(e)
+            rejected = Order(cid, "", req.symbol, req.side, req.qty, 0.0, "rejected", req.type,
+                             reason=why)
+            self._journal(lambda j: (j.update_order(rejected), j.audit(
+                "order_rejected", {"client_order_id": cid, "reason": why},
+                run_id=self.run_id)))
             self._unconfirmed.pop(cid, None)
             return False
         except BrokerError as e:
             log.warning("order %s not confirmed by the broker (%s); it stays pending in the "
                         "journal and is looked up on the next bar", cid, e)
-            if self.journal is not None:
-                self.journal.audit("order_submit_failed", {"client_order_id": cid,
-                                                           "error": str(e)},
-                                   run_id=self.run_id)
+            why = str(e)
+            self._journal(lambda j: j.audit("order_submit_failed",
+                                            {"client_order_id": cid, "error": why},
+                                            run_id=self.run_id))
             self._unconfirmed[cid] = time
             return False
         checkpoint("submitted")
         self._unconfirmed.pop(cid, None)
-        if self.journal is not None:
-            self.journal.update_order(order)
+        self._journal(lambda j: j.update_order(order))
         return True
 
     def _protect(self, time: pd.Timestamp, held: Mapping[str, float]) -> list[OrderRequest]:
@@ -584,8 +618,7 @@ class Runner:
                 try:
                     order = self.broker.replace(have["cid"], qty=want["qty"],
                                                 stop_price=want["stop"])
-                    if self.journal is not None:
-                        self.journal.update_order(order)
+                    self._journal(lambda j, o=order: j.update_order(o))
                     self._exit_orders[sym] = {**want, "cid": have["cid"]}
                     continue
                 except BrokerError as e:
@@ -605,9 +638,8 @@ class Runner:
         except BrokerError as e:
             log.warning("cancel %s failed: %s", cid, e)
             return
-        if self.journal is not None:
-            self.journal.audit("order_cancel_requested", {"client_order_id": cid},
-                               run_id=self.run_id)
+        self._journal(lambda j: j.audit("order_cancel_requested", {"client_order_id": cid},
+                                        run_id=self.run_id))
 
     def _finish_bar(self, time: pd.Timestamp, row: pd.Series,
                     members: Mapping[str, pd.DataFrame], cash: float, equity: float) -> None:
@@ -634,7 +666,10 @@ class Runner:
                 if label not in ("model", main):
                     f[f"member:{label}"] = arr[j]
             decided.append((sym, f, pred, target))
+        deferred, self._deferred = self._deferred or [], None
         with self.journal.batch():
+            for write in deferred:
+                write(self.journal)
             self.journal.record_decisions(self.run_id, time, decided, art)
             self.journal.snapshot(self.run_id, time, positions, cash, equity)
             gs, orders = self.gate.state()
