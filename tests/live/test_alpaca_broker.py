@@ -1,34 +1,22 @@
-"""AlpacaBroker against a fake Alpaca Trading API on 127.0.0.1.
+"""AlpacaBroker against a fake Alpaca Trading API on 127.0.0.1 (tests/live/fake_alpaca.py).
 
 The REAL alpaca-py `TradingClient` is pointed at the fake with `url_override`. The fake keeps
 an in-memory order book (look-up by id and by client order id, partial fills, fills,
-cancel, replace) and injects faults per request: 429 (fixture body), 500/502/503, a timeout
-(the reply comes after the client's timeout), a dropped connection before or AFTER the
-order was recorded, an echo of the request headers (a misbehaving proxy: tests that keys
-never leak), and business rejections decided by rules (buying power, shorting, sub-penny).
-
-Response bodies are built from fixtures/alpaca/trading (copied verbatim below; sources in
-tests/fixtures/README.md: alpaca-py tests @ bd1fa9ea and alpaca-trade-api-python
-tests @ 9f75328, Apache-2.0; alpaca-docs @ 2080c5e0; the buying-power body is the one quoted
-in alpacahq/alpaca-py#225). Bodies marked HAND-WRITTEN follow Alpaca's {"code","message"}
-shape; no recorded copy was found. Nothing here touches the network (`_no_network`).
+cancel, replace, OCO exits with their stop leg) and injects faults per request: 429
+(fixture body, with or without Retry-After), 500/502/503, a timeout (the reply comes after
+the client's timeout), a dropped connection before or AFTER the order was recorded, an echo
+of the request headers (a misbehaving proxy: tests that keys never leak), and business
+rejections decided by rules (buying power, shorting, sub-penny). Response bodies come from
+fixtures/alpaca/trading (see fake_alpaca.py for the sources). Nothing here touches the
+network (`_no_network`).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
-import re
 import socket
-import threading
-import time
 import traceback
-import uuid
-from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -42,95 +30,28 @@ from mltrader.live.broker import (  # noqa: E402
     OrderRequest,
     TransientBrokerError,
 )
+from tests.live.fake_alpaca import (  # noqa: E402
+    ACCOUNT,
+    BY_CID,
+    ERR_BUYING_POWER,
+    ERR_INSUFFICIENT_QTY,
+    ERR_NO_SHORT,
+    ERR_QTY_INTEGER,
+    ERR_SUBPENNY,
+    FIXTURES,
+    KEY,
+    ORDER_FILLED_NOTIONAL,
+    ORDER_REJECTED,
+    ORDER_STRINGNUMS,
+    ORDERS,
+    POSITIONS,
+    SECRET,
+    TOO_MANY,
+    FakeAlpaca,
+)
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "alpaca" / "trading"
 # alpaca-py's package import pulls websockets.legacy (its TradingStream): not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:websockets.legacy is deprecated")
-
-# --------------------------------------------------------------------------- fixtures (verbatim)
-# get_account.json (alpaca-py mock)
-ACCOUNT = {
-    "account_blocked": False, "accrued_fees": "0", "account_number": "010203ABCD",
-    "buying_power": "262113.632", "cash": "-23140.2", "created_at": "2019-06-12T22:47:07.99658Z",
-    "currency": "USD", "daytrade_count": 0, "daytrading_buying_power": "262113.632",
-    "equity": "103820.56", "id": "e6fe16f3-64a4-4921-8928-cadf02f92f98",
-    "initial_margin": "63480.38", "last_equity": "103529.24",
-    "last_maintenance_margin": "38000.832", "non_marginable_buying_power": "98945.02",
-    "long_market_value": "126960.76", "maintenance_margin": "38088.228", "multiplier": "4",
-    "pattern_day_trader": False, "portfolio_value": "103820.56",
-    "regt_buying_power": "80680.36", "short_market_value": "0", "shorting_enabled": True,
-    "sma": "0", "status": "ACTIVE", "trade_suspended_by_user": False, "trading_blocked": False,
-    "transfers_blocked": False, "options_buying_power": "262113.632",
-    "options_approved_level": "1", "options_trading_level": "1"}
-# get_positions.json (alpaca-py mock)
-_USD = {"avg_entry_price": "100.0", "market_value": "600.0", "cost_basis": "500.0",
-        "unrealized_pl": "100.0", "unrealized_plpc": "0.20", "unrealized_intraday_pl": "10.0",
-        "unrealized_intraday_plpc": "0.0084", "current_price": "120.0",
-        "lastday_price": "119.0", "change_today": "0.0084"}
-POSITIONS = [{
-    "asset_id": "904837e3-3b76-47ec-b432-046db621571b", "symbol": "AAPL", "exchange": "NASDAQ",
-    "asset_class": "us_equity", "avg_entry_price": "100.0", "qty": "5", "side": "long",
-    "market_value": "600.0", "cost_basis": "500.0", "unrealized_pl": "100.0",
-    "unrealized_plpc": "0.20", "unrealized_intraday_pl": "10.0",
-    "unrealized_intraday_plpc": "0.0084", "current_price": "120.0", "lastday_price": "119.0",
-    "change_today": "0.0084", "usd": _USD}]
-# post_order_limit_accepted_v2_stringnums.json (all numbers as strings, like the real API)
-ORDER_STRINGNUMS = {
-    "id": "fb61d316-2179-4df2-8b28-eb026c0dd78e",
-    "client_order_id": "6de7d1b2-f772-4a0d-8c15-bacea15eb29e",
-    "created_at": "2021-04-07T18:25:30.812371Z", "updated_at": "2021-04-07T18:25:30.812371Z",
-    "submitted_at": "2021-04-07T18:25:30.803178Z", "filled_at": None, "expired_at": None,
-    "canceled_at": None, "failed_at": None, "replaced_at": None, "replaced_by": None,
-    "replaces": None, "asset_id": "b28f4066-5c6d-479b-a2af-85dc1a8f16fb", "symbol": "SPY",
-    "asset_class": "us_equity", "notional": None, "qty": "1", "filled_qty": "0",
-    "filled_avg_price": None, "order_class": "", "order_type": "limit", "type": "limit",
-    "side": "buy", "time_in_force": "day", "limit_price": "400", "stop_price": None,
-    "status": "accepted", "extended_hours": False, "legs": None, "trail_percent": None,
-    "trail_price": None, "hwm": None}
-# order_entity_rejected.json (alpaca-docs)
-ORDER_REJECTED = {
-    "id": "01203a2f-2781-4c70-a119-b2ccfa5d5e4d",
-    "client_order_id": "e1d2740c-dace-4d0e-a5d1-5d0bbcca9951",
-    "created_at": "2022-03-08T16:51:07.442125Z", "updated_at": "2022-03-08T16:51:07.525039Z",
-    "submitted_at": "2022-03-08T16:51:07.438495Z", "filled_at": None, "expired_at": None,
-    "canceled_at": None, "failed_at": "2022-03-08T16:51:07.520169Z", "replaced_at": None,
-    "replaced_by": None, "replaces": None, "asset_id": "3adcaa1c-367f-4200-b67c-8ce7f8a9c4dd",
-    "symbol": "TLSA", "asset_class": "us_equity", "notional": "123.177578017", "qty": None,
-    "filled_qty": None, "filled_avg_price": None, "order_class": "", "order_type": "market",
-    "type": "market", "side": "buy", "time_in_force": "day", "limit_price": None,
-    "stop_price": None, "status": "rejected", "extended_hours": False, "legs": None,
-    "trail_percent": None, "trail_price": None, "hwm": None, "subtag": None, "source": None}
-# order_entity_filled_market_notional.json (alpaca-docs)
-ORDER_FILLED_NOTIONAL = {
-    "id": "c29dd94b-eaaf-4681-9d1f-4fd47571804b",
-    "client_order_id": "cb2d1ff5-8355-4c92-84d7-dfff43f44cb2",
-    "created_at": "2022-03-08T16:51:07.442125Z", "updated_at": "2022-03-08T16:51:07.525039Z",
-    "submitted_at": "2022-03-08T16:51:07.438495Z", "filled_at": "2022-03-08T16:51:07.520169Z",
-    "expired_at": None, "canceled_at": None, "failed_at": None, "replaced_at": None,
-    "replaced_by": None, "replaces": None, "asset_id": "3b64361a-1960-421a-9464-a484544193df",
-    "symbol": "SPY", "asset_class": "us_equity", "notional": "30443.177578017", "qty": None,
-    "filled_qty": "72.865432211", "filled_avg_price": "417.8", "order_class": "",
-    "order_type": "market", "type": "market", "side": "buy", "time_in_force": "day",
-    "limit_price": None, "stop_price": None, "status": "filled", "extended_hours": False,
-    "legs": None, "trail_percent": None, "trail_price": None, "hwm": None, "subtag": None,
-    "source": None}
-ERR_BUYING_POWER = {"buying_power": "176531.28", "code": 40310000, "cost_basis": "48640000",
-                    "message": "insufficient buying power"}
-ERR_NO_SHORT = {"code": 40310000, "message": "account is not allowed to short"}
-ERR_SUBPENNY = {"code": 42210000, "message": "invalid limit_price 290.123. sub-penny increment "
-                                             "does not fulfill minimum pricing criteria"}
-ERR_QTY_INTEGER = {"code": 40010001, "message": "qty must be integer"}
-TOO_MANY = "Too Many Requests"  # error_429_body.txt (mock; plain text)
-# HAND-WRITTEN (no recorded bodies): Alpaca's {"code","message"} shape
-ERR_UNIQUE = {"code": 40010001, "message": "client_order_id must be unique"}  # alpaca-py#260
-ERR_NOT_FOUND = {"code": 40410000, "message": "order not found"}
-ERR_NOT_OPEN = {"code": 42210000, "message": "order is not open"}
-ERR_500 = {"code": 50010000, "message": "internal server error occurred"}
-ERR_UNAUTHORIZED = {"code": 40110000, "message": "request is not authorized"}
-
-KEY, SECRET = "PKTESTKEY0123456789AB", "s3cr3t-Value-That-Must-Not-Leak-0042"
-OPEN = {"new", "accepted", "partially_filled", "pending_new", "pending_cancel",
-        "pending_replace", "held", "accepted_for_bidding", "done_for_day"}
 
 
 # --------------------------------------------------------------------------- no network
@@ -163,236 +84,6 @@ def test_network_guard_blocks_non_local_hosts():
         sock.connect(("10.255.255.1", 443))
 
 
-# --------------------------------------------------------------------------- the fake server
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-class FakeAlpaca:
-    """In-memory Alpaca Trading API (the parts the adapter uses) with fault injection."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.orders: dict[str, dict] = {}
-        self.log: list[tuple[str, str]] = []
-        self.faults: list[tuple[str, str, str]] = []
-        self.numeric = False  # True: numbers as JSON numbers (like alpaca-py's mocks)
-        self.shorting_enabled = False
-        self.buying_power = float(ACCOUNT["buying_power"])
-        self.prices = {"AAPL": 120.0, "SPY": 417.8, "TSLA": 250.0, "NVDA": 130.0}
-        short = copy.deepcopy(POSITIONS[0])  # derived from the fixture: a short position
-        short.update(symbol="TSLA", qty="-3", side="short", avg_entry_price="250.0",
-                     market_value="-750.0")
-        self.positions = [copy.deepcopy(POSITIONS[0]), short]
-        self.reply_delay = 0.8
-        self.echoed: list[str] = []
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.server.daemon_threads = True
-        self.server.block_on_close = False
-        self.server.fake = self  # type: ignore[attr-defined]
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,),
-                                       daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    # ---- test controls
-    def fault(self, method: str, path: str, *kinds: str) -> None:
-        self.faults.extend((method, path, k) for k in kinds)
-
-    def count(self, method: str, path: str) -> int:
-        return sum(1 for m, p in self.log if m == method and p == path)
-
-    def by_cid(self, cid: str) -> dict | None:
-        return next((o for o in self.orders.values() if o["client_order_id"] == cid), None)
-
-    def _out(self, x: float | None):
-        if x is None:
-            return None
-        if self.numeric:
-            return x
-        return f"{x:.9f}".rstrip("0").rstrip(".")
-
-    def fill(self, oid: str, qty: float, price: float) -> None:
-        with self.lock:
-            o = self.orders[oid]
-            cum = float(o["filled_qty"] or 0)
-            avg = float(o["filled_avg_price"] or 0)
-            new_cum = cum + qty
-            o["filled_avg_price"] = self._out((cum * avg + qty * price) / new_cum)
-            o["filled_qty"] = self._out(new_cum)
-            done = new_cum >= float(o["qty"]) - 1e-9
-            o["status"] = "filled" if done else "partially_filled"
-            o["updated_at"] = _now()
-            if done:
-                o["filled_at"] = o["updated_at"]
-
-    def set_status(self, oid: str, status: str) -> None:
-        with self.lock:
-            o = self.orders[oid]
-            o["status"] = status
-            o["updated_at"] = _now()
-            if status == "rejected":
-                o["failed_at"] = o["updated_at"]
-            if status == "canceled":
-                o["canceled_at"] = o["updated_at"]
-
-    def seed(self, body: dict) -> None:
-        self.orders[body["id"]] = copy.deepcopy(body)
-
-    # ---- request handling
-    def handle(self, h: _Handler, method: str) -> None:
-        url = urlparse(h.path)
-        path, query = url.path, {k: v[0] for k, v in parse_qs(url.query).items()}
-        length = int(h.headers.get("Content-Length") or 0)
-        body = json.loads(h.rfile.read(length) or b"null") if length else None
-        with self.lock:
-            self.log.append((method, path))
-            fault = next((f for f in self.faults if f[0] == method and path == f[1]), None)
-            if fault:
-                self.faults.remove(fault)
-        kind = fault[2] if fault else ""
-        if kind == "echo":  # a proxy that echoes the request headers in its error page
-            text = "upstream error; request headers: " + json.dumps(dict(h.headers))
-            self.echoed.append(text)
-            return h.reply(500, text, content_type="text/html")
-        if (h.headers.get("APCA-API-KEY-ID"), h.headers.get("APCA-API-SECRET-KEY")) != (
-                KEY, SECRET):
-            return h.reply(401, ERR_UNAUTHORIZED)
-        if kind == "429":
-            return h.reply(429, TOO_MANY, content_type="text/plain")
-        if kind in ("500", "502", "503"):
-            return h.reply(int(kind), ERR_500)
-        if kind == "drop":
-            return h.drop()
-        with self.lock:
-            status, payload = self.route(method, path, query, body)
-        if kind == "drop_after":
-            return h.drop()
-        if kind == "timeout":
-            time.sleep(self.reply_delay)
-        h.reply(status, payload)
-
-    def route(self, method: str, path: str, q: dict, body: dict | None):
-        if (method, path) == ("GET", "/v2/account"):
-            return 200, {**ACCOUNT, "buying_power": self._out(self.buying_power)}
-        if (method, path) == ("GET", "/v2/positions"):
-            return 200, self.positions
-        if (method, path) == ("GET", "/v2/orders:by_client_order_id"):
-            o = self.by_cid(q.get("client_order_id", ""))
-            return (200, o) if o else (404, ERR_NOT_FOUND)
-        if (method, path) == ("GET", "/v2/orders"):
-            status = q.get("status", "open")
-            rows = [o for o in self.orders.values() if status == "all"
-                    or (o["status"] in OPEN) == (status == "open")]
-            return 200, list(reversed(rows))[: int(q.get("limit", 50))]
-        if (method, path) == ("POST", "/v2/orders"):
-            return self.create(body or {})
-        m = re.fullmatch(r"/v2/orders/([0-9a-f-]{36})", path)
-        if m:
-            o = self.orders.get(m.group(1))
-            if o is None:
-                return 404, ERR_NOT_FOUND
-            if method == "GET":
-                return 200, o
-            if method == "DELETE":
-                if o["status"] not in OPEN:
-                    return 422, ERR_NOT_OPEN
-                o.update(status="canceled", canceled_at=_now(), updated_at=_now())
-                return 204, None
-            if method == "PATCH":
-                return self.replace(o, body or {})
-        return 404, {"code": 40410000, "message": "endpoint not found"}
-
-    def create(self, b: dict):
-        if b.get("qty") is None and b.get("notional") is None:
-            return 422, {"code": 40010001, "message": "qty or notional is required"}
-        cid = b.get("client_order_id") or str(uuid.uuid4())
-        if self.by_cid(cid):
-            return 422, ERR_UNIQUE
-        for field in ("limit_price", "stop_price"):
-            p = b.get(field)
-            if p is not None and float(p) >= 1 and abs(round(float(p), 2) - float(p)) > 1e-9:
-                msg = ERR_SUBPENNY["message"].replace("limit_price 290.123", f"{field} {p}")
-                return 422, {**ERR_SUBPENNY, "message": msg}
-        qty, symbol, side = float(b["qty"]), b["symbol"], b["side"]
-        held = sum(float(p["qty"]) for p in self.positions if p["symbol"] == symbol)
-        if side == "sell" and qty > held and not self.shorting_enabled:
-            return 403, ERR_NO_SHORT
-        price = float(b.get("limit_price") or self.prices.get(symbol, 100.0))
-        if side == "buy" and qty * price > self.buying_power:
-            return 403, ERR_BUYING_POWER
-        now = _now()
-        o = copy.deepcopy(ORDER_STRINGNUMS)
-        o.update(id=str(uuid.uuid4()), client_order_id=cid, created_at=now, updated_at=now,
-                 submitted_at=now, symbol=symbol, qty=self._out(qty),
-                 filled_qty=self._out(0.0), type=b["type"], order_type=b["type"], side=side,
-                 time_in_force=b["time_in_force"],
-                 limit_price=self._out(_f(b.get("limit_price"))),
-                 stop_price=self._out(_f(b.get("stop_price"))), status="accepted")
-        self.orders[o["id"]] = o
-        return 200, o
-
-    def replace(self, old: dict, b: dict):
-        if old["status"] not in OPEN:
-            return 422, ERR_NOT_OPEN
-        if b.get("qty") is not None and float(b["qty"]) != int(float(b["qty"])):
-            return 422, ERR_QTY_INTEGER
-        cid = b.get("client_order_id") or str(uuid.uuid4())
-        if self.by_cid(cid):
-            return 422, ERR_UNIQUE
-        now = _now()
-        new = copy.deepcopy(old)
-        new.update(id=str(uuid.uuid4()), client_order_id=cid, created_at=now, updated_at=now,
-                   submitted_at=now, filled_qty=self._out(0.0), filled_avg_price=None,
-                   replaces=old["id"], status="accepted")
-        for field in ("qty", "limit_price", "stop_price"):
-            if b.get(field) is not None:
-                new[field] = self._out(float(b[field]))
-        old.update(status="replaced", replaced_by=new["id"], replaced_at=now, updated_at=now)
-        self.orders[new["id"]] = new
-        return 200, new
-
-
-def _f(x):
-    return None if x is None else float(x)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # keep-alive + small writes: no 40 ms delayed-ACK stalls
-
-    def log_message(self, *args) -> None:  # quiet
-        pass
-
-    def reply(self, status: int, payload, content_type: str = "application/json") -> None:
-        data = b"" if payload is None else (
-            payload if isinstance(payload, str) else json.dumps(payload)).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-        except OSError:  # the client gave up (timeout test)
-            self.close_connection = True
-
-    def drop(self) -> None:
-        self.close_connection = True
-        try:
-            self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-    def _go(self) -> None:
-        self.server.fake.handle(self, self.command)  # type: ignore[attr-defined]
-
-    do_GET = do_POST = do_PATCH = do_DELETE = _go
-
-
 # --------------------------------------------------------------------------- helpers
 @pytest.fixture
 def fake():
@@ -418,10 +109,6 @@ def req(cid: str = "mlt-test-AAPL-0001", symbol: str = "AAPL", side: str = "buy"
     return OrderRequest(client_order_id=cid, symbol=symbol, side=side, qty=qty, **kw)
 
 
-ORDERS = "/v2/orders"
-BY_CID = "/v2/orders:by_client_order_id"
-
-
 # --------------------------------------------------------------------------- tests
 def test_fixture_copies_match_the_recorded_files():
     pairs = {"get_account.json": ACCOUNT, "get_positions.json": POSITIONS,
@@ -430,6 +117,7 @@ def test_fixture_copies_match_the_recorded_files():
              "order_entity_filled_market_notional.json": ORDER_FILLED_NOTIONAL,
              "error_403_insufficient_buying_power.json": ERR_BUYING_POWER,
              "error_403_not_allowed_to_short.json": ERR_NO_SHORT,
+             "error_403_insufficient_qty.json": ERR_INSUFFICIENT_QTY,
              "error_422_subpenny_limit_price.json": ERR_SUBPENNY,
              "error_422_patch_qty_must_be_integer.json": ERR_QTY_INTEGER}
     for name, body in pairs.items():
@@ -650,13 +338,15 @@ REJECTIONS = [
 
 @pytest.mark.parametrize("kw,reason,hint", REJECTIONS, ids=["buying-power", "short", "subpenny"])
 def test_business_rejection_is_not_retried(fake, broker, sleeps, caplog, kw, reason, hint):
-    caplog.set_level(logging.ERROR, logger="mltrader.live.alpaca")
+    caplog.set_level(logging.INFO, logger="mltrader.live.alpaca")
     with pytest.raises(OrderRejected) as info:
         broker.submit(req("mlt-no", **kw))
     assert reason in str(info.value) and hint in str(info.value)
     assert "mlt-no" in str(info.value)
     assert fake.count("POST", ORDERS) == 1 and sleeps == [] and fake.orders == {}
+    # raised, so not logged as a warning too (the caller reports it: one line per fault)
     assert "mlt-no" in caplog.text and reason in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_shorting_allowed_when_enabled(fake, broker):
@@ -754,3 +444,167 @@ def test_secrets_never_in_messages_or_logs(fake, sleeps, caplog):
     assert "***" in blob  # the echoed headers reached a message, scrubbed
     assert KEY not in blob and SECRET not in blob
     assert "mlt-leak" in caplog.text  # faults are logged, with the client order id
+
+
+# ---- protective exits: OCO (take-profit limit + stop leg), take-profit alone, plain stop
+def exit_req(cid="mlt-exit", side="sell", qty=5, stop=110.0, take=130.0, symbol="AAPL"):
+    return OrderRequest(client_order_id=cid, symbol=symbol, side=side, qty=qty, type="stop",
+                        time_in_force="gtc", stop_price=stop, take_profit=take)
+
+
+def posted(fake, cid):
+    return [b for m, p, _, b in fake.requests if (m, p) == ("POST", ORDERS)
+            and b.get("client_order_id") == cid]
+
+
+def test_stop_with_take_profit_goes_as_one_oco_order(fake, broker):
+    order = broker.submit(exit_req())
+    (body,) = posted(fake, "mlt-exit")
+    assert body["order_class"] == "oco" and body["type"] == "limit"
+    assert body["take_profit"] == {"limit_price": 130.0}
+    assert body["stop_loss"] == {"stop_price": 110.0}
+    assert "stop_price" not in body and "limit_price" not in body  # Alpaca's documented shape
+    assert (body["side"], body["qty"], body["time_in_force"]) == ("sell", 5.0, "gtc")
+    parent = fake.by_cid("mlt-exit")
+    (leg,) = fake.legs(parent["id"])
+    assert (leg["type"], leg["stop_price"], leg["status"]) == ("stop", "110", "held")
+    assert (order.client_order_id, order.broker_id, order.type, order.stop_price,
+            order.limit_price, order.qty, order.status) == (
+        "mlt-exit", parent["id"], "stop", 110.0, 130.0, 5, "new")
+    # one order under one id everywhere: the leg never shows up on its own
+    assert [(o.client_order_id, o.stop_price) for o in broker.open_orders()] == [
+        ("mlt-exit", 110.0)]
+    fresh = AlpacaBroker(KEY, SECRET, url_override=fake.url, timeout=0.3)
+    assert [o.client_order_id for o in fresh.open_orders()] == ["mlt-exit"]
+    got = fresh.get_order("mlt-exit")  # by client order id (no legs there), then nested
+    assert (got.type, got.stop_price, got.limit_price, got.broker_id) == (
+        "stop", 110.0, 130.0, parent["id"])
+    assert [u.event for u in broker.updates()] == ["new"]
+
+
+def test_stop_leg_fills_in_two_parts_as_one_order(fake, broker):
+    fake.positions[0]["qty"] = "10"
+    order = broker.submit(exit_req(qty=10))
+    broker.updates()
+    (leg,) = fake.legs(order.broker_id)
+    fake.fill(leg["id"], 4, 109.9)  # the stop triggered: the take-profit is cancelled
+    assert fake.orders[order.broker_id]["status"] == "canceled"
+    (up,) = broker.updates()
+    assert (up.event, up.order.status, up.order.filled_qty) == (
+        "partial_fill", "partially_filled", 4)
+    assert (up.fill.client_order_id, up.fill.qty, up.fill.price, up.fill.side,
+            up.fill.fill_id) == ("mlt-exit", 4, 109.9, "sell", f"{order.broker_id}:4")
+    fake.fill(leg["id"], 6, 109.8)
+    (up,) = broker.updates()
+    assert (up.event, up.order.status, up.fill.qty, up.fill.fill_id) == (
+        "fill", "filled", 6, f"{order.broker_id}:10")
+    assert up.fill.price == pytest.approx(109.8)
+    assert up.order.avg_fill_price == pytest.approx(109.84)
+    assert broker.fills("mlt-exit")[0].fill_id == f"{order.broker_id}:10"  # same ids
+    assert list(broker.updates()) == [] and broker.get_order("mlt-exit").done
+
+
+def test_take_profit_leg_fill_ends_the_oco(fake, broker):
+    order = broker.submit(exit_req())
+    fake.fill(order.broker_id, 5, 130.0)
+    (leg,) = fake.legs(order.broker_id)
+    assert leg["status"] == "canceled"
+    got = [(u.event, u.order.status) for u in broker.updates()]
+    assert got == [("new", "filled"), ("fill", "filled")]
+    assert broker.get_order("mlt-exit").avg_fill_price == 130.0
+
+
+def test_replace_moves_the_stop_leg_only(fake, broker, sleeps):
+    order = broker.submit(exit_req())
+    (leg,) = fake.legs(order.broker_id)
+    moved = broker.replace("mlt-exit", qty=5, stop_price=115.004)
+    assert fake.count("PATCH", f"{ORDERS}/{leg['id']}") == 1
+    assert fake.count("PATCH", f"{ORDERS}/{order.broker_id}") == 0  # the take-profit stays
+    patch = next(b for m, p, _, b in fake.requests if m == "PATCH")
+    assert patch == {"stop_price": 115.0, "client_order_id": "mlt-exit-sl1"}
+    assert leg["status"] == "replaced"
+    (new_leg,) = fake.legs(order.broker_id)
+    assert new_leg["stop_price"] == "115" and new_leg["replaces"] == leg["id"]
+    assert (moved.client_order_id, moved.broker_id, moved.stop_price, moved.limit_price) == (
+        "mlt-exit", order.broker_id, 115.0, 130.0)
+    again = broker.replace("mlt-exit", qty=5, stop_price=118.0)  # the next leg: -sl2
+    assert fake.legs(order.broker_id)[0]["client_order_id"] == "mlt-exit-sl2"
+    assert again.stop_price == 118.0
+    assert [o.client_order_id for o in broker.open_orders()] == ["mlt-exit"]
+    n = fake.count("PATCH", f"{ORDERS}/{new_leg['id']}")
+    assert broker.replace("mlt-exit", qty=5, stop_price=118.0).stop_price == 118.0
+    assert fake.count("PATCH", f"{ORDERS}/{new_leg['id']}") == n  # unchanged: not sent
+    with pytest.raises(BrokerError, match="cannot resize an OCO"):
+        broker.replace("mlt-exit", qty=7, stop_price=119.0)
+    assert sum(1 for m, *_ in fake.requests if m == "PATCH") == 2 and sleeps == []
+
+
+def test_stop_leg_replace_dropped_after_accept_is_not_sent_twice(fake, broker, sleeps):
+    order = broker.submit(exit_req())
+    (leg,) = fake.legs(order.broker_id)
+    fake.fault("PATCH", f"{ORDERS}/{leg['id']}", "drop_after")
+    moved = broker.replace("mlt-exit", stop_price=112.0)
+    assert fake.count("PATCH", f"{ORDERS}/{leg['id']}") == 1 and sleeps == [0.5]
+    assert moved.stop_price == 112.0 and len(fake.orders) == 3  # parent, old and new leg
+
+
+def test_cancel_oco_cancels_both_legs(fake, broker):
+    order = broker.submit(exit_req())
+    broker.updates()
+    broker.cancel("mlt-exit")
+    assert fake.count("DELETE", f"{ORDERS}/{order.broker_id}") == 1
+    assert {o["status"] for o in fake.orders.values()} == {"canceled"}
+    assert [(u.event, u.order.status) for u in broker.updates()] == [("canceled",
+                                                                      "cancelled")]
+    assert broker.open_orders() == []
+
+
+def test_oco_dropped_after_accept_is_found_not_resent(fake, broker, sleeps):
+    fake.fault("POST", ORDERS, "drop_after")
+    order = broker.submit(exit_req())
+    assert fake.posts("mlt-exit") == 1 and len(fake.orders) == 2  # parent + leg, once
+    assert (order.type, order.stop_price, order.limit_price) == ("stop", 110.0, 130.0)
+    assert sleeps == [0.5]
+
+
+@pytest.mark.parametrize("side,stop,take", [("sell", 0.0, 130.0), ("buy", 1e12, 90.0)],
+                         ids=["long", "short"])
+def test_take_profit_alone_is_a_plain_limit_order(fake, broker, side, stop, take):
+    fake.shorting_enabled = True
+    order = broker.submit(exit_req(side=side, stop=stop, take=take))
+    (body,) = posted(fake, "mlt-exit")
+    assert (body["type"], body["limit_price"], body["side"]) == ("limit", take, side)
+    assert not {"order_class", "stop_price", "take_profit", "stop_loss"} & set(body)
+    assert (order.type, order.limit_price, order.stop_price) == ("limit", take, None)
+    with pytest.raises(BrokerError, match="no stop price"):  # the runner then re-places
+        broker.replace("mlt-exit", stop_price=100.0)
+    assert fake.count("PATCH", f"{ORDERS}/{order.broker_id}") == 0
+
+
+def test_plain_stop_stays_a_stop_and_exit_prices_are_on_the_tick(fake, broker):
+    order = broker.submit(OrderRequest("mlt-stop", "AAPL", "sell", 5, "stop", "gtc",
+                                       stop_price=109.876))
+    (body,) = posted(fake, "mlt-stop")
+    assert (body["type"], body["stop_price"]) == ("stop", 109.88)
+    assert "order_class" not in body and order.type == "stop"
+    broker.submit(exit_req("mlt-tick", stop=95.123, take=130.4567))
+    (body,) = posted(fake, "mlt-tick")
+    assert body["stop_loss"] == {"stop_price": 95.12}
+    assert body["take_profit"] == {"limit_price": 130.46}
+
+
+def test_take_profit_on_the_wrong_side_is_refused_before_sending(fake, broker):
+    with pytest.raises(OrderRejected, match="must lie above the stop"):
+        broker.submit(exit_req(stop=110.0, take=100.0))
+    assert fake.count("POST", ORDERS) == 0
+
+
+@pytest.mark.parametrize("header,slept", [("2", 2.0), ("120", 30.0)],
+                         ids=["honoured", "capped"])
+def test_retry_after_is_honoured(fake, broker, sleeps, caplog, header, slept):
+    caplog.set_level(logging.WARNING, logger="mltrader.live.alpaca")
+    fake.fault("GET", "/v2/account", f"429:{header}")
+    assert broker.account().equity == 103820.56
+    assert sleeps == [slept] and fake.count("GET", "/v2/account") == 2
+    (line,) = caplog.records
+    assert "429" in line.getMessage() and f"Retry-After {header}s" in line.getMessage()

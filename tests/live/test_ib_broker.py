@@ -9,7 +9,9 @@ objects. Its other methods (ack, execute, commission, reject, drop, ...) play TW
 ib_async's wrapper: they change those objects the way ib_async does (status and log entries
 with error codes, fills appended to `trade.fills`, the commission report updated in place,
 and on reconnect a fresh session: new Trade/Fill objects, completed orders without orderId,
-executions re-sent).
+executions re-sent; an execution of an order in an OCA group (ocaType 1) cancels the
+group's other working orders; `fail_refs` / `reject_refs` lose or refuse the placement of
+one orderRef).
 
 Values are modelled on tests' fixtures/ib (printed objects from the ib_async and ib_insync
 ordering notebooks, BSD-2-Clause): execIds like '00004466.598e7df4.01.01', permIds,
@@ -87,6 +89,8 @@ class FakeIB:
         self.on_sleep: list = []
         self.auto_ack = True
         self.place_fault: str | None = None  # "before" / "after" the order reached TWS
+        self.fail_refs: dict[str, int] = {}  # orderRef -> placements lost with the socket
+        self.reject_refs: dict[str, tuple[int, str]] = {}  # orderRef -> TWS's refusal
         self.next_order_id = 23
         self.next_perm = 1710981560
         self.known = {"AAPL": 265598, "IWM": 9579970}
@@ -124,8 +128,12 @@ class FakeIB:
     def placeOrder(self, contract, order):
         self._need()
         self.placed.append(order)
-        if self.place_fault == "before":
-            self.place_fault, self.connected = None, False
+        if self.place_fault == "before" or self.fail_refs.get(order.orderRef, 0) > 0:
+            if self.place_fault == "before":
+                self.place_fault = None
+            else:
+                self.fail_refs[order.orderRef] -= 1
+            self.connected = False
             raise ConnectionError("Not connected")
         for trade in self.trades_:
             if order.orderId and trade.order is order:  # a modification, as in ib_async
@@ -141,7 +149,10 @@ class FakeIB:
         if self.place_fault == "after":  # sent, then the socket died
             self.place_fault, self.connected = None, False
             raise ConnectionError("Socket disconnect")
-        if self.auto_ack:
+        if order.orderRef in self.reject_refs:
+            code, text = self.reject_refs[order.orderRef]
+            self.on_sleep.append(lambda: self.reject(trade, code, text))
+        elif self.auto_ack:
             self.on_sleep.append(lambda: self.ack(trade))
         return trade
 
@@ -271,6 +282,11 @@ class FakeIB:
                                            f"Fill {float(shares)}@{price}"))
             done = prior + shares >= trade.order.totalQuantity
             self._status(trade, "Filled" if done else trade.orderStatus.status)
+            group = trade.order.ocaGroup  # ocaType 1: a fill cancels the rest of the group
+            for other in self.trades_ if group else []:
+                if other is not trade and other.order.ocaGroup == group and \
+                        other.orderStatus.status not in OrderStatus.DoneStates:
+                    self._status(other, "Cancelled")
         if commission is not None:
             self.commission(exec_id, commission)
         return fill
@@ -778,3 +794,152 @@ def test_account_without_values_is_an_error():
     broker, _ = make()
     with pytest.raises(BrokerError, match="NetLiquidation"):
         broker.account()
+
+
+# ----------------------------------------------------------------------- protective exits
+def exit_req(cid="mlt-exit-AAPL", side="sell", qty=100.0, stop=150.0, take=170.0):
+    return OrderRequest(client_order_id=cid, symbol="AAPL", side=side, qty=qty, type="stop",
+                        time_in_force="gtc", stop_price=stop, take_profit=take)
+
+
+def test_stop_with_take_profit_is_an_oca_pair_reported_as_one_order():
+    broker, fake = make()
+    cid = "mlt-exit-AAPL"
+    order = broker.submit(exit_req(cid))
+    stop, take = fake.placed
+    assert (stop.orderType, stop.action, stop.totalQuantity, stop.auxPrice, stop.orderRef,
+            stop.ocaGroup, stop.ocaType, stop.tif) == (
+        "STP", "SELL", 100.0, 150.0, cid, cid, 1, "GTC")
+    assert (take.orderType, take.action, take.totalQuantity, take.lmtPrice, take.orderRef,
+            take.ocaGroup, take.ocaType, take.tif) == (
+        "LMT", "SELL", 100.0, 170.0, f"{cid}-tp", cid, 1, "GTC")
+    assert (order.client_order_id, order.type, order.stop_price, order.limit_price,
+            order.qty, order.status) == (cid, "stop", 150.0, 170.0, 100.0, "new")
+    assert order.broker_id == str(fake.trade(cid).order.permId)
+    assert [(o.client_order_id, o.limit_price) for o in broker.open_orders()] == [(cid, 170.0)]
+    assert events(broker) == [("new", None)]
+    # a restarted process finds both legs by orderRef: nothing is placed again
+    fake.drop()
+    again, _ = make(fake)
+    assert again.submit(exit_req(cid)).limit_price == 170.0 and len(fake.placed) == 2
+    assert [o.client_order_id for o in again.open_orders()] == [cid]
+
+
+def test_take_profit_leg_fills_in_parts_under_the_exit_id():
+    broker, fake = make()
+    cid = "mlt-exit-AAPL"
+    broker.submit(exit_req(cid))
+    events(broker)
+    take = fake.trade(f"{cid}-tp")
+    fake.execute(take, 40, 170.0, "00004466.598e7df4.01.01", commission=1.0)
+    assert fake.trade(cid).orderStatus.status == "Cancelled"  # OCA: the stop leg is gone
+    [update] = broker.updates()
+    assert (update.event, update.order.status, update.order.filled_qty) == (
+        "partial_fill", "partially_filled", 40)
+    assert (update.fill.client_order_id, update.fill.qty, update.fill.price,
+            update.fill.side) == (cid, 40, 170.0, "sell")
+    fake.execute(take, 60, 170.1, "00004466.598e7df5.01.01", commission=1.0)
+    [update] = broker.updates()
+    assert (update.event, update.order.status, update.fill.qty) == ("fill", "filled", 60)
+    order = broker.get_order(cid)
+    assert order.avg_fill_price == pytest.approx(170.06) and order.done
+    assert [f.fill_id for f in broker.fills(cid)] == ["00004466.598e7df4.01.01",
+                                                      "00004466.598e7df5.01.01"]
+    assert events(broker) == []
+
+
+def test_stop_leg_fill_cancels_the_take_profit():
+    broker, fake = make()
+    cid = "mlt-exit-AAPL"
+    broker.submit(exit_req(cid))
+    fake.execute(fake.trade(cid), 100, 149.9, "0003.cc.01.01", commission=1.0)
+    assert fake.trade(f"{cid}-tp").orderStatus.status == "Cancelled"
+    assert [(e, u.order.status) for e, u in
+            ((u.event, u) for u in broker.updates())] == [("new", "filled"),
+                                                          ("fill", "filled")]
+    assert broker.get_order(cid).avg_fill_price == 149.9
+
+
+def test_replace_moves_the_stop_leg_and_resizes_both():
+    broker, fake = make()
+    cid = "mlt-exit-AAPL"
+    broker.submit(exit_req(cid))
+    stop, take = fake.placed
+    moved = broker.replace(cid, qty=100, stop_price=152.004)
+    assert len(fake.placed) == 3 and fake.placed[2] is stop  # the stop leg, in place
+    assert stop.auxPrice == 152.0 and take.lmtPrice == 170.0
+    assert (moved.stop_price, moved.limit_price, moved.qty) == (152.0, 170.0, 100.0)
+    resized = broker.replace(cid, qty=80, stop_price=152.0)
+    assert fake.placed[3:] == [stop, take]  # both legs keep one size
+    assert (stop.totalQuantity, take.totalQuantity, resized.qty) == (80.0, 80.0, 80.0)
+    assert fake.trade(cid).log[-1].message == "Modify"
+    broker.replace(cid, qty=80, stop_price=152.0)
+    assert len(fake.placed) == 5  # nothing changed: nothing sent
+
+
+def test_cancel_exit_cancels_both_legs():
+    broker, fake = make()
+    cid = "mlt-exit-AAPL"
+    broker.submit(exit_req(cid))
+    events(broker)
+    broker.cancel(cid)
+    assert fake.cancelled == [fake.trade(cid).order, fake.trade(f"{cid}-tp").order]
+    assert [(u.event, u.order.status) for u in broker.updates()] == [("canceled",
+                                                                      "cancelled")]
+    broker.cancel(cid)
+    assert len(fake.cancelled) == 2
+
+
+@pytest.mark.parametrize("side,stop,take,action", [("sell", 0.0, 170.0, "SELL"),
+                                                    ("buy", 1e12, 140.0, "BUY")],
+                         ids=["long", "short"])
+def test_take_profit_alone_is_one_limit_order(side, stop, take, action):
+    broker, fake = make()
+    cid = "mlt-tp-only"
+    order = broker.submit(exit_req(cid, side=side, stop=stop, take=take))
+    (placed,) = fake.placed
+    assert (placed.orderType, placed.action, placed.lmtPrice, placed.orderRef,
+            placed.ocaGroup) == ("LMT", action, take, cid, "")
+    assert (order.type, order.limit_price, order.stop_price) == ("limit", take, None)
+    with pytest.raises(BrokerError, match="no stop price"):
+        broker.replace(cid, stop_price=150.0)
+
+
+def test_exit_prices_on_the_tick_and_plain_stop_stays_single():
+    broker, fake = make()
+    broker.submit(req("mlt-stop", side="sell", qty=5, type="stop", stop_price=150.126))
+    broker.submit(exit_req("mlt-tick", stop=150.123, take=170.4567))
+    plain, stop, take = fake.placed
+    assert (plain.orderType, plain.auxPrice, plain.ocaGroup) == ("STP", 150.13, "")
+    assert (stop.auxPrice, take.lmtPrice) == (150.12, 170.46)
+    with pytest.raises(OrderRejected, match="must lie above the stop"):
+        broker.submit(exit_req("mlt-wrong", stop=150.0, take=140.0))
+    assert len(fake.placed) == 3
+
+
+def test_lost_take_profit_leg_is_placed_at_the_next_updates(caplog):
+    broker, fake = make(max_reconnects=1)
+    cid = "mlt-exit-AAPL"
+    fake.fail_refs[f"{cid}-tp"] = 2  # the connection dies twice while placing it
+    with caplog.at_level(logging.ERROR, logger="mltrader.live.ib"):
+        order = broker.submit(exit_req(cid))
+    assert "take-profit leg was not placed" in caplog.text
+    assert (order.type, order.stop_price, order.limit_price) == ("stop", 150.0, None)
+    assert [o.orderRef for o in fake.placed] == [cid, f"{cid}-tp", f"{cid}-tp"]
+    assert [u.event for u in broker.updates()] == ["new"]  # ... and the leg is placed now
+    assert [o.orderRef for o in fake.placed][-1] == f"{cid}-tp"
+    assert broker.get_order(cid).limit_price == 170.0
+    broker.updates()
+    assert len(fake.placed) == 4  # once
+
+
+def test_refused_stop_leg_cancels_the_take_profit_and_raises():
+    broker, fake = make()
+    cid = "mlt-exit-AAPL"
+    fake.reject_refs[cid] = (201, REJECT_201)
+    with pytest.raises(OrderRejected, match="stop leg: IB error 201"):
+        broker.submit(exit_req(cid))
+    assert fake.cancelled == [fake.trade(f"{cid}-tp").order]
+    fake.sleep(0)
+    order = broker.get_order(cid)
+    assert order.status == "rejected" and "201" in order.reason

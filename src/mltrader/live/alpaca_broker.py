@@ -13,12 +13,28 @@ Safety rules this module keeps:
   none, so a stalled socket would block forever).
 - `replace` keeps the caller's client order id: the replacement order is sent with the id
   `<id>-r<n>` and everything the adapter returns about it carries the original id.
+- A 429 with a Retry-After header waits at least that long (capped at `max_backoff`).
+- Logging: one WARNING per failed request that is retried (naming the call, the client
+  order id and the fault); what the adapter raises it does not log above INFO (the caller
+  reports it), so every fault leaves one line, not two.
+
+Protective exits (`OrderRequest.type == "stop"` with `take_profit`): sent as ONE Alpaca OCO
+order (`order_class=oco`: a limit order, the take-profit leg, `take_profit.limit_price`, with
+the stop leg `stop_loss.stop_price` under `legs`). Both legs are reported as one domain
+`Order` under the caller's client order id (type "stop", `stop_price` of the stop leg,
+`limit_price` of the take-profit leg, fills of both legs summed). A stop that cannot trigger
+(0 for a sell, >= 1e11 for a buy) carries a take-profit alone: a plain limit order is sent.
+`replace(cid, stop_price=...)` of an OCO PATCHes its stop leg (a new quantity cannot be
+given to an OCO in place: BrokerError, cancel and place a new one). Multi-leg orders are
+always read nested (`nested=true`), so a leg never shows up as an order of its own. Stop
+and take-profit prices of exits are rounded to Alpaca's tick ($0.01, $0.0001 below $1).
 
 `updates()` polls: it compares the orders this adapter submitted or has seen with the last
 state it saw and emits `OrderUpdate`s (new, partial_fill, fill, canceled, rejected,
 expired, replaced). Each newly filled quantity becomes a `Fill` whose `fill_id` is
 `<broker order id>:<cumulative filled qty>`, so a replay (e.g. after a restart) produces
-the same ids and a journal that dedups on `fill_id` never counts a fill twice.
+the same ids and a journal that dedups on `fill_id` never counts a fill twice. `fills(cid)`
+gives the same ids for what an order has filled so far (the runner's `reconcile` uses it).
 """
 
 from __future__ import annotations
@@ -30,6 +46,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from enum import Enum
 from typing import Any
 
@@ -94,6 +111,11 @@ _HINTS: tuple[tuple[str, str], ...] = (
 )
 _MAX_CID = 128  # Alpaca's limit on client_order_id
 _REPLACED_SUFFIX = re.compile(r"^(?P<root>.+)-r(?P<n>\d+)$")
+_STOP_LEG_SUFFIX = re.compile(r"-sl(?P<n>\d+)$")
+_NEVER_BUY_STOP = 1e11  # a buy stop at or above this cannot trigger (a take-profit alone)
+_OPEN_RAW = frozenset({"new", "accepted", "accepted_for_bidding", "pending_new", "held",
+                       "partially_filled", "pending_cancel", "pending_replace", "suspended",
+                       "pending_review", "done_for_day", "calculated", "stopped"})
 
 
 @dataclass(frozen=True)
@@ -101,6 +123,7 @@ class _Fault:
     kind: str  # transient | not_found | duplicate | rejected | auth | other
     text: str
     status: int | None = None
+    retry_after: float | None = None  # seconds, from a Retry-After header
 
 
 @dataclass
@@ -162,6 +185,51 @@ def _hint(message: str) -> str:
     return "check the order against Alpaca's rules (symbol, side, qty, price, time in force)"
 
 
+def _tick(price: float) -> float:
+    """A price on Alpaca's tick: $0.01, or $0.0001 below $1 (sub-penny prices are refused)."""
+    if price >= 1:
+        return round(round(price * 100) / 100, 2)
+    return round(round(price * 10_000) / 10_000, 4)
+
+
+def _exit_kind(request: OrderRequest) -> str:
+    """plain | oco (stop + take-profit) | take_profit (the stop cannot trigger: TP alone)."""
+    if request.type != "stop" or request.take_profit is None:
+        return "plain"
+    stop = request.stop_price
+    if stop is None or (request.side == "sell" and stop <= 0) or (
+            request.side == "buy" and stop >= _NEVER_BUY_STOP):
+        return "take_profit"
+    return "oco"
+
+
+def _retry_after(response: Any) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), else None."""
+    headers = getattr(response, "headers", None)
+    value = headers.get("Retry-After") if headers is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        pass
+    try:
+        when = parsedate_to_datetime(str(value))
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, (pd.Timestamp(when) - pd.Timestamp.now(tz="UTC")).total_seconds())
+
+
+def _is_oco(raw: Any) -> bool:
+    return (_s(_f(raw, "order_class")) or "").lower() == "oco"
+
+
+def _raw_status(raw: Any) -> str:
+    return (_s(_f(raw, "status")) or "").lower()
+
+
 class AlpacaBroker:
     """`Broker` for Alpaca (paper by default). See the module docstring for the rules."""
 
@@ -209,6 +277,8 @@ class AlpacaBroker:
         self._seen: dict[str, _Seen] = {}
         self._root: dict[str, str] = {}
         self._current: dict[str, str] = {}
+        self._legs: dict[str, str] = {}  # broker id of an OCO leg -> its parent's broker id
+        self._cancelling: set[str] = set()  # client order ids this adapter asked to cancel
 
     def __repr__(self) -> str:
         mode = "paper" if self.paper else "LIVE"
@@ -262,7 +332,10 @@ class AlpacaBroker:
             message = message[:300]
             text = f"HTTP {status}: {message}" if status else message
             if status is None or status in (408, 429) or status >= 500:
-                return _Fault("transient", text, status)
+                wait = _retry_after(getattr(exc, "response", None)) if status else None
+                if wait is not None:
+                    text += f" (Retry-After {wait:g}s)"
+                return _Fault("transient", text, status, wait)
             if "client_order_id must be unique" in message.lower():
                 return _Fault("duplicate", text, status)
             if status == 404:
@@ -304,8 +377,9 @@ class AlpacaBroker:
         who = f" {cid}" if cid else ""
         extra = (" The order may or may not be at Alpaca; submitting the same client order id "
                  "again is safe (it is looked up first)." if op == "submit" else "")
-        log.error("alpaca %s%s: giving up after %d failed attempts (last: %s)", op, who,
-                  failures, fault.text)
+        # the caller reports what is raised: INFO here keeps it to one line per fault
+        log.info("alpaca %s%s: giving up after %d failed attempts (last: %s)", op, who,
+                 failures, fault.text)
         return TransientBrokerError(f"alpaca {op}{who}: failed {failures} times in a row "
                                     f"(last: {fault.text}); Alpaca unreachable or overloaded, "
                                     f"try again later.{extra}")
@@ -316,6 +390,8 @@ class AlpacaBroker:
         if failures > self.max_retries:
             return False
         delay = self._delay(failures)
+        if fault.retry_after is not None:  # the server said how long: at least that
+            delay = min(self.max_backoff, max(delay, fault.retry_after))
         log.warning("alpaca %s%s: %s (attempt %d of %d); retrying in %.2fs", op, who,
                     fault.text, failures, self.max_retries + 1, delay)
         self._sleep(delay)
@@ -332,7 +408,7 @@ class AlpacaBroker:
             if fault.kind == "not_found" and none_if_missing:
                 return None
             if fault.kind != "transient":
-                log.error("alpaca %s%s: %s", op, f" {cid}" if cid else "", fault.text)
+                log.info("alpaca %s%s: %s", op, f" {cid}" if cid else "", fault.text)
                 raise self._error(op, cid, fault)
             failures += 1
             if not self._retry_wait(op, cid, failures, fault):
@@ -351,6 +427,54 @@ class AlpacaBroker:
         return cid
 
     def _to_order(self, raw: Any) -> Order:
+        legs = _f(raw, "legs") or []
+        if _is_oco(raw) and legs:
+            return self._oco_order(raw, legs)
+        return self._plain_order(raw)
+
+    @staticmethod
+    def _stop_leg(legs: Iterable[Any]) -> Any:
+        """The working stop leg of an OCO (a replaced leg is history), else the last one."""
+        legs = list(legs or [])
+        stops = [leg for leg in legs
+                 if (_s(_f(leg, "type")) or _s(_f(leg, "order_type")) or "").lower()
+                 in ("stop", "stop_limit")] or legs
+        live = [leg for leg in stops if _raw_status(leg) != "replaced"]
+        return (live or stops)[-1] if stops else None
+
+    def _oco_order(self, raw: Any, legs: list[Any]) -> Order:
+        """An OCO (the take-profit limit order with its stop leg) as ONE domain order."""
+        tp = self._plain_order(raw)
+        leg_raw = self._stop_leg(legs)
+        sl = self._plain_order(leg_raw)
+        parts = (tp, sl)
+        qty = tp.qty or sl.qty
+        filled = tp.filled_qty + sl.filled_qty
+        working = [o for o in parts if o.status not in FINAL_STATUSES]
+        if qty and filled >= qty - 1e-9:
+            status = "filled"
+        elif working:
+            status = "partially_filled" if filled > 0 else working[0].status
+            if working[0] is sl and _raw_status(leg_raw) == "held":
+                status = "partially_filled" if filled > 0 else "accepted"
+        elif filled > 0:  # one leg filled in part, then it ended (cancel, day end)
+            ended = tp if tp.filled_qty > 0 else sl
+            status = ended.status if ended.status in ("cancelled", "expired") else "cancelled"
+        else:
+            ends = {o.status for o in parts}
+            status = next((x for x in ("rejected", "expired") if x in ends), "cancelled")
+        notional = sum(o.filled_qty * (o.avg_fill_price or 0.0) for o in parts)
+        done = [o for o in parts if o.done and o.reason]
+        return Order(
+            client_order_id=tp.client_order_id, broker_id=tp.broker_id, symbol=tp.symbol,
+            side=tp.side, qty=qty, filled_qty=filled, status=status, type="stop",
+            avg_fill_price=notional / filled if filled > 0 else None,
+            limit_price=tp.limit_price, stop_price=sl.stop_price,
+            submitted_at=tp.submitted_at,
+            reason="; ".join(f"{'take-profit' if o is tp else 'stop'} leg {o.reason}"
+                             for o in done) if status in FINAL_STATUSES else "")
+
+    def _plain_order(self, raw: Any) -> Order:
         qty = _num(_f(raw, "qty"))
         filled = _num(_f(raw, "filled_qty")) or 0.0
         raw_status = (_s(_f(raw, "status")) or "").lower()
@@ -395,6 +519,10 @@ class AlpacaBroker:
         bid = _s(_f(raw, "id")) or ""
         if root is not None and bid:
             self._root[bid] = root
+        for leg in (_f(raw, "legs") or []) if _is_oco(raw) else []:
+            leg_id = _s(_f(leg, "id"))
+            if leg_id and bid:
+                self._legs[leg_id] = bid
         order = self._to_order(raw)
         if bid:
             self._root.setdefault(bid, order.client_order_id)
@@ -404,12 +532,14 @@ class AlpacaBroker:
         return order
 
     def _request_model(self, request: OrderRequest) -> Any:
-        from alpaca.trading.enums import OrderSide, TimeInForce
+        from alpaca.trading.enums import OrderClass, OrderSide, TimeInForce
         from alpaca.trading.requests import (
             LimitOrderRequest,
             MarketOrderRequest,
             StopLimitOrderRequest,
+            StopLossRequest,
             StopOrderRequest,
+            TakeProfitRequest,
         )
 
         common = dict(symbol=request.symbol, qty=request.qty,
@@ -421,12 +551,44 @@ class AlpacaBroker:
         if request.type == "limit":
             return LimitOrderRequest(**common, limit_price=request.limit_price)
         if request.type == "stop":
-            return StopOrderRequest(**common, stop_price=request.stop_price)
+            kind = _exit_kind(request)
+            if kind == "take_profit":  # the stop cannot trigger: the take-profit alone
+                return LimitOrderRequest(**common, limit_price=_tick(request.take_profit))
+            stop = _tick(request.stop_price)  # type: ignore[arg-type]
+            if kind == "plain":
+                return StopOrderRequest(**common, stop_price=stop)
+            take = _tick(request.take_profit)  # type: ignore[arg-type]
+            if (take <= stop) if request.side == "sell" else (take >= stop):
+                where = "above" if request.side == "sell" else "below"
+                raise ValueError(f"the take-profit {take:g} must lie {where} the stop {stop:g} "
+                                 f"of a {request.side} exit")
+            # Alpaca's OCO: a limit order (the take-profit leg) plus the stop-loss leg
+            return LimitOrderRequest(**common, order_class=OrderClass.OCO,
+                                     take_profit=TakeProfitRequest(limit_price=take),
+                                     stop_loss=StopLossRequest(stop_price=stop))
         if request.type == "stop_limit":
             return StopLimitOrderRequest(**common, limit_price=request.limit_price,
                                          stop_price=request.stop_price)
         raise OrderRejected(f"alpaca submit {request.client_order_id}: order type "
                             f"{request.type!r} not supported")
+
+    @staticmethod
+    def _nested() -> Any:
+        from alpaca.trading.requests import GetOrderByIdRequest
+
+        return GetOrderByIdRequest(nested=True)
+
+    def _by_id(self, bid: str) -> Any:
+        """GET /v2/orders/{id} with multi-leg orders rolled up under `legs`."""
+        return self._client.get_order_by_id(bid, self._nested())
+
+    def _full(self, raw: Any, op: str, cid: str) -> Any:
+        """An OCO read without its legs (by client order id) read again, nested."""
+        if raw is None or not _is_oco(raw) or _f(raw, "legs"):
+            return raw
+        bid = _s(_f(raw, "id")) or ""
+        nested = self._call(op, lambda: self._by_id(bid), cid, none_if_missing=True)
+        return raw if nested is None else nested
 
     # ------------------------------------------------------------------ Broker API
 
@@ -460,36 +622,55 @@ class AlpacaBroker:
         from alpaca.trading.enums import QueryOrderStatus
         from alpaca.trading.requests import GetOrdersRequest
 
-        query = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500)
+        query = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500, nested=True)
         raws = self._call("open_orders", lambda: self._client.get_orders(query)) or []
-        return [self._remember(raw) for raw in raws]
+        return [self._remember(raw) for raw in raws
+                if (_s(_f(raw, "id")) or "") not in self._legs]  # a leg is its parent's
 
     def _current_raw(self, cid: str, op: str) -> Any:
         """The broker's latest order for a client order id, following replacements."""
         bid = self._current.get(cid)
         if bid:
-            raw = self._call(op, lambda: self._client.get_order_by_id(bid), cid,
-                             none_if_missing=True)
+            raw = self._call(op, lambda: self._by_id(bid), cid, none_if_missing=True)
         else:
             raw = None
         if raw is None:
             raw = self._call(op, lambda: self._client.get_order_by_client_id(cid), cid,
                              none_if_missing=True)
+            raw = self._full(raw, op, cid)
         if raw is not None:
             self._root.setdefault(_s(_f(raw, "id")) or "", cid)
         for _ in range(50):
-            if raw is None or (_s(_f(raw, "status")) or "") != "replaced":
+            if raw is None or _raw_status(raw) != "replaced":
                 break
             nxt = _s(_f(raw, "replaced_by"))
             if not nxt:
                 break
-            raw = self._call(op, lambda n=nxt: self._client.get_order_by_id(n), cid)
+            raw = self._call(op, lambda n=nxt: self._by_id(n), cid)
             self._root[_s(_f(raw, "id")) or ""] = cid
         return raw
 
     def get_order(self, client_order_id: str) -> Order | None:
         raw = self._current_raw(client_order_id, "get_order")
         return None if raw is None else self._remember(raw, root=client_order_id)
+
+    def fills(self, client_order_id: str) -> list[Fill]:
+        """What the order has filled so far, as the fills `updates()` reports (the same
+        `<broker id>:<cumulative qty>` ids), so a journal that missed them (a crash) can
+        take them without counting any twice."""
+        cid = client_order_id
+        raw = self._current_raw(cid, "fills")
+        if raw is None:
+            return []
+        order = self._remember(raw, root=cid)
+        if order.filled_qty <= 0:
+            return []
+        return [Fill(client_order_id=cid, broker_id=order.broker_id,
+                     fill_id=f"{order.broker_id}:{_fmt_qty(order.filled_qty)}",
+                     symbol=order.symbol, side=order.side, qty=order.filled_qty,
+                     price=round(order.avg_fill_price or 0.0, 6),
+                     commission=_num(_f(raw, "commission")) or 0.0,
+                     time=self._filled_at(raw) or self._when(raw))]
 
     def submit(self, request: OrderRequest) -> Order:
         cid = request.client_order_id
@@ -500,7 +681,7 @@ class AlpacaBroker:
             payload = None
             payload_error = self._scrub(exc).splitlines()[0][:200]
         if payload is None:
-            log.error("alpaca submit %s: invalid request: %s", cid, payload_error)
+            log.info("alpaca submit %s: invalid request: %s", cid, payload_error)
             raise OrderRejected(f"alpaca submit {cid}: invalid order ({payload_error})")
         failures = 0
         look_first = False
@@ -508,8 +689,9 @@ class AlpacaBroker:
             if look_first:
                 raw, fault = self._once(lambda: self._client.get_order_by_client_id(cid))
                 if fault is None:
-                    log.warning("alpaca submit %s: Alpaca already has this order (the failed "
-                                "attempt reached it); not sending it again", cid)
+                    log.info("alpaca submit %s: Alpaca already has this order (the failed "
+                             "attempt reached it); not sending it again", cid)
+                    raw = self._full(raw, "submit (lookup)", cid)
                     return self._checked(request, self._remember(raw, root=cid))
                 if fault.kind == "not_found":
                     look_first = False
@@ -519,11 +701,11 @@ class AlpacaBroker:
                         raise self._give_up("submit", cid, failures, fault)
                     continue
                 else:
-                    log.error("alpaca submit %s: lookup failed: %s", cid, fault.text)
+                    log.info("alpaca submit %s: lookup failed: %s", cid, fault.text)
                     raise self._error("submit", cid, fault)
             raw, fault = self._once(lambda: self._client.submit_order(payload))
             if fault is None:
-                return self._remember(raw, root=cid)
+                return self._remember(self._full(raw, "submit", cid), root=cid)
             if fault.kind == "duplicate":
                 log.warning("alpaca submit %s: client order id already used at Alpaca; "
                             "returning that order instead of sending a second one", cid)
@@ -532,15 +714,16 @@ class AlpacaBroker:
                 if raw is None:
                     raise BrokerError(f"alpaca submit {cid}: Alpaca says the client order id "
                                       "is taken but cannot find it; use a new id")
+                raw = self._full(raw, "submit (lookup)", cid)
                 return self._checked(request, self._remember(raw, root=cid))
             if fault.kind == "rejected":
                 hint = _hint(fault.text)
-                log.error("alpaca submit %s: rejected (HTTP %s): %s", cid, fault.status,
-                          fault.text)
+                log.info("alpaca submit %s: rejected (HTTP %s): %s", cid, fault.status,
+                         fault.text)
                 raise OrderRejected(f"alpaca rejected {cid} ({request.side} {request.qty:g} "
                                     f"{request.symbol}): {fault.text}; {hint}")
             if fault.kind != "transient":
-                log.error("alpaca submit %s: %s", cid, fault.text)
+                log.info("alpaca submit %s: %s", cid, fault.text)
                 raise self._error("submit", cid, fault)
             failures += 1
             if not self._retry_wait("submit", cid, failures, fault):
@@ -558,6 +741,7 @@ class AlpacaBroker:
         return order
 
     def cancel(self, client_order_id: str) -> None:
+        """Cancel an order (an OCO exit: its parent, which takes the stop leg with it)."""
         cid = client_order_id
         raw = self._current_raw(cid, "cancel")
         if raw is None:
@@ -569,6 +753,7 @@ class AlpacaBroker:
             return
         bid = order.broker_id
         failures = 0
+        self._cancelling.add(cid)
         while True:
             _, fault = self._once(lambda: self._client.cancel_order_by_id(bid))
             if fault is None:
@@ -576,18 +761,18 @@ class AlpacaBroker:
             if fault.kind in ("rejected", "not_found") or (
                     fault.kind == "transient" and failures >= self.max_retries):
                 # 422 "not cancelable", or unsure: look at the order before deciding
-                now = self._call("cancel", lambda: self._client.get_order_by_id(bid), cid)
+                now = self._call("cancel", lambda: self._by_id(bid), cid)
                 state = self._to_order(now)
                 if state.done or state.status == "pending":
                     log.info("alpaca cancel %s: order is %s (%s)", cid, state.status,
                              fault.text)
                     return
                 if fault.kind != "transient":
-                    log.error("alpaca cancel %s: %s", cid, fault.text)
+                    log.info("alpaca cancel %s: %s", cid, fault.text)
                     raise BrokerError(f"alpaca cancel {cid}: {fault.text}; the order is "
                                       f"still {state.status}")
             elif fault.kind != "transient":
-                log.error("alpaca cancel %s: %s", cid, fault.text)
+                log.info("alpaca cancel %s: %s", cid, fault.text)
                 raise self._error("cancel", cid, fault)
             failures += 1
             if not self._retry_wait("cancel", cid, failures, fault):
@@ -611,6 +796,14 @@ class AlpacaBroker:
         if current.done:
             raise BrokerError(f"alpaca replace {cid}: the order is {current.status}, "
                               "nothing to replace")
+        if _is_oco(raw) and _f(raw, "legs"):
+            return self._replace_stop_leg(cid, raw, current, qty, limit_price, stop_price)
+        if limit_price is not None and current.type not in ("limit", "stop_limit"):
+            raise BrokerError(f"alpaca replace {cid}: a {current.type} order has no limit "
+                              "price; cancel it and place a new one")
+        if stop_price is not None and current.type not in ("stop", "stop_limit"):
+            raise BrokerError(f"alpaca replace {cid}: a {current.type} order has no stop "
+                              "price; cancel it and place a new one")
         match = _REPLACED_SUFFIX.match(_s(_f(raw, "client_order_id")) or "")
         n = int(match.group("n")) + 1 if match and _f(raw, "replaces") else 1
         suffix = f"-r{n}"
@@ -619,6 +812,43 @@ class AlpacaBroker:
                                    limit_price=limit_price, stop_price=stop_price,
                                    client_order_id=new_cid)
         bid = current.broker_id
+        return self._replaced(bid, self._patch(cid, bid, body, new_cid), cid)
+
+    def _replace_stop_leg(self, cid: str, raw: Any, current: Order, qty: float | None,
+                          limit_price: float | None, stop_price: float | None) -> Order:
+        """Move the stop of an OCO exit: PATCH its stop_loss leg (the parent stays)."""
+        from alpaca.trading.requests import ReplaceOrderRequest
+
+        if limit_price is not None:
+            raise BrokerError(f"alpaca replace {cid}: the take-profit of an OCO exit is not "
+                              "moved in place; cancel it and place a new one")
+        if qty is not None and abs(qty - current.qty) > 1e-9:
+            raise BrokerError(f"alpaca replace {cid}: Alpaca cannot resize an OCO exit in "
+                              f"place ({current.qty:g} -> {qty:g}); cancel it and place a "
+                              "new one")
+        leg = self._stop_leg(_f(raw, "legs"))
+        if leg is None or _raw_status(leg) not in _OPEN_RAW:
+            state = _raw_status(leg) if leg is not None else "missing"
+            raise BrokerError(f"alpaca replace {cid}: the stop leg of this OCO is {state}; "
+                              "nothing to move")
+        if stop_price is None or abs(_tick(stop_price) - (current.stop_price or 0.0)) < 1e-9:
+            return current  # unchanged (Alpaca would answer 422 "parameters are not changed")
+        match = _STOP_LEG_SUFFIX.search(_s(_f(leg, "client_order_id")) or "")
+        suffix = f"-sl{int(match.group('n')) + 1 if match else 1}"
+        new_cid = cid[:_MAX_CID - len(suffix)] + suffix
+        body = ReplaceOrderRequest(stop_price=_tick(stop_price), client_order_id=new_cid)
+        leg_bid = _s(_f(leg, "id")) or ""
+        parent = current.broker_id
+        new_leg = self._patch(cid, leg_bid, body, new_cid)
+        new_leg_id = _s(_f(new_leg, "id")) or ""
+        if new_leg_id:
+            self._legs[new_leg_id] = parent
+        fresh = self._call("replace", lambda: self._by_id(parent), cid)
+        return self._remember(fresh, root=cid)
+
+    def _patch(self, cid: str, bid: str, body: Any, new_cid: str) -> Any:
+        """PATCH /v2/orders/{bid}, bounded retries; after a fault, the replacement's own
+        client order id is looked up first, so it is never sent twice."""
         failures = 0
         look_first = False
         while True:
@@ -626,9 +856,9 @@ class AlpacaBroker:
                 found, fault = self._once(
                     lambda: self._client.get_order_by_client_id(new_cid))
                 if fault is None:
-                    log.warning("alpaca replace %s: the replacement already reached Alpaca; "
-                                "not sending it again", cid)
-                    return self._replaced(bid, found, cid)
+                    log.info("alpaca replace %s: the replacement already reached Alpaca; "
+                             "not sending it again", cid)
+                    return found
                 if fault.kind == "transient":
                     failures += 1
                     if not self._retry_wait("replace (lookup)", cid, failures, fault):
@@ -638,18 +868,17 @@ class AlpacaBroker:
                     raise self._error("replace", cid, fault)
             new, fault = self._once(lambda: self._client.replace_order_by_id(bid, body))
             if fault is None:
-                return self._replaced(bid, new, cid)
+                return new
             if fault.kind == "duplicate":
-                found = self._call("replace", lambda: self._client.get_order_by_client_id(
+                return self._call("replace", lambda: self._client.get_order_by_client_id(
                     new_cid), cid)
-                return self._replaced(bid, found, cid)
             if fault.kind == "rejected":
-                log.error("alpaca replace %s: rejected (HTTP %s): %s", cid, fault.status,
-                          fault.text)
+                log.info("alpaca replace %s: rejected (HTTP %s): %s", cid, fault.status,
+                         fault.text)
                 raise OrderRejected(f"alpaca rejected the replacement of {cid}: {fault.text}; "
                                     f"{_hint(fault.text)}")
             if fault.kind != "transient":
-                log.error("alpaca replace %s: %s", cid, fault.text)
+                log.info("alpaca replace %s: %s", cid, fault.text)
                 raise self._error("replace", cid, fault)
             failures += 1
             if not self._retry_wait("replace", cid, failures, fault):
@@ -671,7 +900,7 @@ class AlpacaBroker:
                    if not seen.announced or seen.status not in FINAL_STATUSES]
         if not pending:
             return []
-        query = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500)
+        query = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500, nested=True)
         raws = self._call("updates", lambda: self._client.get_orders(query)) or []
         open_by_id = {_s(_f(r, "id")): r for r in raws}
         events: list[OrderUpdate] = []
@@ -684,16 +913,17 @@ class AlpacaBroker:
             done.add(bid)
             raw = open_by_id.get(bid)
             if raw is None:
-                raw = self._call("updates", lambda b=bid: self._client.get_order_by_id(b),
+                raw = self._call("updates", lambda b=bid: self._by_id(b),
                                  self._root.get(bid, ""), none_if_missing=True)
                 if raw is None:
                     log.warning("alpaca updates: order %s (%s) no longer found at Alpaca", bid,
                                 self._root.get(bid, "?"))
                     self._seen.pop(bid, None)
                     continue
+            self._remember(raw)  # legs of an OCO belong to it
             events.extend(self._diff(bid, raw))
             nxt = _s(_f(raw, "replaced_by"))
-            if (_s(_f(raw, "status")) or "") == "replaced" and nxt and nxt not in done:
+            if _raw_status(raw) == "replaced" and nxt and nxt not in done:
                 root = self._root.get(bid) or self._root_of(raw)
                 self._root[nxt] = root
                 self._current[root] = nxt
@@ -701,11 +931,25 @@ class AlpacaBroker:
                 queue.append(nxt)
         return events
 
+    @staticmethod
+    def _times(raw: Any, field: str) -> list[pd.Timestamp]:
+        out = [_ts(_f(raw, field))]
+        out += [_ts(_f(leg, field)) for leg in (_f(raw, "legs") or [])]
+        return [t for t in out if t is not None]
+
+    def _when(self, raw: Any) -> pd.Timestamp:
+        """When the order (or a leg of it) last changed."""
+        times = self._times(raw, "updated_at") or self._times(raw, "filled_at")
+        return max(times) if times else pd.Timestamp.now(tz="UTC")
+
+    def _filled_at(self, raw: Any) -> pd.Timestamp | None:
+        times = self._times(raw, "filled_at")
+        return max(times) if times else None
+
     def _diff(self, bid: str, raw: Any) -> list[OrderUpdate]:
         order = self._to_order(raw)
         prev = self._seen.get(bid) or _Seen("", 0.0, None, 0.0, announced=False)
-        when = (_ts(_f(raw, "updated_at")) or _ts(_f(raw, "filled_at"))
-                or pd.Timestamp.now(tz="UTC"))
+        when = self._when(raw)
         events: list[OrderUpdate] = []
         if not prev.announced and order.status not in ("pending", "rejected"):
             events.append(OrderUpdate(order=order, event="new", time=when))
@@ -717,19 +961,29 @@ class AlpacaBroker:
             price = avg
             if prev.filled > 0 and prev.avg:
                 price = (order.filled_qty * avg - prev.filled * prev.avg) / delta
-            fill_time = (_ts(_f(raw, "filled_at")) if order.status == "filled" else None) or when
+            fill_time = (self._filled_at(raw) if order.status == "filled" else None) or when
             fill = Fill(client_order_id=order.client_order_id, broker_id=bid,
                         fill_id=f"{bid}:{_fmt_qty(order.filled_qty)}", symbol=order.symbol,
                         side=order.side, qty=round(delta, 9), price=round(price, 6),
                         commission=round(max(0.0, commission - prev.commission), 6),
                         time=fill_time)
             event = "fill" if order.status == "filled" else "partial_fill"
+            if event == "partial_fill":
+                log.info("alpaca order %s: partially filled, %s of %s (+%s at %.4f)",
+                         order.client_order_id, _fmt_qty(order.filled_qty),
+                         _fmt_qty(order.qty), _fmt_qty(delta), price)
             events.append(OrderUpdate(order=order, event=event, fill=fill, time=fill_time))
             prev.filled, prev.avg, prev.commission = order.filled_qty, avg, commission
         if order.status != prev.status and order.status in _STATUS_EVENT:
             events.append(OrderUpdate(order=order, event=_STATUS_EVENT[order.status],
                                       time=when))
             prev.announced = True
+            cid = order.client_order_id
+            if order.status != "replaced" and cid not in self._cancelling:
+                # Alpaca ended it on its own (day end, a rejection after acceptance, ...)
+                log.warning("alpaca order %s: %s at Alpaca with %s of %s filled (%s)", cid,
+                            _STATUS_EVENT[order.status], _fmt_qty(order.filled_qty),
+                            _fmt_qty(order.qty), order.reason or "no reason given")
         prev.status = order.status
         self._seen[bid] = prev
         return events

@@ -36,10 +36,25 @@ is not counted a second time: it is logged for manual reconciliation.
 Connection loss: every call checks the connection and reconnects, at most `max_reconnects`
 attempts with exponential backoff, then raises TransientBrokerError. No ib_async exception
 type ever leaves the adapter.
+
+Protective exits (`OrderRequest.type == "stop"` with `take_profit`): two IB orders in one
+OCA group (`ocaGroup` = the client order id, `ocaType` 1: a fill of one cancels the other,
+with overfill protection): the stop leg (orderRef = the client order id) and the
+take-profit limit leg (orderRef = client order id + "-tp"). Both are ONE domain `Order`
+under the client order id (type "stop", `stop_price` of the stop leg, `limit_price` of the
+take-profit leg, their fills summed and reported under the client order id). The stop leg
+is placed first; a take-profit leg that cannot be placed (connection) is placed again at
+the next `updates()` (the stop protects the position meanwhile); a leg IB rejects at once
+cancels the other and the submit raises OrderRejected. A stop that cannot trigger (0 for a
+sell, >= 1e11 for a buy) carries a take-profit alone: one limit order (orderRef = the client
+order id). `replace(cid, qty=..., stop_price=...)` modifies the stop leg in place (and the
+take-profit leg's quantity with it). Exit prices are rounded to the tick ($0.01, $0.0001
+below $1). `fills(cid)` lists an order's executions (both legs) for the runner's reconcile.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -77,6 +92,9 @@ _WARNING_CODES = frozenset({105, 110, 165, 321, 329, 399, 404, 434, 492, 10167})
 # errors that go with a cancel (ours or IB's), not with a refused order
 _CANCEL_CODES = frozenset({202, 10147, 10148, 161})
 _STATUS_EVENT = {"cancelled": "canceled", "rejected": "rejected", "expired": "expired"}
+_FINAL = frozenset({"filled", "cancelled", "rejected", "expired", "replaced"})
+TP_SUFFIX = "-tp"  # orderRef of an OCA exit's take-profit leg: <client order id>-tp
+_NEVER_BUY_STOP = 1e11  # a buy stop at or above this cannot trigger (a take-profit alone)
 _ORDER_TYPES = {"MKT": "market", "LMT": "limit", "STP": "stop", "STP LMT": "stop_limit"}
 _LOG_ERROR = re.compile(r"^(?:Error|Warning) (-?\d+), reqId -?\d+: (.*?)(?:, contract: .*)?$",
                         re.DOTALL)
@@ -145,6 +163,53 @@ def _is_warning(code: int) -> bool:
     return code in _WARNING_CODES or 2100 <= code < 2200
 
 
+def _tick(price: float) -> float:
+    """A US stock price on IB's minimum price variation: $0.01, or $0.0001 below $1."""
+    if price >= 1:
+        return round(round(price * 100) / 100, 2)
+    return round(round(price * 10_000) / 10_000, 4)
+
+
+def _exit_kind(request: OrderRequest) -> str:
+    """plain | oca (stop + take-profit) | take_profit (the stop cannot trigger: TP alone)."""
+    if request.type != "stop" or request.take_profit is None:
+        return "plain"
+    stop = request.stop_price
+    if stop is None or (request.side == "sell" and stop <= 0) or (
+            request.side == "buy" and stop >= _NEVER_BUY_STOP):
+        return "take_profit"
+    return "oca"
+
+
+def merge_exit_legs(cid: str, stop: Order, take: Order) -> Order:
+    """An OCA exit's two legs (stop, take-profit) as one domain order under `cid`."""
+    parts = (stop, take)
+    qty = stop.qty or take.qty
+    filled = stop.filled_qty + take.filled_qty
+    working = [o for o in parts if o.status not in _FINAL]
+    if qty and filled >= qty - 1e-9:
+        status = "filled"
+    elif working:
+        status = "partially_filled" if filled > 0 else working[0].status
+    elif filled > 0:  # one leg filled in part, then it ended
+        ended = stop if stop.filled_qty > 0 else take
+        status = ended.status if ended.status in ("cancelled", "expired") else "cancelled"
+    else:
+        ends = {o.status for o in parts}
+        status = next((x for x in ("rejected", "expired") if x in ends), "cancelled")
+    notional = sum(o.filled_qty * (o.avg_fill_price or 0.0) for o in parts)
+    reason = ""
+    if status in _FINAL:
+        reason = "; ".join(f"{'stop' if o is stop else 'take-profit'} leg: {o.reason}"
+                           for o in parts if o.reason)
+    return Order(client_order_id=cid, broker_id=stop.broker_id, symbol=stop.symbol,
+                 side=stop.side, qty=qty, filled_qty=filled, status=status, type="stop",
+                 avg_fill_price=round(notional / filled, 6) if filled > 0 else None,
+                 limit_price=take.limit_price, stop_price=stop.stop_price,
+                 submitted_at=stop.submitted_at or take.submitted_at, reason=reason,
+                 commission=stop.commission + take.commission)
+
+
 class IBBroker:
     """`Broker` for Interactive Brokers through TWS / IB Gateway. See the module docstring."""
 
@@ -200,6 +265,7 @@ class IBBroker:
         self._emitted_bases: dict[str, str] = {}  # execId base -> execId reported
         self._first_seen: dict[str, float] = {}
         self._late_warned: set[str] = set()
+        self._tp_missing: dict[str, OrderRequest] = {}  # OCA exits whose TP leg is not placed
         self._subscribed = False
         self._subscribe()
 
@@ -419,17 +485,28 @@ class IBBroker:
                 out.setdefault(ex.execId, fill)
         return list(out.values())
 
+    def _ref_fills(self, cid: str) -> list[Any]:
+        """Executions of a client order id (both legs of an OCA exit) known to ib_async or
+        found by reqExecutions, one per execId, in arrival order."""
+        refs = (cid, cid + TP_SUFFIX)
+        out: dict[str, Any] = {}
+        for fill in (list(self._call("fills", self._ib.fills, cid) or [])
+                     + list(self._exec_cache.values())):
+            if fill.execution.orderRef in refs:
+                out.setdefault(fill.execution.execId, fill)
+        return list(out.values())
+
     def _executions_lookup(self, cid: str) -> list[Any]:
         """Fills with this orderRef known to ib_async, else (once per connection) asked of
         TWS with reqExecutions: an order completed before this session may only be there."""
-        fills = self._fills_for(cid, None)
+        fills = self._ref_fills(cid)
         if fills or self._exec_synced:
             return fills
         found = self._call("executions", self._ib.reqExecutions, cid) or []
         self._exec_synced = True
         for fill in found:
             self._exec_cache.setdefault(fill.execution.execId, fill)
-        return self._fills_for(cid, None)
+        return self._ref_fills(cid)
 
     def _unique_fills(self, fills: list[Any]) -> list[Any]:
         """Drop execution corrections (a second execId with an already-seen base)."""
@@ -577,11 +654,30 @@ class IBBroker:
             track.request = request
         return track
 
+    def _legs(self, cid: str) -> tuple[Any, Any]:
+        """(the trade with orderRef `cid`, its OCA take-profit leg (orderRef `cid`-tp) or
+        None). The leg is found by its orderRef alone: TWS may rewrite ocaGroup strings."""
+        return self._find_trade(cid), self._find_trade(cid + TP_SUFFIX)
+
+    def _view(self, cid: str, main: Any, take: Any) -> tuple[Order, list[Any]]:
+        """One domain order and its executions from the trade(s) of a client order id."""
+        fills = self._fills_for(cid, main) if main is not None else []
+        if take is None:
+            return self._to_order(cid, main, fills), fills
+        take_fills = self._fills_for(cid + TP_SUFFIX, take)
+        take_order = self._to_order(cid + TP_SUFFIX, take, take_fills)
+        if main is None:  # the stop leg is not listed (any more): the take-profit alone
+            return dataclasses.replace(take_order, client_order_id=cid), take_fills
+        merged = merge_exit_legs(cid, self._to_order(cid, main, fills), take_order)
+        both = sorted(fills + take_fills, key=lambda f: _ts(f.execution.time)
+                      or pd.Timestamp.min.tz_localize("UTC"))
+        return merged, both
+
     def _state(self, cid: str) -> Order | None:
         """The current view of one order (None: IB knows nothing under this id)."""
-        trade = self._find_trade(cid)
-        if trade is not None:
-            return self._to_order(cid, trade, self._fills_for(cid, trade))
+        main, take = self._legs(cid)
+        if main is not None or take is not None:
+            return self._view(cid, main, take)[0]
         fills = self._executions_lookup(cid)
         return self._order_from_fills(cid, fills) if fills else None
 
@@ -600,13 +696,15 @@ class IBBroker:
         self._contracts[symbol] = contract
         return contract
 
-    def _ib_order(self, request: OrderRequest) -> Any:
+    def _ib_order(self, request: OrderRequest, leg: str = "") -> Any:
+        """The ib_async order for a request; an OCA exit's `leg` is "stop" or "take_profit"."""
         from ib_async import LimitOrder, MarketOrder, StopLimitOrder, StopOrder
 
         action = "BUY" if request.side == "buy" else "SELL"
         qty = float(round(request.qty))
-        common: dict[str, Any] = dict(orderRef=request.client_order_id,
-                                      tif=request.time_in_force.upper(), transmit=True)
+        cid = request.client_order_id
+        common: dict[str, Any] = dict(orderRef=cid, tif=request.time_in_force.upper(),
+                                      transmit=True)
         if self._account_id:
             common["account"] = self._account_id
         if request.type == "market":
@@ -614,7 +712,15 @@ class IBBroker:
         if request.type == "limit":
             return LimitOrder(action, qty, request.limit_price, **common)
         if request.type == "stop":
-            return StopOrder(action, qty, request.stop_price, **common)
+            kind = _exit_kind(request)
+            if kind == "take_profit":  # the stop cannot trigger: the take-profit alone
+                return LimitOrder(action, qty, _tick(request.take_profit), **common)
+            if kind == "oca":
+                common.update(ocaGroup=cid, ocaType=1)  # 1: cancel the others, with block
+                if leg == "take_profit":
+                    common["orderRef"] = cid + TP_SUFFIX
+                    return LimitOrder(action, qty, _tick(request.take_profit), **common)
+            return StopOrder(action, qty, _tick(request.stop_price), **common)
         if request.type == "stop_limit":
             return StopLimitOrder(action, qty, request.limit_price, request.stop_price,
                                   **common)
@@ -687,12 +793,23 @@ class IBBroker:
 
     def open_orders(self) -> list[Order]:
         out = []
+        roots: set[str] = set()
         for trade in self._call("open_orders", self._ib.openTrades) or []:
-            bid = self._broker_id(trade.order.permId, trade.order.orderId)
-            cid = trade.order.orderRef or f"ib:{bid}"
-            if trade.order.orderRef:
-                self._track(cid)
-            out.append(self._to_order(cid, trade, self._fills_for(cid, trade)))
+            ref = trade.order.orderRef or ""
+            root = ref[:-len(TP_SUFFIX)] if ref.endswith(TP_SUFFIX) else ref  # a TP leg: its exit
+            if not root:
+                bid = self._broker_id(trade.order.permId, trade.order.orderId)
+                out.append(self._to_order(f"ib:{bid}", trade, self._fills_for(f"ib:{bid}",
+                                                                               trade)))
+                continue
+            if root in roots:
+                continue
+            roots.add(root)
+            self._track(root)
+            main, take = self._legs(root)
+            if main is None and take is None:  # pragma: no cover - listed a moment ago
+                main = trade
+            out.append(self._view(root, main, take)[0])
         return out
 
     def get_order(self, client_order_id: str) -> Order | None:
@@ -701,27 +818,113 @@ class IBBroker:
             self._track(client_order_id)
         return order
 
+    def fills(self, client_order_id: str) -> list[Fill]:
+        """The executions of an order (both legs of an OCA exit), execution corrections
+        left out, as `Fill`s (fill_id = execId, as `updates()` reports them)."""
+        cid = client_order_id
+        main, take = self._legs(cid)
+        if main is None and take is None:
+            raw = self._executions_lookup(cid)
+            if not raw:
+                return []
+            order = self._order_from_fills(cid, raw)
+        else:
+            order, raw = self._view(cid, main, take)
+        return [self._to_fill(cid, order, f, self._commission(f) or 0.0)
+                for f in self._unique_fills(raw)]
+
     def submit(self, request: OrderRequest) -> Order:
         cid = request.client_order_id
         if abs(request.qty - round(request.qty)) > 1e-9:
             raise OrderRejected(f"ib submit {cid}: IB API stock orders need whole shares, got "
                                 f"{request.qty:g}")
+        kind = _exit_kind(request)
+        take_px, stop_px = request.take_profit or 0.0, request.stop_price or 0.0
+        if kind == "oca" and ((_tick(take_px) <= _tick(stop_px)) if request.side == "sell"
+                              else (_tick(take_px) >= _tick(stop_px))):
+            where = "above" if request.side == "sell" else "below"
+            raise OrderRejected(f"ib submit {cid}: the take-profit {request.take_profit:g} "
+                                f"must lie {where} the stop {request.stop_price:g} of a "
+                                f"{request.side} exit")
         existing = self._state(cid)
         if existing is not None:
             log.warning("ib submit %s: IB already has an order with this orderRef (%s, %s); "
                         "returning it instead of sending a second one", cid, existing.status,
                         existing.broker_id)
             self._track(cid, request)
+            if kind == "oca":
+                self._ensure_take_profit(cid, request)
             return self._checked(request, existing)
         contract = self._contract(request.symbol)
+        track = self._track(cid, request)
+        legs = [("stop", cid), ("take_profit", cid + TP_SUFFIX)] if kind == "oca" else [
+            ("", cid)]
+        for leg, ref in legs:
+            try:
+                trade = self._place(cid, ref, lambda lg=leg: self._ib_order(request, lg),
+                                    contract)
+            except TransientBrokerError as e:
+                if leg != "take_profit":
+                    raise
+                self._tp_missing[cid] = request
+                log.error("ib submit %s: the take-profit leg was not placed (%s); the stop "
+                          "leg protects the position alone until updates() places it", cid, e)
+                continue
+            if trade is None:  # the failed attempt reached IB
+                found = self._state(cid) if kind != "oca" else None
+                if found is not None:
+                    return self._checked(request, found)
+                continue
+            log.info("ib submit %s: %s %g %s %s%s sent (orderId %s)", cid, request.side,
+                     request.qty, request.symbol, request.type,
+                     f" ({leg.replace('_', '-')} leg)" if leg else "", trade.order.orderId)
+            self._await_ack(trade)
+        main, take = self._legs(cid)
+        if main is None and take is None:
+            raise TransientBrokerError(f"ib submit {cid}: sent, but TWS lists no order with "
+                                       "this orderRef yet; submitting it again is safe (it "
+                                       "is looked up first)")
+        order, _ = self._view(cid, main, take)
+        refused = [(name, o) for name, o in self._leg_orders(cid, main, take)
+                   if o.status == "rejected"]
+        if refused:
+            for t in (main, take):  # an exit is both legs or nothing
+                if t is not None and t.orderStatus.status not in _CANCELLED | {"Filled"}:
+                    self._call("cancel", lambda t=t: self._ib.cancelOrder(t.order), cid)
+            track.status, track.closed = "rejected", True
+            text = "; ".join(f"{name}: {o.reason or 'no reason given'}" for name, o in refused)
+            raise OrderRejected(f"ib rejected {cid} ({request.side} {request.qty:g} "
+                                f"{request.symbol}): {text}; {_hint(text)}")
+        if order.status == "pending":
+            log.warning("ib submit %s: no acknowledgement from TWS within %.1fs; updates() "
+                        "will report it", cid, self.ack_timeout)
+        return order
+
+    def _leg_orders(self, cid: str, main: Any, take: Any) -> list[tuple[str, Order]]:
+        out = []
+        if main is not None:
+            out.append(("stop leg" if take is not None else "order",
+                        self._to_order(cid, main, self._fills_for(cid, main))))
+        if take is not None:
+            ref = cid + TP_SUFFIX
+            out.append(("take-profit leg", self._to_order(ref, take,
+                                                          self._fills_for(ref, take))))
+        return out
+
+    def _place(self, cid: str, ref: str, make: Callable[[], Any], contract: Any) -> Any:
+        """Place one order (orderRef `ref`) with bounded reconnects; after a dropped
+        connection the ref is looked up before it is sent again. Returns its Trade, or None
+        when the failed attempt reached IB."""
         failures = 0
         while True:
-            order = self._ib_order(request)  # a fresh object per attempt (no stale orderId)
+            order = make()  # a fresh object per attempt (no stale orderId)
             self._ensure()
             trade, fault, transient = self._once(lambda o=order: self._ib.placeOrder(contract,
                                                                                      o))
             if fault is None:
-                break
+                if trade.order.orderId:
+                    self._oid_cid[trade.order.orderId] = ref
+                return trade
             if not transient:
                 log.error("ib submit %s: %s", cid, fault)
                 raise BrokerError(f"ib submit {cid}: {fault}")
@@ -734,28 +937,36 @@ class IBBroker:
                     "The order may or may not be at IB; submitting the same client order id "
                     "again is safe (it is looked up by orderRef first)")
             self._ensure()
-            found = self._state(cid)
-            if found is not None:
+            if self._find_trade(ref) is not None or any(
+                    f.execution.orderRef == ref for f in self._executions_lookup(cid)):
                 log.warning("ib submit %s: the failed attempt reached IB; not sending it "
                             "again", cid)
-                self._track(cid, request)
-                return self._checked(request, found)
-        track = self._track(cid, request)
-        if trade.order.orderId:
-            self._oid_cid[trade.order.orderId] = cid
-        log.info("ib submit %s: %s %g %s %s sent (orderId %s)", cid, request.side, request.qty,
-                 request.symbol, request.type, trade.order.orderId)
-        self._await_ack(trade)
-        order = self._to_order(cid, trade, self._fills_for(cid, trade))
-        if order.status == "rejected":
-            track.status, track.closed = "rejected", True
-            text = order.reason or "no reason given"
-            raise OrderRejected(f"ib rejected {cid} ({request.side} {request.qty:g} "
-                                f"{request.symbol}): {text}; {_hint(text)}")
-        if order.status == "pending":
-            log.warning("ib submit %s: no acknowledgement from TWS within %.1fs; updates() "
-                        "will report it", cid, self.ack_timeout)
-        return order
+                return None
+
+    def _ensure_take_profit(self, cid: str, request: OrderRequest) -> None:
+        """Place an OCA exit's missing take-profit leg while its stop leg works."""
+        main, take = self._legs(cid)
+        ref = cid + TP_SUFFIX
+        if main is None or take is not None \
+                or any(f.execution.orderRef == ref for f in self._ref_fills(cid)):
+            self._tp_missing.pop(cid, None)
+            return
+        if main.orderStatus.status in _CANCELLED | {"Filled"}:
+            self._tp_missing.pop(cid, None)
+            return
+        remaining = _num(main.orderStatus.remaining) or _num(main.order.totalQuantity)
+        leg_request = dataclasses.replace(request, qty=remaining or request.qty)
+        try:
+            trade = self._place(cid, ref, lambda: self._ib_order(leg_request, "take_profit"),
+                                main.contract)
+        except BrokerError as e:
+            self._tp_missing[cid] = request
+            log.warning("ib order %s: the take-profit leg is still not placed (%s)", cid, e)
+            return
+        self._tp_missing.pop(cid, None)
+        if trade is not None:
+            log.info("ib order %s: take-profit leg placed (orderId %s)", cid,
+                     trade.order.orderId)
 
     def _await_ack(self, trade: Any) -> None:
         """Give TWS a moment to acknowledge (or reject) a new order."""
@@ -778,39 +989,48 @@ class IBBroker:
         return order
 
     def cancel(self, client_order_id: str) -> None:
+        """Cancel an order (an OCA exit: both legs)."""
         cid = client_order_id
-        trade = self._find_trade(cid)
-        if trade is None:
+        main, take = self._legs(cid)
+        if main is None and take is None:
             if self._executions_lookup(cid):
                 log.info("ib cancel %s: nothing to cancel, the order has executed", cid)
                 return
             raise BrokerError(f"ib cancel {cid}: IB has no order with this client order id "
                               "(orderRef)")
         self._track(cid)
-        order = self._to_order(cid, trade, self._fills_for(cid, trade))
-        if order.done or trade.orderStatus.status == "PendingCancel":
+        order, _ = self._view(cid, main, take)
+        live = [t for t in (main, take) if t is not None
+                and t.orderStatus.status not in _CANCELLED | {"Filled", "PendingCancel"}]
+        if order.done or not live:
             log.info("ib cancel %s: nothing to cancel, order is %s", cid, order.status)
             return
-        self._call("cancel", lambda: self._ib.cancelOrder(trade.order), cid)
-        log.info("ib cancel %s: cancel sent (orderId %s)", cid, trade.order.orderId)
+        for trade in live:
+            self._call("cancel", lambda t=trade: self._ib.cancelOrder(t.order), cid)
+            log.info("ib cancel %s: cancel sent (orderId %s)", cid, trade.order.orderId)
 
     def replace(self, client_order_id: str, qty: float | None = None,
                 limit_price: float | None = None, stop_price: float | None = None) -> Order:
         """Modify the working order in place (same orderId and orderRef, so the client
-        order id stays)."""
+        order id stays). An OCA exit: the stop leg (stop price, quantity), the take-profit
+        leg's quantity with it (and its limit price when `limit_price` is given)."""
         cid = client_order_id
         if qty is None and limit_price is None and stop_price is None:
             raise BrokerError(f"ib replace {cid}: give qty, limit_price or stop_price")
         if qty is not None and (qty <= 0 or abs(qty - round(qty)) > 1e-9):
             raise OrderRejected(f"ib replace {cid}: qty must be a whole number > 0, got "
                                 f"{qty:g}")
-        trade = self._find_trade(cid)
-        if trade is None:
+        main, take = self._legs(cid)
+        if main is None and take is None:
             raise BrokerError(f"ib replace {cid}: IB has no order with this client order id")
-        current = self._to_order(cid, trade, self._fills_for(cid, trade))
+        current, _ = self._view(cid, main, take)
         if current.done:
             raise BrokerError(f"ib replace {cid}: the order is {current.status}, nothing to "
                               "replace")
+        self._track(cid)
+        if main is not None and take is not None:
+            return self._replace_exit(cid, main, take, qty, limit_price, stop_price)
+        trade = main if main is not None else take
         if limit_price is not None and current.type not in ("limit", "stop_limit"):
             raise BrokerError(f"ib replace {cid}: a {current.type} order has no limit price")
         if stop_price is not None and current.type not in ("stop", "stop_limit"):
@@ -822,15 +1042,43 @@ class IBBroker:
             ib_order.lmtPrice = limit_price
         if stop_price is not None:
             ib_order.auxPrice = stop_price
-        self._track(cid)
         self._call("replace", lambda: self._ib.placeOrder(trade.contract, ib_order), cid)
         log.info("ib replace %s: modification sent (orderId %s)", cid, ib_order.orderId)
-        return self._to_order(cid, trade, self._fills_for(cid, trade))
+        return self._view(cid, main, take)[0]
+
+    def _replace_exit(self, cid: str, main: Any, take: Any, qty: float | None,
+                      limit_price: float | None, stop_price: float | None) -> Order:
+        states = sorted({t.orderStatus.status for t in (main, take)})
+        if main.orderStatus.status in _CANCELLED | {"Filled"} or \
+                take.orderStatus.status in _CANCELLED | {"Filled"}:
+            raise BrokerError(f"ib replace {cid}: a leg of this exit has ended "
+                              f"({', '.join(states)}); nothing to move")
+        legs = []
+        stop_order = main.order
+        if stop_price is not None and abs(_tick(stop_price) - stop_order.auxPrice) > 1e-9:
+            stop_order.auxPrice = _tick(stop_price)
+            legs.append(main)
+        if qty is not None and abs(float(round(qty)) - stop_order.totalQuantity) > 1e-9:
+            stop_order.totalQuantity = float(round(qty))
+            take.order.totalQuantity = float(round(qty))
+            legs = [main, take]
+        if limit_price is not None and abs(_tick(limit_price) - take.order.lmtPrice) > 1e-9:
+            take.order.lmtPrice = _tick(limit_price)
+            legs.append(take)
+        once = [t for i, t in enumerate(legs) if all(t is not u for u in legs[:i])]
+        for trade in once:  # each modified leg once, the stop leg first
+            self._call("replace", lambda t=trade: self._ib.placeOrder(t.contract, t.order),
+                       cid)
+            log.info("ib replace %s: modification of the %s leg sent (orderId %s)", cid,
+                     "stop" if trade is main else "take-profit", trade.order.orderId)
+        return self._view(cid, main, take)[0]
 
     def updates(self) -> Iterable[OrderUpdate]:
         if not any(not t.closed for t in self._tracks.values()):
             return []
         self._pump()
+        for cid, request in list(self._tp_missing.items()):
+            self._ensure_take_profit(cid, request)
         events: list[OrderUpdate] = []
         for cid, track in list(self._tracks.items()):
             if not track.closed:
@@ -838,14 +1086,18 @@ class IBBroker:
         return events
 
     def _diff(self, cid: str, track: _Track) -> list[OrderUpdate]:
-        trade = self._find_trade(cid)
-        fills = self._fills_for(cid, trade) if trade is not None else self._fills_for(cid, None)
-        if trade is None and not fills:
-            return []
-        order = (self._to_order(cid, trade, fills) if trade is not None
-                 else self._order_from_fills(cid, fills))
+        main, take = self._legs(cid)
+        if main is None and take is None:
+            fills = self._ref_fills(cid)
+            if not fills:
+                return []
+            order = self._order_from_fills(cid, fills)
+        else:
+            order, fills = self._view(cid, main, take)
         now = pd.Timestamp.now(tz="UTC")
-        last_log = list(getattr(trade, "log", None) or []) if trade is not None else []
+        last_log = sorted((e for t in (main, take) if t is not None
+                           for e in (getattr(t, "log", None) or [])),
+                          key=lambda e: _ts(e.time) or now)
         status_time = (_ts(last_log[-1].time) if last_log else None) or now
         events: list[OrderUpdate] = []
         if not track.announced and order.status not in ("pending", "rejected"):

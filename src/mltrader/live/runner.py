@@ -31,6 +31,7 @@ and the journal lacks are adopted. A client order id the broker knows is never s
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -440,8 +441,13 @@ class Runner:
         self._deferred = []
         try:
             reqs = self._plan(time, row, equity, closes, held, sized.unit)
+            self._release_exits(reqs)
             sent = self._send(time, reqs)
-            sent += self._protect(time, held)
+            after = dict(held)  # held once the bar's orders fill: what to protect
+            for r in sent:
+                signed = r.qty if r.side == "buy" else -r.qty
+                after[r.symbol] = after.get(r.symbol, 0.0) + signed
+            sent += self._protect(time, {s: q for s, q in after.items() if abs(q) > _EPS})
             self.sent += sent
             for sym, c in closes.items():
                 self._last_close[sym] = float(c)
@@ -597,13 +603,28 @@ class Runner:
         self._journal(lambda j: j.update_order(order))
         return True
 
+    def _release_exits(self, reqs: list[OrderRequest]) -> None:
+        """Cancel the protective order of a position that an order of this bar sells (or
+        buys back) BEFORE that order is sent: a broker that holds the shares for the exit
+        refuses the order (Alpaca), one that does not may fill both (IB: a short)."""
+        for r in reqs:
+            ex = self._exit_orders.get(r.symbol)
+            if ex is not None and r.side == ex.get("side"):
+                self._cancel(ex["cid"])
+                del self._exit_orders[r.symbol]
+
     def _protect(self, time: pd.Timestamp, held: Mapping[str, float]) -> list[OrderRequest]:
-        """One protective order per position with the kernel's exit levels."""
+        """One protective order per position (as held once the bar's orders fill) with the
+        kernel's exit levels."""
         if not self.exits.active:
             return []
         sent: list[OrderRequest] = []
         for sym in sorted(set(held) | set(self._exit_orders)):
             plan = self.exits.plan(sym) if held.get(sym) else None
+            if plan is not None and plan.qty * held[sym] < 0:
+                plan = None  # the bar's order flips it: the new side is protected once filled
+            elif plan is not None and abs(plan.qty - held[sym]) > _EPS:
+                plan = dataclasses.replace(plan, qty=held[sym])
             have = self._exit_orders.get(sym)
             if plan is None:
                 if have is not None:
