@@ -126,6 +126,7 @@ class Runner:
         self._unconfirmed: dict[str, pd.Timestamp] = {}  # sent? the broker did not say
         self._deferred: list[Callable[[Journal], object]] | None = None
         self._fill_totals: dict[str, tuple[float, float, float]] = {}
+        self._order_views: dict[str, tuple[object, ...]] = {}
         self._last_close: dict[str, float] = {}
         self._eq_last = float(cfg.initial_cash)
         self._last_done: pd.Timestamp | None = None
@@ -332,11 +333,12 @@ class Runner:
                 for u in updates:
                     if u.fill is not None:
                         self._record_fill(u.fill, u.order)
-                    self.journal.update_order(u.order)
+                    self._update_order(u.order)
                     self._unconfirmed.pop(u.order.client_order_id, None)
                     self._forget_exit(u.order)
         except BaseException:
-            self._fill_totals.clear()  # rolled back: the cache may count what was not written
+            self._fill_totals.clear()  # rolled back: the caches may hold what was not written
+            self._order_views.clear()
             raise
         checkpoint("drained")
         for cid, bar in list(self._unconfirmed.items()):
@@ -355,6 +357,17 @@ class Runner:
             else:
                 self._recover_fills(order)
                 self.journal.update_order(order)
+
+    def _update_order(self, order: Order) -> None:
+        """Journal the broker's view of an order unless this runner journaled exactly that
+        view already (a broker echoes an accepted order as a "new" event)."""
+        assert self.journal is not None
+        view = (order.status, order.filled_qty, order.avg_fill_price, order.broker_id,
+                order.qty, order.limit_price, order.stop_price, order.reason)
+        if self._order_views.get(order.client_order_id) == view:
+            return
+        self.journal.update_order(order)
+        self._order_views[order.client_order_id] = view
 
     def _forget_exit(self, order: Order) -> None:
         if order.done:
@@ -453,6 +466,10 @@ class Runner:
                 self._last_close[sym] = float(c)
             self._eq_last = equity
             self._finish_bar(time, row, members, account.cash, equity)
+        except BaseException:
+            self._fill_totals.clear()  # a rolled-back write: the caches may be ahead of it
+            self._order_views.clear()
+            raise
         finally:
             self._flush()  # after a failure inside the bar: the answers still get journaled
         checkpoint("bar_done")
@@ -600,7 +617,7 @@ class Runner:
             return False
         checkpoint("submitted")
         self._unconfirmed.pop(cid, None)
-        self._journal(lambda j: j.update_order(order))
+        self._journal(lambda j: self._update_order(order))
         return True
 
     def _release_exits(self, reqs: list[OrderRequest]) -> None:
