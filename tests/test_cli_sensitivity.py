@@ -82,7 +82,7 @@ def test_paper_replays_a_config_into_a_journal(tmp_path):
         f"output_dir: {out}\n"))
     r = invoke("paper", "-c", cfg)
     assert r.exit_code == 0, r.output
-    assert "Replayed" in plain(r.stdout)
+    assert "replayed 379 bar(s)" in plain(r.stdout)
     db = run_dirs(out)[-1] / "journal.db"
     j = Journal(f"sqlite:///{db}")
     assert len(j.fills_for()) > 0 and len(j.audit_frame()) > 0
