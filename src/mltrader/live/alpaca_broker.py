@@ -63,6 +63,8 @@ from mltrader.live.broker import (
     OrderUpdate,
     Position,
     TransientBrokerError,
+    exit_kind,
+    us_tick,
 )
 
 log = logging.getLogger("mltrader.live.alpaca")
@@ -112,7 +114,6 @@ _HINTS: tuple[tuple[str, str], ...] = (
 _MAX_CID = 128  # Alpaca's limit on client_order_id
 _REPLACED_SUFFIX = re.compile(r"^(?P<root>.+)-r(?P<n>\d+)$")
 _STOP_LEG_SUFFIX = re.compile(r"-sl(?P<n>\d+)$")
-_NEVER_BUY_STOP = 1e11  # a buy stop at or above this cannot trigger (a take-profit alone)
 _OPEN_RAW = frozenset({"new", "accepted", "accepted_for_bidding", "pending_new", "held",
                        "partially_filled", "pending_cancel", "pending_replace", "suspended",
                        "pending_review", "done_for_day", "calculated", "stopped"})
@@ -185,22 +186,10 @@ def _hint(message: str) -> str:
     return "check the order against Alpaca's rules (symbol, side, qty, price, time in force)"
 
 
-def _tick(price: float) -> float:
-    """A price on Alpaca's tick: $0.01, or $0.0001 below $1 (sub-penny prices are refused)."""
-    if price >= 1:
-        return round(round(price * 100) / 100, 2)
-    return round(round(price * 10_000) / 10_000, 4)
-
-
 def _exit_kind(request: OrderRequest) -> str:
-    """plain | oco (stop + take-profit) | take_profit (the stop cannot trigger: TP alone)."""
-    if request.type != "stop" or request.take_profit is None:
-        return "plain"
-    stop = request.stop_price
-    if stop is None or (request.side == "sell" and stop <= 0) or (
-            request.side == "buy" and stop >= _NEVER_BUY_STOP):
-        return "take_profit"
-    return "oco"
+    """plain | oco (stop + take-profit) | take_profit (a take-profit alone)."""
+    kind = exit_kind(request)
+    return "oco" if kind == "bracket" else kind
 
 
 def _retry_after(response: Any) -> float | None:
@@ -553,11 +542,11 @@ class AlpacaBroker:
         if request.type == "stop":
             kind = _exit_kind(request)
             if kind == "take_profit":  # the stop cannot trigger: the take-profit alone
-                return LimitOrderRequest(**common, limit_price=_tick(request.take_profit))
-            stop = _tick(request.stop_price)  # type: ignore[arg-type]
+                return LimitOrderRequest(**common, limit_price=us_tick(request.take_profit))
+            stop = us_tick(request.stop_price)  # type: ignore[arg-type]
             if kind == "plain":
                 return StopOrderRequest(**common, stop_price=stop)
-            take = _tick(request.take_profit)  # type: ignore[arg-type]
+            take = us_tick(request.take_profit)  # type: ignore[arg-type]
             if (take <= stop) if request.side == "sell" else (take >= stop):
                 where = "above" if request.side == "sell" else "below"
                 raise ValueError(f"the take-profit {take:g} must lie {where} the stop {stop:g} "
@@ -831,12 +820,12 @@ class AlpacaBroker:
             state = _raw_status(leg) if leg is not None else "missing"
             raise BrokerError(f"alpaca replace {cid}: the stop leg of this OCO is {state}; "
                               "nothing to move")
-        if stop_price is None or abs(_tick(stop_price) - (current.stop_price or 0.0)) < 1e-9:
+        if stop_price is None or abs(us_tick(stop_price) - (current.stop_price or 0.0)) < 1e-9:
             return current  # unchanged (Alpaca would answer 422 "parameters are not changed")
         match = _STOP_LEG_SUFFIX.search(_s(_f(leg, "client_order_id")) or "")
         suffix = f"-sl{int(match.group('n')) + 1 if match else 1}"
         new_cid = cid[:_MAX_CID - len(suffix)] + suffix
-        body = ReplaceOrderRequest(stop_price=_tick(stop_price), client_order_id=new_cid)
+        body = ReplaceOrderRequest(stop_price=us_tick(stop_price), client_order_id=new_cid)
         leg_bid = _s(_f(leg, "id")) or ""
         parent = current.broker_id
         new_leg = self._patch(cid, leg_bid, body, new_cid)

@@ -47,6 +47,31 @@ def client_order_id(strategy: str, bar_time: pd.Timestamp, symbol: str, intent: 
     return f"mlt-{prefix}-{digest}"[:48]
 
 
+# A take-profit alone rides on a stop that cannot trigger: 0 for a long's sell stop, this or
+# more for a short's buy stop (the runner sends 1e12); brokers then send only the limit leg.
+UNTRIGGERABLE_BUY_STOP = 1e11
+
+
+def us_tick(price: float) -> float:
+    """A US stock price on the minimum tick: $0.01, or $0.0001 below $1 (brokers refuse
+    sub-penny prices); for the exit levels the runner computes."""
+    if price >= 1:
+        return round(round(price * 100) / 100, 2)
+    return round(round(price * 10_000) / 10_000, 4)
+
+
+def exit_kind(request: OrderRequest) -> Literal["plain", "bracket", "take_profit"]:
+    """How a broker must send an order: plain, a protective stop + take-profit pair
+    (one-cancels-other), or a take-profit alone (its stop cannot trigger)."""
+    if request.type != "stop" or request.take_profit is None:
+        return "plain"
+    stop = request.stop_price
+    if stop is None or (request.side == "sell" and stop <= 0) or (
+            request.side == "buy" and stop >= UNTRIGGERABLE_BUY_STOP):
+        return "take_profit"
+    return "bracket"
+
+
 @dataclass(frozen=True)
 class Account:
     cash: float

@@ -75,6 +75,8 @@ from mltrader.live.broker import (
     OrderUpdate,
     Position,
     TransientBrokerError,
+    exit_kind,
+    us_tick,
 )
 
 log = logging.getLogger("mltrader.live.ib")
@@ -94,7 +96,6 @@ _CANCEL_CODES = frozenset({202, 10147, 10148, 161})
 _STATUS_EVENT = {"cancelled": "canceled", "rejected": "rejected", "expired": "expired"}
 _FINAL = frozenset({"filled", "cancelled", "rejected", "expired", "replaced"})
 TP_SUFFIX = "-tp"  # orderRef of an OCA exit's take-profit leg: <client order id>-tp
-_NEVER_BUY_STOP = 1e11  # a buy stop at or above this cannot trigger (a take-profit alone)
 _ORDER_TYPES = {"MKT": "market", "LMT": "limit", "STP": "stop", "STP LMT": "stop_limit"}
 _LOG_ERROR = re.compile(r"^(?:Error|Warning) (-?\d+), reqId -?\d+: (.*?)(?:, contract: .*)?$",
                         re.DOTALL)
@@ -163,22 +164,10 @@ def _is_warning(code: int) -> bool:
     return code in _WARNING_CODES or 2100 <= code < 2200
 
 
-def _tick(price: float) -> float:
-    """A US stock price on IB's minimum price variation: $0.01, or $0.0001 below $1."""
-    if price >= 1:
-        return round(round(price * 100) / 100, 2)
-    return round(round(price * 10_000) / 10_000, 4)
-
-
 def _exit_kind(request: OrderRequest) -> str:
-    """plain | oca (stop + take-profit) | take_profit (the stop cannot trigger: TP alone)."""
-    if request.type != "stop" or request.take_profit is None:
-        return "plain"
-    stop = request.stop_price
-    if stop is None or (request.side == "sell" and stop <= 0) or (
-            request.side == "buy" and stop >= _NEVER_BUY_STOP):
-        return "take_profit"
-    return "oca"
+    """plain | oca (stop + take-profit) | take_profit (a take-profit alone)."""
+    kind = exit_kind(request)
+    return "oca" if kind == "bracket" else kind
 
 
 def merge_exit_legs(cid: str, stop: Order, take: Order) -> Order:
@@ -714,13 +703,13 @@ class IBBroker:
         if request.type == "stop":
             kind = _exit_kind(request)
             if kind == "take_profit":  # the stop cannot trigger: the take-profit alone
-                return LimitOrder(action, qty, _tick(request.take_profit), **common)
+                return LimitOrder(action, qty, us_tick(request.take_profit), **common)
             if kind == "oca":
                 common.update(ocaGroup=cid, ocaType=1)  # 1: cancel the others, with block
                 if leg == "take_profit":
                     common["orderRef"] = cid + TP_SUFFIX
-                    return LimitOrder(action, qty, _tick(request.take_profit), **common)
-            return StopOrder(action, qty, _tick(request.stop_price), **common)
+                    return LimitOrder(action, qty, us_tick(request.take_profit), **common)
+            return StopOrder(action, qty, us_tick(request.stop_price), **common)
         if request.type == "stop_limit":
             return StopLimitOrder(action, qty, request.limit_price, request.stop_price,
                                   **common)
@@ -840,8 +829,8 @@ class IBBroker:
                                 f"{request.qty:g}")
         kind = _exit_kind(request)
         take_px, stop_px = request.take_profit or 0.0, request.stop_price or 0.0
-        if kind == "oca" and ((_tick(take_px) <= _tick(stop_px)) if request.side == "sell"
-                              else (_tick(take_px) >= _tick(stop_px))):
+        if kind == "oca" and ((us_tick(take_px) <= us_tick(stop_px)) if request.side == "sell"
+                              else (us_tick(take_px) >= us_tick(stop_px))):
             where = "above" if request.side == "sell" else "below"
             raise OrderRejected(f"ib submit {cid}: the take-profit {request.take_profit:g} "
                                 f"must lie {where} the stop {request.stop_price:g} of a "
@@ -1055,15 +1044,15 @@ class IBBroker:
                               f"({', '.join(states)}); nothing to move")
         legs = []
         stop_order = main.order
-        if stop_price is not None and abs(_tick(stop_price) - stop_order.auxPrice) > 1e-9:
-            stop_order.auxPrice = _tick(stop_price)
+        if stop_price is not None and abs(us_tick(stop_price) - stop_order.auxPrice) > 1e-9:
+            stop_order.auxPrice = us_tick(stop_price)
             legs.append(main)
         if qty is not None and abs(float(round(qty)) - stop_order.totalQuantity) > 1e-9:
             stop_order.totalQuantity = float(round(qty))
             take.order.totalQuantity = float(round(qty))
             legs = [main, take]
-        if limit_price is not None and abs(_tick(limit_price) - take.order.lmtPrice) > 1e-9:
-            take.order.lmtPrice = _tick(limit_price)
+        if limit_price is not None and abs(us_tick(limit_price) - take.order.lmtPrice) > 1e-9:
+            take.order.lmtPrice = us_tick(limit_price)
             legs.append(take)
         once = [t for i, t in enumerate(legs) if all(t is not u for u in legs[:i])]
         for trade in once:  # each modified leg once, the stop leg first

@@ -44,6 +44,7 @@ from mltrader.config import RunConfig
 from mltrader.data.bars import Bars
 from mltrader.data.feeds import BarEvent
 from mltrader.live.broker import (
+    UNTRIGGERABLE_BUY_STOP,
     Broker,
     BrokerError,
     Fill,
@@ -749,7 +750,7 @@ def _exit_request(strategy: str, time: pd.Timestamp, plan: ExitPlan) -> OrderReq
     cannot trigger (0 for a long), so the order stays a reduce-only protective exit."""
     stop = plan.stop
     if stop is None:
-        stop = 0.0 if plan.qty > 0 else 1e12
+        stop = 0.0 if plan.qty > 0 else 10 * UNTRIGGERABLE_BUY_STOP
     return OrderRequest(client_order_id(strategy, time, plan.symbol, f"exit:{plan.side}"),
                         plan.symbol, plan.side, abs(plan.qty), "stop",  # type: ignore[arg-type]
                         "gtc", stop_price=stop, take_profit=plan.take_profit)
