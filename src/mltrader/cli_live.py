@@ -42,10 +42,10 @@ ALPACA_URL: str | None = None  # a trading API URL override (tests point it at a
 FLATTEN_REASON = "operator: mltrader flatten"
 
 ConfigOpt = Annotated[Path | None, typer.Option(
-    "--config", "-c", help="Run config (YAML). Example: -c configs/crossover.yaml")]
+    "--config", "-c", help="Run config (YAML). Example: -c configs/paper.yaml")]
 SessionOpt = Annotated[Path | None, typer.Option(
     "--session", help="A paper session folder (config.yaml, journal.db, broker.db). "
-    "Example: --session runs/crossover-paper")]
+    "Example: --session runs/paper-session")]
 JournalOpt = Annotated[str | None, typer.Option(
     "--journal", help="Journal database URL (or a SQLite file path). "
     "Example: --journal sqlite:///runs/crossover-alpaca-paper/journal.db")]
@@ -260,8 +260,8 @@ def _resume_run(journal: Any, cfg: RunConfig, broker: str, mode: str) -> int | N
 
 
 # ------------------------------------------------------------------------------ paper
-@app.command(rich_help_panel=PANEL, epilog="Example:  mltrader paper -c configs/crossover.yaml "
-             "--session runs/crossover-paper   (run it again to continue where it stopped)")
+@app.command(rich_help_panel=PANEL, epilog="Example:  mltrader paper -c configs/paper.yaml "
+             "--session runs/paper-session   (run it again to continue where it stopped)")
 @guarded
 def paper(
     config: ConfigOpt = None,
@@ -273,7 +273,7 @@ def paper(
     session: Annotated[Path | None, typer.Option(
         "--session", help="Session folder to resume (created if missing): a crash, Ctrl-C "
         "or a rerun continues from the last completed bar. Without it: a new folder under "
-        "-o. Example: --session runs/crossover-paper")] = None,
+        "-o. Example: --session runs/paper-session")] = None,
     output_dir: Annotated[Path | None, typer.Option(
         "--output-dir", "-o", help="Where a new session folder goes (default: the "
         "config's output_dir, runs/).")] = None,
@@ -343,7 +343,7 @@ def paper(
 
 # ------------------------------------------------------------------------------ live
 @app.command(rich_help_panel=PANEL, epilog="Example:  mltrader live --broker alpaca -c "
-             "configs/crossover.yaml   (the paper account; --live for real money)")
+             "configs/paper.yaml   (the paper account; --live for real money)")
 @guarded
 def live(
     broker: Annotated[str, typer.Option("--broker", help="alpaca or ib.")],
@@ -471,7 +471,7 @@ def status(journal: JournalOpt = None, session: SessionOpt = None) -> None:
 
 # ------------------------------------------------------------------------------ flatten
 @app.command(rich_help_panel=PANEL, epilog="Example:  mltrader flatten --broker paper "
-             "--session runs/crossover-paper --yes")
+             "--session runs/paper-session --yes")
 @guarded
 def flatten(
     broker: Annotated[str, typer.Option("--broker", help="paper, alpaca or ib.")],
@@ -479,7 +479,7 @@ def flatten(
     journal: JournalOpt = None,
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", help="The run config (alpaca / ib; a session folder has its own). "
-        "Example: -c configs/crossover.yaml")] = None,
+        "Example: -c configs/paper.yaml")] = None,
     live_money: Annotated[bool, typer.Option(
         "--live", help="The real-money account at alpaca / ib (default: paper).")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
