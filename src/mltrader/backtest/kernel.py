@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from mltrader.risk.exits import exit_levels
 from mltrader.risk.guards import (
     G_DAILY_LOSS,
     G_KILL,
@@ -471,42 +472,32 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                     # decided at the previous close: fills like an order, at this bar's fill price
                     px = oi if next_open else ci
                     why = R_TIME
-                elif lng:
-                    stop = e_px[i] * (1.0 - sl) if sl > 0 else -np.inf
-                    trail = best[i] * (1.0 - ts) if ts > 0 else -np.inf
-                    lvl = stop
-                    if trail > stop:
-                        lvl = trail
-                        why = R_TRAIL
-                    if oi <= lvl:
-                        px = oi
-                    elif li <= lvl:
-                        px = lvl
-                    elif tp > 0:
-                        tgt = e_px[i] * (1.0 + tp)
-                        why = R_TARGET
-                        if oi >= tgt:
-                            px = oi
-                        elif hi >= tgt:
-                            px = tgt
                 else:
-                    stop = e_px[i] * (1.0 + sl) if sl > 0 else np.inf
-                    trail = best[i] * (1.0 + ts) if ts > 0 else np.inf
-                    lvl = stop
-                    if trail < stop:
-                        lvl = trail
+                    lvl, trailing, tgt = exit_levels(lng, e_px[i], best[i], sl, tp, ts)
+                    if trailing:
                         why = R_TRAIL
-                    if oi >= lvl:
-                        px = oi
-                    elif hi >= lvl:
-                        px = lvl
-                    elif tp > 0:
-                        tgt = e_px[i] * (1.0 - tp)
-                        why = R_TARGET
-                        if oi <= tgt:
+                    if lng:
+                        if oi <= lvl:
                             px = oi
-                        elif li <= tgt:
-                            px = tgt
+                        elif li <= lvl:
+                            px = lvl
+                        elif tgt == tgt:
+                            why = R_TARGET
+                            if oi >= tgt:
+                                px = oi
+                            elif hi >= tgt:
+                                px = tgt
+                    else:
+                        if oi >= lvl:
+                            px = oi
+                        elif hi >= lvl:
+                            px = lvl
+                        elif tgt == tgt:
+                            why = R_TARGET
+                            if oi <= tgt:
+                                px = oi
+                            elif li <= tgt:
+                                px = tgt
                 if px == px:
                     if nf + 1 > cap or nt + 1 > cap:
                         overflow = True

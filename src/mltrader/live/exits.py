@@ -1,4 +1,4 @@
-"""Protective exits of live positions, with the backtest kernel's levels.
+"""Protective exits of live positions, with the backtest kernel's levels (`risk.exits`).
 
 The kernel checks stop-loss, trailing stop and take-profit inside bar t+1 for a position
 entered before t+1: the stop at entry_fill x (1 - stop_loss), the trailing stop at the best
@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass
 
 import pandas as pd
+
+from mltrader.risk.exits import exit_levels
 
 
 @dataclass(frozen=True)
@@ -92,17 +94,9 @@ class ExitBook:
         e = self._e.get(symbol)
         if e is None or not self.active:
             return None
-        if e.qty > 0:
-            stop = e.price * (1 - self.sl) if self.sl > 0 else -math.inf
-            if self.ts > 0:
-                stop = max(stop, e.best * (1 - self.ts))
-            tgt = e.price * (1 + self.tp) if self.tp > 0 else None
-        else:
-            stop = e.price * (1 + self.sl) if self.sl > 0 else math.inf
-            if self.ts > 0:
-                stop = min(stop, e.best * (1 + self.ts))
-            tgt = e.price * (1 - self.tp) if self.tp > 0 else None
-        return ExitPlan(symbol, e.qty, stop if math.isfinite(stop) else None, tgt)
+        stop, _, tgt = exit_levels(e.qty > 0, e.price, e.best, self.sl, self.tp, self.ts)
+        return ExitPlan(symbol, e.qty, stop if math.isfinite(stop) else None,
+                        tgt if math.isfinite(tgt) else None)
 
     # --- persistence (the runner's state row) ----------------------------------------
     def state(self) -> dict[str, list[object]]:
