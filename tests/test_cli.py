@@ -120,6 +120,44 @@ def test_backtest_help_has_example_and_every_option() -> None:
         assert opt in text, opt
 
 
+def _commands(group, prefix=()):  # noqa: ANN001, ANN202 (click objects)
+    for name, cmd in getattr(group, "commands", {}).items():
+        yield (*prefix, name), cmd
+        yield from _commands(cmd, (*prefix, name))
+
+
+def test_every_command_help_reflows_its_paragraphs() -> None:
+    """Each command's description is one line per paragraph, so --help wraps it to the
+    terminal instead of keeping the source's breaks (ragged at 80 columns)."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    seen = 0
+    for path, cmd in _commands(group):
+        if getattr(cmd, "commands", None):
+            continue
+        seen += 1
+        for para in (cmd.help or "").split("\n\n"):
+            lines = para.splitlines()
+            assert len(lines) <= 1 or lines[1].startswith(("-", " ")), (path, para)
+    assert seen >= 12
+
+
+def test_reflow_keeps_lists_and_joins_prose() -> None:
+    from mltrader.cli import reflow
+
+    doc = """First line.
+
+        Prose wrapped
+        over two lines.
+
+        - a list item
+        - another
+        """
+    assert reflow(doc) == "First line.\n\nProse wrapped over two lines.\n\n- a list item\n- another"
+    assert reflow(None) is None
+
+
 def test_data_list() -> None:
     result = invoke("data", "list")
     assert result.exit_code == 0, result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -63,7 +64,24 @@ def guarded(fn: F) -> F:
             _fail(f"internal error: {type(e).__name__}: {e} (rerun with MLTRADER_DEBUG=1 for "
                   "the traceback and report it)", 1)
 
+    wrapper.__doc__ = reflow(fn.__doc__)
     return wrapper  # type: ignore[return-value]
+
+
+def reflow(doc: str | None) -> str | None:
+    """A docstring with each paragraph on one line, so `--help` wraps it to the terminal
+    (Typer keeps the source's line breaks after the first paragraph: ragged at 80 columns).
+    Lines starting with "-" or spaces after dedent stay lists / blocks."""
+    if not doc:
+        return doc
+    paragraphs = []
+    for para in inspect.cleandoc(doc).split("\n\n"):
+        lines = para.splitlines()
+        if any(ln.startswith(("-", " ", "\b")) for ln in lines):
+            paragraphs.append(para)
+        else:
+            paragraphs.append(" ".join(ln.strip() for ln in lines))
+    return "\n\n".join(paragraphs)
 
 
 def _version(value: bool) -> None:
