@@ -225,7 +225,7 @@ def test_live_alpaca_paper_max_bars_zero(fake, files, tmp_path, monkeypatch):
     monkeypatch.setenv("MLTRADER_ALPACA_SECRET", SECRET)
     db = tmp_path / "live.db"
     result = invoke("live", "--broker", "alpaca", "-c", files["config"], "--max-bars", "0",
-                    "--journal", f"sqlite:///{db}")
+                    "--journal", f"sqlite:///{db}", "--allow-stale-history")
     assert result.exit_code == 0, result.output
     text = plain(result.stdout)
     assert "Started run 1" in text and "paper account" in text and "reconciled" in text
@@ -240,7 +240,7 @@ def test_live_alpaca_paper_max_bars_zero(fake, files, tmp_path, monkeypatch):
     _no_secrets(result, db)
     # a restart with the same config continues that run
     again = invoke("live", "--broker", "alpaca", "-c", files["config"], "--max-bars", "0",
-                   "--journal", f"sqlite:///{db}")
+                   "--journal", f"sqlite:///{db}", "--allow-stale-history")
     assert again.exit_code == 0 and "Continuing run 1" in plain(again.stdout)
 
 
@@ -263,8 +263,9 @@ def test_live_keys_from_a_dotenv_file_and_a_fake_feed(fake, files, tmp_path, mon
 
     monkeypatch.setattr(cli_live, "_make_feed", lambda *a, **k: ListFeed())
     db = tmp_path / "live.db"
+    monkeypatch.setattr(cli_live, "_now", lambda: pd.Timestamp("2001-04-09 21:00", tz="UTC"))
     result = invoke("live", "--broker", "alpaca", "-c", files["config"], "--journal",
-                    f"sqlite:///{db}")
+                    f"sqlite:///{db}")  # a history that ends at the last close: current
     assert result.exit_code == 0, result.output
     assert "1 bar(s) traded, 1 outside market hours, 0 failed" in plain(result.stdout)
     _no_secrets(result, db)
@@ -289,10 +290,12 @@ def test_live_bad_inputs_are_one_line(files, tmp_path):
                           "robinhood", "alpaca, ib")
     assert_one_line_error(invoke("live", "--broker", "ib", "-c", files["config"],
                                  "--max-bars", "-1"), "--max-bars")
-    # IB polls bars from a network source: a file config is refused before any connection
+    # a history that ends long before today is refused before anything is opened
     assert_one_line_error(invoke("live", "--broker", "ib", "-c", files["config"],
                                  "--max-bars", "0", "--journal", tmp_path / "ib.db"),
-                          "data.source", "yahoo")
+                          "the history ends 2001-04-06", "sessions before the last close",
+                          "data.source", "--allow-stale-history")
+    assert not (tmp_path / "ib.db").exists()
     typo = tmp_path / "typo.yaml"
     typo.write_text(files["config"].read_text() + "modle: {}\n")
     assert_one_line_error(invoke("live", "--broker", "alpaca", "-c", typo), "modle")
@@ -315,3 +318,41 @@ def test_flatten_an_alpaca_paper_account(fake, files, tmp_path, monkeypatch):
         j.close()
     assert sorted(orders["symbol"]) == ["AAPL", "TSLA"] and {"flatten", "reconciled"} <= actions
     _no_secrets(result, db)
+
+
+def test_live_history_freshness_counts_exchange_sessions(files, monkeypatch):
+    """Three sessions behind is tolerated (a weekend, a holiday, a late fetch); more is not."""
+    from mltrader.config import load_config
+    from mltrader.pipeline import load_data
+
+    history, _ = load_data(load_config(files["config"]))
+    assert history.index[-1] == pd.Timestamp("2001-04-06", tz="UTC")  # a Friday
+    cfg = load_config(files["config"])
+    for now, ok in (("2001-04-06 21:00", True),   # that session closed
+                    ("2001-04-11 21:00", True),   # Mon, Tue, Wed: 3 sessions behind
+                    ("2001-04-12 21:00", False),  # 4 behind
+                    ("2001-04-12 19:00", True)):  # Thursday not closed yet: 3 behind
+        monkeypatch.setattr(cli_live, "_now", lambda now=now: pd.Timestamp(now, tz="UTC"))
+        if ok:
+            cli_live._check_fresh(history, cfg, "XNYS", allow=False)
+        else:
+            with pytest.raises(cli_live.MltraderError, match="4 XNYS sessions"):
+                cli_live._check_fresh(history, cfg, "XNYS", allow=False)
+            cli_live._check_fresh(history, cfg, "XNYS", allow=True)  # warned, allowed
+
+
+def test_live_ib_polls_ibs_own_bars_over_the_brokers_connection(files):
+    """With no network data.source, `live --broker ib` polls IB's historical bars through
+    the adapter's ib_async client (one connection, one client id)."""
+    from mltrader.config import load_config
+    from mltrader.data.feeds import PollingFeed
+    from mltrader.data.sources.ib import IBSource
+    from mltrader.live.ib_broker import IBBroker
+    from tests.data.sources.test_ib import FakeIB
+
+    ib = FakeIB()
+    adapter = IBBroker(ib=ib)
+    feed = cli_live._make_feed("ib", load_config(files["config"]), ["AAPL"], None, adapter)
+    assert isinstance(feed, PollingFeed) and isinstance(feed.source, IBSource)
+    assert feed.source._ib is ib and feed.source._ensure == adapter.connect
+    assert feed.interval == "1d"

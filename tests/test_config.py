@@ -69,3 +69,14 @@ def test_config_is_frozen():
     cfg = RunConfig()
     with pytest.raises(ValidationError):
         cfg.seed = 3  # type: ignore[misc]
+
+
+def test_every_shipped_config_loads() -> None:
+    """Each example in configs/ is valid (a key typo there would greet every new user)."""
+    files = sorted((ROOT / "configs").glob("*.yaml"))
+    assert len(files) >= 10
+    for path in files:
+        cfg = load_config(path)
+        assert cfg.name, path
+    live = {p.stem: load_config(p).data.source for p in files if p.stem.startswith("live-")}
+    assert live == {"live-alpaca": "alpaca", "live-ib": "ib"}

@@ -390,7 +390,8 @@ def data_fetch(
     start: Annotated[str, typer.Option(help="First date. Example: --start 2015-01-01")],
     end: Annotated[str | None, typer.Option(help="Last date (default: now).")] = None,
     source: Annotated[list[str] | None, typer.Option(
-        help="yahoo, alphavantage or alpaca; repeat to give fallbacks tried in order. "
+        help="yahoo, alphavantage, alpaca or ib (a running TWS / IB Gateway); repeat to "
+        "give fallbacks tried in order. "
         "Example: --source yahoo --source alphavantage")] = None,
     interval: Annotated[str, typer.Option(help="1m, 5m, 15m, 1h or 1d")] = "1d",
     raw: Annotated[bool, typer.Option("--raw", help="Raw traded prices instead of split- "

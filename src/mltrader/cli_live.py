@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mltrader.cli import _fail, app, err, guarded, out
-from mltrader.errors import ConfigError, MltraderError
+from mltrader.errors import MltraderError
 
 if TYPE_CHECKING:
     from mltrader.config import RunConfig
@@ -40,6 +40,7 @@ ALPACA_SECRET_VARS = ("MLTRADER_ALPACA_SECRET", "APCA_API_SECRET_KEY")
 ENV_FILE = Path(".env")
 ALPACA_URL: str | None = None  # a trading API URL override (tests point it at a fake)
 FLATTEN_REASON = "operator: mltrader flatten"
+MAX_STALE_SESSIONS = 3  # a live history may lag the last closed session by this many
 
 ConfigOpt = Annotated[Path | None, typer.Option(
     "--config", "-c", help="Run config (YAML). Example: -c configs/paper.yaml")]
@@ -56,6 +57,32 @@ IbClient = Annotated[int, typer.Option("--ib-client-id", help="IB API client id.
 
 
 # ------------------------------------------------------------------------------ helpers
+def _now() -> pd.Timestamp:
+    return pd.Timestamp.now(tz="UTC")
+
+
+def _check_fresh(history: Bars, cfg: RunConfig, calendar: str, allow: bool) -> None:
+    """Refuse to trade on a history that ends sessions before today: the features and the
+    strategy would run across the gap (a 200-day average spanning years)."""
+    from mltrader.live.session import MarketHours
+
+    last = history.index[-1]
+    gap = MarketHours(calendar).sessions_since(last, _now())
+    if gap <= MAX_STALE_SESSIONS:
+        return
+    what = (f"the history ends {last.date()}, {gap} {calendar} sessions before the last "
+            "close")
+    if allow:
+        logging.getLogger("mltrader.live").warning(
+            "%s; trading on it anyway (--allow-stale-history)", what)
+        return
+    raise MltraderError(
+        f"{what}: features and signals would span that gap. Use a network data.source "
+        f"(ib, alpaca, yahoo) with symbols and a start date so the history is current "
+        f"(data.source is {cfg.data.source!r}; see configs/live-alpaca.yaml), or pass "
+        "--allow-stale-history")
+
+
 def _interactive() -> bool:
     """Whether a person can answer a prompt (stdin is a terminal)."""
     try:
@@ -160,9 +187,11 @@ def _make_broker(name: str, live: bool, keys: tuple[str, str] | None, ib_host: s
 
 
 def _make_feed(broker: str, cfg: RunConfig, symbols: list[str],
-               keys: tuple[str, str] | None) -> Feed:
+               keys: tuple[str, str] | None, adapter: Broker | None = None) -> Feed:
     """Alpaca's minute-bar stream for alpaca with 1m bars; otherwise a PollingFeed on the
-    config's network source (alpaca's market data for the alpaca broker)."""
+    config's network source, or on the broker's own market data when the config's data is
+    no network source (Alpaca's bars for alpaca; IB's historical bars over the adapter's
+    connection for ib)."""
     from mltrader.data.feeds import AlpacaStreamFeed, PollingFeed
     from mltrader.data.fetch import NETWORK_SOURCES, make_source
 
@@ -170,17 +199,14 @@ def _make_feed(broker: str, cfg: RunConfig, symbols: list[str],
     if broker == "alpaca" and d.interval == "1m":
         key, secret = keys or (None, None)
         return AlpacaStreamFeed(symbols, key, secret)
-    if d.source in NETWORK_SOURCES:
-        name = d.source
-    elif broker == "alpaca":
-        name = "alpaca"
-    else:
-        raise ConfigError(f"live bars are polled from a network source, but data.source is "
-                          f"{d.source!r}; set data.source to one of "
-                          f"{', '.join(NETWORK_SOURCES)} in the config")
+    name = d.source if d.source in NETWORK_SOURCES else broker
     kwargs: dict[str, Any] = {}
     if name == "alpaca" and keys is not None:
         kwargs = {"api_key": keys[0], "secret_key": keys[1]}
+    if name == "ib" and broker == "ib" and adapter is not None:
+        client = getattr(adapter, "client", None)
+        if client is not None:  # one connection for orders and bars
+            kwargs = {"ib": client, "ensure_connected": adapter.connect}  # type: ignore[attr-defined]
     poll = 300.0 if d.interval == "1d" else 15.0
     return PollingFeed(make_source(name, **kwargs), symbols, d.interval, poll_seconds=poll,
                        adjusted=d.adjusted, settle_seconds=2.0)
@@ -343,7 +369,7 @@ def paper(
 
 # ------------------------------------------------------------------------------ live
 @app.command(rich_help_panel=PANEL, epilog="Example:  mltrader live --broker alpaca -c "
-             "configs/paper.yaml   (the paper account; --live for real money)")
+             "configs/live-alpaca.yaml   (the paper account; --live for real money)")
 @guarded
 def live(
     broker: Annotated[str, typer.Option("--broker", help="alpaca or ib.")],
@@ -359,6 +385,10 @@ def live(
         "--max-bars", help="Stop after N bar times (default: until Ctrl-C).")] = None,
     calendar: Annotated[str, typer.Option(
         help="Exchange calendar for market hours (XNYS, XNAS, ...).")] = "XNYS",
+    allow_stale_history: Annotated[bool, typer.Option(
+        "--allow-stale-history", help=f"Trade even when the config's history ends more "
+        f"than {MAX_STALE_SESSIONS} sessions before the last close (it is refused by "
+        "default: indicators would span the gap).")] = False,
 ) -> None:
     """Trade a config at a broker on live bars, inside market hours, journaled.
 
@@ -381,13 +411,14 @@ def live(
     if live_money:
         _confirm_live(name)
     mode = "live" if live_money else "paper"
+    history, _ = load_data(cfg)  # refused before anything is opened when it is stale
+    _check_fresh(history, cfg, calendar, allow_stale_history)
     adapter = _make_broker(name, live_money, keys, ib_host, ib_port, ib_client_id)
     try:
         url = _journal_url(journal, _default_live_journal(cfg, name, live_money))
         j = Journal(url, secrets=keys or ())
         try:
-            history, _ = load_data(cfg)
-            feed = _make_feed(name, cfg, list(history.symbols), keys)  # config errors first
+            feed = _make_feed(name, cfg, list(history.symbols), keys, adapter)
             run_id = _resume_run(j, cfg, adapter.name, mode)
             runner = Runner(cfg, adapter, history, j, mode=mode, run_id=run_id)
             counts = runner.reconcile()
@@ -479,7 +510,7 @@ def flatten(
     journal: JournalOpt = None,
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", help="The run config (alpaca / ib; a session folder has its own). "
-        "Example: -c configs/paper.yaml")] = None,
+        "Example: -c configs/live-alpaca.yaml")] = None,
     live_money: Annotated[bool, typer.Option(
         "--live", help="The real-money account at alpaca / ib (default: paper).")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,

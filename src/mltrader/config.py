@@ -25,14 +25,14 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """Where the bars come from and which part of them to use."""
 
-    source: Literal["bundled", "csv", "parquet", "file", "yahoo", "alphavantage", "alpaca"] = (
-        "bundled")
+    source: Literal["bundled", "csv", "parquet", "file", "yahoo", "alphavantage", "alpaca",
+                    "ib"] = "bundled"
     dataset: str = Field("sp500_20stocks", description="bundled dataset name (source: bundled)")
     path: Path | None = Field(None, description="file to load (source: csv / parquet / file)")
     symbols: list[str] | Literal["all"] = "all"
     start: dt.date | None = None
     end: dt.date | None = None
-    fallback: list[Literal["yahoo", "alphavantage", "alpaca"]] = Field(
+    fallback: list[Literal["yahoo", "alphavantage", "alpaca", "ib"]] = Field(
         default_factory=list, description="network sources tried in order when `source` fails")
     interval: Literal["1m", "5m", "15m", "1h", "1d"] = "1d"
     adjusted: bool = Field(True, description="split- and dividend-adjusted prices (network)")
@@ -42,13 +42,13 @@ class DataConfig(_Strict):
 
     @model_validator(mode="after")
     def _path_needed(self) -> DataConfig:
-        network = self.source in ("yahoo", "alphavantage", "alpaca")
+        network = self.source in ("yahoo", "alphavantage", "alpaca", "ib")
         if network and (self.symbols == "all" or self.start is None):
             raise ValueError(f"data.source is {self.source!r}: list the symbols and a start "
                              "date, e.g. `symbols: [AAPL, MSFT]` and `start: 2015-01-01`")
         if self.fallback and not network:
             raise ValueError("data.fallback lists network sources to try after a network "
-                             "`source`; set source: yahoo (or alphavantage, alpaca)")
+                             "`source`; set source: yahoo (or alphavantage, alpaca, ib)")
         if self.interval != "1d" and not network:
             raise ValueError("data.interval applies to network sources; files and bundled "
                              "sets bring their own bar interval")

@@ -257,3 +257,17 @@ def test_market_hours_rules():
     assert not h.in_hours(pd.Timestamp("2024-11-29 18:00", tz="UTC"), "1m")  # early close
     assert h.in_hours(pd.Timestamp("2024-03-15", tz="UTC"), "1d")
     assert not h.in_hours(pd.Timestamp("2024-12-25", tz="UTC"), "1d")
+
+
+def test_sessions_since_counts_closed_exchange_sessions():
+    h = MarketHours("XNYS")
+
+    def behind(last: str, now: str) -> int:
+        return h.sessions_since(pd.Timestamp(last, tz="UTC"), pd.Timestamp(now, tz="UTC"))
+
+    assert behind("2025-12-24", "2025-12-24 22:00") == 0
+    assert behind("2025-12-24", "2025-12-29 22:00") == 2  # 26th and 29th; the 25th is closed
+    assert behind("2025-12-24", "2025-12-29 15:00") == 1  # the 29th still trading
+    assert behind("2025-12-26", "2025-12-28 12:00") == 0  # a weekend
+    assert behind("1999-12-31", "2000-01-05 22:00") == 3  # before the calendar: weekdays
+    assert behind("2020-01-02", "2025-01-02 22:00") > 1_000

@@ -23,7 +23,7 @@ from mltrader.data.sources.base import (
 )
 from mltrader.errors import ConfigError, DataError
 
-NETWORK_SOURCES: tuple[str, ...] = ("yahoo", "alphavantage", "alpaca")
+NETWORK_SOURCES: tuple[str, ...] = ("yahoo", "alphavantage", "alpaca", "ib")
 
 
 def make_source(name: str, **kwargs: Any) -> Source:
@@ -40,6 +40,10 @@ def make_source(name: str, **kwargs: Any) -> Source:
         from mltrader.data.sources.alpaca import AlpacaSource
 
         return AlpacaSource(**kwargs)
+    if name == "ib":
+        from mltrader.data.sources.ib import IBSource
+
+        return IBSource(**kwargs)
     raise ConfigError(f"unknown data source {name!r}; choose one of {', '.join(NETWORK_SOURCES)}")
 
 
@@ -80,6 +84,18 @@ def fetch_bars(symbols: Sequence[str], start: Any, end: Any = None, interval: st
     if not sources:
         raise ConfigError("no data source given; e.g. --source yahoo")
     srcs = [make_source(s) if isinstance(s, str) else s for s in sources]
+    try:
+        return _fetch_all(symbols, start, end, interval, adjusted, srcs, cache, progress)
+    finally:  # a source made here from its name is ours to close (IB: its connection)
+        for src, given in zip(srcs, sources, strict=True):
+            close = getattr(src, "close", None)
+            if isinstance(given, str) and callable(close):
+                close()
+
+
+def _fetch_all(symbols: Sequence[str], start: Any, end: Any, interval: str, adjusted: bool,
+               srcs: list[Source], cache: Any, progress: Callable[[str], None] | None
+               ) -> FetchResult:
     now = pd.Timestamp.now(tz="UTC")
     t0 = as_utc(start, now - pd.Timedelta(days=365))
     t1 = as_utc(end, now)

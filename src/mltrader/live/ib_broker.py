@@ -323,6 +323,11 @@ class IBBroker:
         """Connect (or reconnect) now; every call does this on its own when needed."""
         self._ensure()
 
+    @property
+    def client(self) -> Any:
+        """The ib_async `IB` this adapter talks through (the IB data source shares it)."""
+        return self._ib
+
     def _connected(self) -> bool:
         try:
             return bool(self._ib.isConnected())

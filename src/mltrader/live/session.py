@@ -257,6 +257,38 @@ class MarketHours:
         return self._bounded(lambda: bool(self.cal.is_open_on_minute(
             pd.Timestamp(now).tz_convert("UTC").floor("min"))))
 
+    def sessions_since(self, last_bar: pd.Timestamp, now: pd.Timestamp) -> int:
+        """How many sessions after `last_bar`'s date have closed by `now`: how far a
+        history that ends at `last_bar` is behind (0 = current). Days outside the
+        calendar's range count as weekdays, closed after 16:00 New York."""
+        cal = self.cal
+        first = pd.Timestamp(pd.Timestamp(last_bar).tz_convert("UTC").date()) + pd.Timedelta(
+            days=1)
+        now = pd.Timestamp(now).tz_convert("UTC")
+        last_day = pd.Timestamp(now.tz_convert(cal.tz).date())
+        if first > last_day:
+            return 0
+        day = pd.Timedelta(days=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            cal_lo, cal_hi = pd.Timestamp(cal.first_session), pd.Timestamp(cal.last_session)
+            lo, hi = max(first, cal_lo), min(last_day, cal_hi)
+            n = 0
+            if lo <= hi:
+                sessions = cal.sessions_in_range(lo, hi)
+                n = len(sessions)
+                if n and hi == last_day and cal.session_close(sessions[-1]) > now:
+                    n -= 1  # today's session has not closed yet
+        outside = [(first, min(last_day, cal_lo - day)), (max(first, cal_hi + day), last_day)]
+        for a, b in outside:
+            if a <= b:
+                days = pd.bdate_range(a, b)
+                n += len(days)
+                closing = (b + pd.Timedelta(hours=16)).tz_localize("America/New_York")
+                if b == last_day and len(days) and days[-1] == b and now < closing:
+                    n -= 1
+        return n
+
     def next_open(self, now: pd.Timestamp) -> pd.Timestamp | None:
         try:
             with warnings.catch_warnings():
