@@ -39,6 +39,7 @@ gives the same ids for what an order has filled so far (the runner's `reconcile`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -64,6 +65,7 @@ from mltrader.live.broker import (
     Position,
     TransientBrokerError,
     exit_kind,
+    merge_exit_legs,
     us_tick,
 )
 
@@ -436,32 +438,12 @@ class AlpacaBroker:
         tp = self._plain_order(raw)
         leg_raw = self._stop_leg(legs)
         sl = self._plain_order(leg_raw)
-        parts = (tp, sl)
-        qty = tp.qty or sl.qty
-        filled = tp.filled_qty + sl.filled_qty
-        working = [o for o in parts if o.status not in FINAL_STATUSES]
-        if qty and filled >= qty - 1e-9:
-            status = "filled"
-        elif working:
-            status = "partially_filled" if filled > 0 else working[0].status
-            if working[0] is sl and _raw_status(leg_raw) == "held":
-                status = "partially_filled" if filled > 0 else "accepted"
-        elif filled > 0:  # one leg filled in part, then it ended (cancel, day end)
-            ended = tp if tp.filled_qty > 0 else sl
-            status = ended.status if ended.status in ("cancelled", "expired") else "cancelled"
-        else:
-            ends = {o.status for o in parts}
-            status = next((x for x in ("rejected", "expired") if x in ends), "cancelled")
-        notional = sum(o.filled_qty * (o.avg_fill_price or 0.0) for o in parts)
-        done = [o for o in parts if o.done and o.reason]
-        return Order(
-            client_order_id=tp.client_order_id, broker_id=tp.broker_id, symbol=tp.symbol,
-            side=tp.side, qty=qty, filled_qty=filled, status=status, type="stop",
-            avg_fill_price=notional / filled if filled > 0 else None,
-            limit_price=tp.limit_price, stop_price=sl.stop_price,
-            submitted_at=tp.submitted_at,
-            reason="; ".join(f"{'take-profit' if o is tp else 'stop'} leg {o.reason}"
-                             for o in done) if status in FINAL_STATUSES else "")
+        order = merge_exit_legs(tp.client_order_id, sl, tp, lead="take")
+        if not order.done and tp.done and _raw_status(leg_raw) == "held":
+            # the stop leg alone still works: Alpaca holds it until it can trigger
+            order = dataclasses.replace(
+                order, status="partially_filled" if order.filled_qty > 0 else "accepted")
+        return order
 
     def _plain_order(self, raw: Any) -> Order:
         qty = _num(_f(raw, "qty"))

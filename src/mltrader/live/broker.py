@@ -142,6 +142,41 @@ class Order:
         return self.status in FINAL_STATUSES
 
 
+def merge_exit_legs(cid: str, stop: Order, take: Order,
+                    lead: Literal["stop", "take"] = "stop") -> Order:
+    """A protective exit's two legs (stop, take-profit limit; an Alpaca OCO, an IB OCA group)
+    as ONE domain order under `cid`: filled once the legs' fills reach the quantity, working
+    while a leg works (the `lead` leg's status first), else how the legs ended; fills,
+    commissions and the average price over both legs. `lead` is the leg the broker treats as
+    the order (its id and submit time): Alpaca's OCO parent is the take-profit."""
+    first, second = (stop, take) if lead == "stop" else (take, stop)
+    qty = stop.qty or take.qty
+    filled = stop.filled_qty + take.filled_qty
+    working = [o for o in (first, second) if o.status not in FINAL_STATUSES]
+    if qty and filled >= qty - 1e-9:
+        status = "filled"
+    elif working:
+        status = "partially_filled" if filled > 0 else working[0].status
+    elif filled > 0:  # one leg filled in part, then it ended (cancel, day end)
+        ended = stop if stop.filled_qty > 0 else take
+        status = ended.status if ended.status in ("cancelled", "expired") else "cancelled"
+    else:
+        ends = {stop.status, take.status}
+        status = next((x for x in ("rejected", "expired") if x in ends), "cancelled")
+    notional = stop.filled_qty * (stop.avg_fill_price or 0.0) + take.filled_qty * (
+        take.avg_fill_price or 0.0)
+    reason = ""
+    if status in FINAL_STATUSES:
+        reason = "; ".join(f"{'stop' if o is stop else 'take-profit'} leg: {o.reason}"
+                           for o in (first, second) if o.reason)
+    return Order(client_order_id=cid, broker_id=first.broker_id, symbol=stop.symbol,
+                 side=stop.side, qty=qty, filled_qty=filled, status=status, type="stop",
+                 avg_fill_price=round(notional / filled, 6) if filled > 0 else None,
+                 limit_price=take.limit_price, stop_price=stop.stop_price,
+                 submitted_at=first.submitted_at or second.submitted_at, reason=reason,
+                 commission=stop.commission + take.commission)
+
+
 @dataclass(frozen=True)
 class Fill:
     """One execution (an order may fill in several)."""

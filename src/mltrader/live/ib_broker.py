@@ -76,6 +76,7 @@ from mltrader.live.broker import (
     Position,
     TransientBrokerError,
     exit_kind,
+    merge_exit_legs,
     us_tick,
 )
 
@@ -168,35 +169,6 @@ def _exit_kind(request: OrderRequest) -> str:
     """plain | oca (stop + take-profit) | take_profit (a take-profit alone)."""
     kind = exit_kind(request)
     return "oca" if kind == "bracket" else kind
-
-
-def merge_exit_legs(cid: str, stop: Order, take: Order) -> Order:
-    """An OCA exit's two legs (stop, take-profit) as one domain order under `cid`."""
-    parts = (stop, take)
-    qty = stop.qty or take.qty
-    filled = stop.filled_qty + take.filled_qty
-    working = [o for o in parts if o.status not in _FINAL]
-    if qty and filled >= qty - 1e-9:
-        status = "filled"
-    elif working:
-        status = "partially_filled" if filled > 0 else working[0].status
-    elif filled > 0:  # one leg filled in part, then it ended
-        ended = stop if stop.filled_qty > 0 else take
-        status = ended.status if ended.status in ("cancelled", "expired") else "cancelled"
-    else:
-        ends = {o.status for o in parts}
-        status = next((x for x in ("rejected", "expired") if x in ends), "cancelled")
-    notional = sum(o.filled_qty * (o.avg_fill_price or 0.0) for o in parts)
-    reason = ""
-    if status in _FINAL:
-        reason = "; ".join(f"{'stop' if o is stop else 'take-profit'} leg: {o.reason}"
-                           for o in parts if o.reason)
-    return Order(client_order_id=cid, broker_id=stop.broker_id, symbol=stop.symbol,
-                 side=stop.side, qty=qty, filled_qty=filled, status=status, type="stop",
-                 avg_fill_price=round(notional / filled, 6) if filled > 0 else None,
-                 limit_price=take.limit_price, stop_price=stop.stop_price,
-                 submitted_at=stop.submitted_at or take.submitted_at, reason=reason,
-                 commission=stop.commission + take.commission)
 
 
 class IBBroker:
