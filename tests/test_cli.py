@@ -261,9 +261,14 @@ def test_ohlc_fills_at_next_open(tmp_path: Path, files: dict[str, Path]) -> None
         ("modle: {name: ridge}\n", ["'modle'", "unknown key", "allowed here"]),
         ("model: {nam: ridge}\n", ["'model.nam'", "unknown key", "name, params"]),
         ("strategy: {threshold: abc}\n", ["strategy.threshold", "'abc'"]),
-        ("model: [a\n  b: c\n", ["not valid YAML", "line 2"]),
+        ("model: [a\n  b: c\n", ["invalid YAML at line 2, column 4", "fix the syntax"]),
+        ("strategy: {name: crossover, fast: 3\nslow: [",
+         ["invalid YAML at line 2, column 5: expected ',' or '}', but got ':'"]),
+        ("", ["is empty", "configs/default.yaml"]),
+        ("# model: {name: ridge}\n", ["is empty", "configs/default.yaml"]),
     ],
-    ids=["unknown-top-key", "unknown-nested-key", "wrong-type", "invalid-yaml"],
+    ids=["unknown-top-key", "unknown-nested-key", "wrong-type", "invalid-yaml",
+         "invalid-yaml-flow", "empty", "only-comments"],
 )
 def test_bad_config_is_one_line(tmp_path: Path, files: dict[str, Path], text: str,
                                 needles: list[str]) -> None:
@@ -458,3 +463,171 @@ def test_run_folder_keeps_the_last_model_hashed_and_loadable(e2e: tuple[Result, 
             load_model(run / "artifacts" / "model")
     finally:
         target.write_bytes(original)
+
+
+# ------------------------------------------------------------------ bad journals, guarded()
+PAPER_CONFIG = (
+    "name: clijournal\n"
+    "strategy: {name: crossover, fast: 3, slow: 12}\n"
+    "walk_forward: {first_test_year: 2001}\n"
+)
+
+
+@pytest.fixture(scope="module")
+def paper_session(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished paper session folder (config.yaml, broker.db, journal.db)."""
+    d = tmp_path_factory.mktemp("cli_journal")
+    data = save_file(synthetic_bars(330, 3, seed=5, ohlc=True, start="2000-01-03"),
+                     d / "bars.csv")
+    cfg = write_yaml(d / "cross.yaml", PAPER_CONFIG + (
+        f"data: {{source: file, path: {data}}}\noutput_dir: {d / 'runs'}\n"))
+    folder = d / "sess"
+    result = invoke("paper", "-c", cfg, "--session", folder)
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+def _damaged_copy(session: Path, tmp_path: Path, how: str) -> Path:
+    import shutil
+
+    folder = tmp_path / "sess"
+    shutil.copytree(session, folder)
+    journal = folder / "journal.db"
+    for leftover in folder.glob("journal.db-*"):  # WAL / shm of the intact journal
+        leftover.unlink()
+    if how == "garbage":
+        journal.write_text("garbage" * 100)
+    else:
+        journal.write_bytes(journal.read_bytes()[:100])
+    return folder
+
+
+@pytest.mark.parametrize("how", ["garbage", "truncated"])
+@pytest.mark.parametrize("command", ["status-journal", "status-session", "parity", "flatten",
+                                     "paper"])
+def test_damaged_journal_is_one_line_for_every_command(paper_session: Path, tmp_path: Path,
+                                                       command: str, how: str) -> None:
+    """Regression: "internal error: DatabaseError: (sqlite3.DatabaseError) database disk
+    image is malformed" plus a second "(Background on this error at: ...)" line."""
+    folder = _damaged_copy(paper_session, tmp_path, how)
+    url = f"sqlite:///{folder / 'journal.db'}"
+    args = {"status-journal": ["status", "--journal", url],
+            "status-session": ["status", "--session", folder],
+            "parity": ["parity", folder],
+            "flatten": ["flatten", "--broker", "paper", "--session", folder, "--yes"],
+            "paper": ["paper", "--session", folder]}[command]
+    reason = "file is not a database" if how == "garbage" else "database disk image is malformed"
+    line = assert_one_line_error(invoke(*args), f"journal {url} is not a readable database "
+                                 f"({reason})", "restore it from a backup")
+    assert "Background" not in line and "sqlalche.me" not in line
+
+
+def test_status_of_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    csv = tmp_path / "some.csv"
+    csv.write_text("date,AAA\n" + "2024-01-02,10.5\n" * 50)
+    assert_one_line_error(invoke("status", "--journal", f"sqlite:///{csv}"),
+                          f"journal sqlite:///{csv} is not a readable database "
+                          "(file is not a database)")
+
+
+def test_status_of_an_unreachable_postgresql_server(tmp_path: Path) -> None:
+    pytest.importorskip("psycopg", reason="psycopg is not installed")
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    secret = "pw-never-shown-4e1d"
+    line = assert_one_line_error(
+        invoke("status", "--journal", f"postgresql+psycopg://u:{secret}@127.0.0.1:{port}/x"),
+        f"journal postgresql+psycopg://u:***@127.0.0.1:{port}/x: cannot connect (",
+        "start the server or fix the URL")
+    assert secret not in line
+
+
+def test_read_only_journal_in_paper_and_flatten(paper_session: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read-only journal (here SQLite's mode=ro, which root cannot bypass the way it
+    bypasses chmod 444): one line, no SQL statement, no parameters."""
+    import shutil
+
+    from mltrader.live import session as session_mod
+
+    folder = tmp_path / "sess"
+    shutil.copytree(paper_session, folder)
+    monkeypatch.setattr(session_mod, "journal_url",
+                        lambda d: f"sqlite:///file:{Path(d) / 'journal.db'}?mode=ro&uri=true")
+    for args in (["paper", "--session", folder],
+                 ["flatten", "--broker", "paper", "--session", folder, "--yes"]):
+        line = assert_one_line_error(invoke(*args), "is read-only (attempt to write a "
+                                     "readonly database)", "make the file and its folder "
+                                     "writable")
+        for junk in ("[SQL", "INSERT", "parameters", "Background"):
+            assert junk not in line, line
+
+
+def _guarded_app(exc: BaseException):  # noqa: ANN202 - a typer app
+    import typer
+
+    from mltrader.cli import guarded
+
+    tiny = typer.Typer()
+
+    @tiny.command()
+    @guarded
+    def boom() -> None:
+        """Fail."""
+        raise exc
+
+    @tiny.command()
+    def other() -> None:  # two commands: `boom` stays a sub-command
+        """Nothing."""
+
+    return tiny
+
+
+def _sqlalchemy_write_error() -> Exception:
+    import sqlite3
+
+    import sqlalchemy as sa
+
+    return sa.exc.OperationalError(
+        "INSERT INTO audit (time, actor, detail) VALUES (?, ?, ?)",
+        ("2024-01-02", "runner", '{"api": "param-value-7c1"}'),
+        sqlite3.OperationalError("attempt to write a readonly database\nsecond driver line"))
+
+
+def test_guarded_reports_a_stray_sqlalchemy_error_as_a_journal_database_error() -> None:
+    """Regression: an unexpected SQLAlchemy error printed "internal error: ..." with the SQL
+    statement, its parameters and the "(Background on this error at: ...)" line."""
+    result = runner.invoke(_guarded_app(_sqlalchemy_write_error()), ["boom"])
+    line = assert_one_line_error(result, "journal database error: attempt to write a "
+                                 "readonly database", "--journal / --session")
+    for junk in ("INSERT", "param-value-7c1", "[SQL", "Background", "second driver line"):
+        assert junk not in line, line
+
+
+def test_guarded_internal_error_is_one_line() -> None:
+    exc = RuntimeError("first line\n  second line\n(Background on this error at: "
+                       "https://sqlalche.me/e/21/4xp6)")
+    result = runner.invoke(_guarded_app(exc), ["boom"])
+    assert result.exit_code == 1
+    lines = [ln for ln in plain(result.stderr).splitlines() if ln.strip()]
+    assert lines == ["error: internal error: RuntimeError: first line second line (rerun "
+                     "with MLTRADER_DEBUG=1 for the traceback and report it)"], lines
+
+
+def test_guarded_user_error_with_a_line_break_is_one_line() -> None:
+    from mltrader.errors import MltraderError
+
+    result = runner.invoke(_guarded_app(MltraderError("bad value\n  in file x: fix it")),
+                           ["boom"])
+    line = assert_one_line_error(result)
+    assert line == "error: bad value in file x: fix it"
+
+
+def test_cli_does_not_import_sqlalchemy_at_load() -> None:
+    code = "import sys, mltrader.cli; print('sqlalchemy' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert proc.stdout.strip() == "False"

@@ -356,3 +356,111 @@ def test_live_ib_polls_ibs_own_bars_over_the_brokers_connection(files):
     assert isinstance(feed, PollingFeed) and isinstance(feed.source, IBSource)
     assert feed.source._ib is ib and feed.source._ensure == adapter.connect
     assert feed.interval == "1d"
+
+
+# ------------------------------------------------------------------------------ review fixes
+def test_paper_needs_a_config_for_a_new_session_and_keeps_a_sessions_own(files, session,
+                                                                         tmp_path):
+    assert_one_line_error(invoke("paper", "--session", tmp_path / "fresh"),
+                          "a new session needs its config", "-c")
+    folder = copy_of(session[0], tmp_path)
+    (folder / "config.yaml").unlink()
+    assert_one_line_error(invoke("paper", "--session", folder), "has no config.yaml",
+                          "restore it")
+    assert_one_line_error(invoke("paper", "-c", files["config"], "--speed", "-1",
+                                 "--session", tmp_path / "s"), "--speed", "0 (as fast")
+
+
+def test_ctrl_c_in_a_paper_session_says_how_to_continue(files, tmp_path, monkeypatch):
+    from mltrader.live.runner import Runner
+
+    real, calls = Runner.on_bar, {"n": 0}
+
+    def interrupted(self, time, events):
+        calls["n"] += 1
+        if calls["n"] == 30:
+            raise KeyboardInterrupt
+        return real(self, time, events)
+
+    monkeypatch.setattr(Runner, "on_bar", interrupted)
+    folder = tmp_path / "stopped"
+    result = invoke("paper", "-c", files["config"], "--session", folder)
+    assert result.exit_code == 130
+    err = plain(result.stderr)
+    assert "Stopped after the bar of" in err and "29 of" in err
+    assert f"mltrader paper --session {folder}" in " ".join(err.split())
+    assert "Traceback" not in result.output
+
+
+def test_parity_of_a_session_stopped_inside_a_bar(files, tmp_path, monkeypatch):
+    """The bar the session stopped in may have journaled its fills already: parity compares
+    up to the last COMPLETED bar and says how many later fills wait for the resume."""
+    from mltrader.live.runner import Runner
+
+    real, calls = Runner._plan, {"n": 0}
+
+    def stop_after_fills(self, *a, **k):  # the bar's fills are journaled before planning
+        calls["n"] += 1
+        if calls["n"] > 20:
+            f = self.journal.fills_for(self.run_id)
+            if (pd.to_datetime(f["time"], utc=True) == self._time).any():
+                raise KeyboardInterrupt  # stop inside the first later bar that filled
+        return real(self, *a, **k)
+
+    folder = tmp_path / "inside"
+    monkeypatch.setattr(Runner, "_plan", stop_after_fills)
+    assert invoke("paper", "-c", files["config"], "--session", folder).exit_code == 130
+    monkeypatch.setattr(Runner, "_plan", real)
+    j = Journal(f"sqlite:///{folder / 'journal.db'}")
+    try:
+        fills, eq = j.fills_for(), j.equity_frame(1)
+    finally:
+        j.close()
+    later = pd.to_datetime(fills["time"], utc=True) > eq.index[-1]
+    assert later.any(), "pick a stop bar whose fills are journaled"
+    result = invoke("parity", folder)
+    assert result.exit_code == 0, result.output
+    text = " ".join(plain(result.stdout).split())
+    assert "PARITY" in text and "after the last completed one" in text
+    assert invoke("paper", "--session", folder).exit_code == 0  # resumed to the end
+    assert "PARITY" in plain(invoke("parity", folder).stdout)
+
+
+def test_flatten_waits_for_a_running_session(session, tmp_path):
+    from mltrader.live.lock import hold
+
+    folder = copy_of(session[0], tmp_path)
+    with hold(folder / ".lock", "x"):
+        assert_one_line_error(invoke("flatten", "--broker", "paper", "--session", folder,
+                                     "--yes"), "in use by another mltrader process")
+        assert_one_line_error(invoke("paper", "--session", folder), "in use")
+    assert invoke("flatten", "--broker", "paper", "--session", folder, "--yes").exit_code == 0
+
+
+def test_parity_and_ib_arguments_are_checked(session, tmp_path):
+    folder, _ = session
+    assert_one_line_error(invoke("parity", folder, "--tolerance", "-1"), "--tolerance")
+    assert_one_line_error(invoke("parity", folder, "--tolerance", "nan"), "--tolerance")
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    assert_one_line_error(invoke("parity", a_file), "is a file")
+    from mltrader.errors import MltraderError
+
+    for port in (99999, 0):
+        with pytest.raises(MltraderError, match="not a TCP port"):
+            cli_live._make_broker("ib", False, None, "127.0.0.1", port, 1)
+    with pytest.raises(MltraderError, match="--ib-host"):
+        cli_live._make_broker("ib", False, None, "not a host", 7497, 1)
+
+
+def test_dotenv_comments_bom_and_an_unterminated_quote(tmp_path):
+    from mltrader.errors import MltraderError
+
+    env = tmp_path / ".env"
+    env.write_text("\ufeffMLTRADER_ALPACA_KEY=abc123 # my paper key\n"
+                   "export MLTRADER_ALPACA_SECRET=\"s e#c\" # quoted\n", encoding="utf-8")
+    assert cli_live._dotenv(env) == {"MLTRADER_ALPACA_KEY": "abc123",
+                                     "MLTRADER_ALPACA_SECRET": "s e#c"}
+    env.write_text("MLTRADER_ALPACA_KEY=\"abc\n")
+    with pytest.raises(MltraderError, match="line 1: MLTRADER_ALPACA_KEY's value opens a"):
+        cli_live._dotenv(env)

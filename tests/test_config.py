@@ -50,6 +50,62 @@ def test_bad_yaml_names_the_line(tmp_path):
         load_config(p)
 
 
+@pytest.mark.parametrize(
+    ("text", "where", "problem"),
+    [
+        ("strategy: {name: crossover, fast: 3\nslow: [", "line 2, column 5",
+         "expected ',' or '}', but got ':'"),
+        ("model:\n  name: ridge\n   params: {}\n", "line 3, column 10",
+         "mapping values are not allowed here"),
+        ("a: 1\n---\nb: 2\n", "line 2, column 1",
+         "expected a single document in the stream but found another document"),
+        ('name: "x\x00"\n', "line 1, column 9", "control character #x0000 is not allowed"),
+    ],
+    ids=["unclosed-flow", "bad-indent", "two-documents", "control-char"],
+)
+def test_invalid_yaml_is_one_line_with_line_and_column(tmp_path, text, where, problem):
+    """Regression: the raw PyYAML message spanned four lines (and a reader error two)."""
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    msg = str(info.value)
+    assert msg == f"{p}: invalid YAML at {where}: {problem}; fix the syntax"
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize("text", ["", "\n\n  \n", "# nothing here\n# model: {name: ridge}\n",
+                                  "---\n", "~\n"],
+                         ids=["zero-bytes", "blank-lines", "only-comments", "bare-marker",
+                              "null"])
+def test_empty_config_file_is_an_error(tmp_path, text):
+    """Regression: an empty file silently ran the default config."""
+    p = tmp_path / "empty.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(p, {"model.name": "ridge"})  # overrides do not make it a config
+    msg = str(info.value)
+    assert msg.startswith(f"{p} is empty") and "configs/default.yaml" in msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize("text", ["0\n", "false\n", "[]\n", "''\n"])
+def test_falsy_document_is_not_the_default_config(tmp_path, text):
+    """Regression: `yaml.safe_load(...) or {}` turned 0 / false / [] / '' into defaults."""
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match="expected a mapping of keys at the top level"):
+        load_config(p)
+
+
+def test_config_that_is_not_utf8_text_is_one_line(tmp_path):
+    """Regression: a binary file escaped as UnicodeDecodeError ("internal error")."""
+    p = tmp_path / "c.yaml"
+    p.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ConfigError, match=r"not a text \(UTF-8\) file, byte 0"):
+        load_config(p)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")

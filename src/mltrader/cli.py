@@ -55,17 +55,56 @@ def guarded(fn: F) -> F:
         except typer.Exit:
             raise
         except MltraderError as e:
-            _fail(str(e))
+            _fail(_one_line(str(e), strip_sql=False))
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except Exception as e:  # an unexpected failure is still one line, not a traceback
             if os.environ.get("MLTRADER_DEBUG"):
                 raise
-            _fail(f"internal error: {type(e).__name__}: {e} (rerun with MLTRADER_DEBUG=1 for "
-                  "the traceback and report it)", 1)
+            db = _database_error(e)
+            if db is not None:
+                _fail(db, 1)
+            _fail(_one_line(f"internal error: {type(e).__name__}: {e}") + " (rerun with "
+                  "MLTRADER_DEBUG=1 for the traceback and report it)", 1)
 
     wrapper.__doc__ = reflow(fn.__doc__)
     return wrapper  # type: ignore[return-value]
+
+
+def _one_line(message: str, *, strip_sql: bool = True) -> str:
+    """``message`` on one line: line breaks (and the blanks around them) become one space.
+    With ``strip_sql`` (unexpected errors) also SQLAlchemy's "(Background on this error at:
+    ...)" link and any "[SQL: ...] [parameters: ...]" go, all whitespace is collapsed and the
+    line is capped at 400 characters."""
+    import re
+
+    if not strip_sql:
+        return re.sub(r"\s*[\r\n]+\s*", " ", message).strip()
+    text = re.sub(r"\(Background on this error at:[^)]*\)", "", message)
+    text = re.sub(r"\[(?:SQL|parameters|generated in)\b.*", "", text, flags=re.DOTALL)
+    text = " ".join(text.split())
+    return text if len(text) <= 400 else text[:399] + "…"
+
+
+def _database_error(exc: BaseException) -> str | None:
+    """A SQLAlchemy error that reached `guarded` (the journal turns the ones it expects into
+    MltraderError) as one line: the first line of the driver's message (no SQL statement, no
+    parameters) and a hint; None for any other error. SQLAlchemy is imported here, lazily,
+    and only when already loaded (else ``exc`` cannot be one of its errors)."""
+    if "sqlalchemy" not in sys.modules:
+        return None
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if not isinstance(exc, SQLAlchemyError):
+        return None
+    orig = getattr(exc, "orig", None)  # the driver's own message
+    source = orig if orig is not None else exc
+    raw = _one_line(str(source)) if orig is None else str(source)
+    first = next((ln.strip() for ln in raw.splitlines() if ln.strip()), type(source).__name__)
+    return _one_line(
+        f"journal database error: {first}: check that the journal (--journal / --session) "
+        "is a readable, writable mltrader journal and, for PostgreSQL, that the server is up; "
+        "restore a damaged file from a backup (MLTRADER_DEBUG=1 shows the traceback)")
 
 
 def reflow(doc: str | None) -> str | None:

@@ -11,10 +11,11 @@ printed; `flatten` asks first unless --yes.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -122,11 +123,14 @@ def _confirm(question: str, yes: bool, what: str) -> bool:
 
 
 def _dotenv(path: Path = ENV_FILE) -> dict[str, str]:
-    """KEY=VALUE lines of a .env file (comments, `export`, quotes allowed)."""
+    """KEY=VALUE lines of a .env file: comments, `export`, quotes, a ` # comment` after an
+    unquoted value, a UTF-8 byte-order mark (Windows editors). An unterminated quote is a
+    one-line error naming the line (never a key with a stray quote in it)."""
     if not path.is_file():
         return {}
     values: dict[str, str] = {}
-    for raw in path.read_text(errors="replace").splitlines():
+    text = path.read_text(encoding="utf-8-sig", errors="replace")
+    for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -135,8 +139,14 @@ def _dotenv(path: Path = ENV_FILE) -> dict[str, str]:
         if not sep:
             continue
         value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
+        if value[:1] in ("'", '"'):
+            end = value.find(value[0], 1)
+            if end < 0:
+                raise MltraderError(f"{path}, line {number}: {key.strip()}'s value opens a "
+                                    f"quote ({value[0]}) it never closes; close it")
+            value = value[1:end]
+        else:
+            value = value.split(" #", 1)[0].split("\t#", 1)[0].strip()
         values[key.strip()] = value
     return values
 
@@ -183,6 +193,12 @@ def _make_broker(name: str, live: bool, keys: tuple[str, str] | None, ib_host: s
     from mltrader.live.ib_broker import IBBroker
 
     port = ib_port if ib_port is not None else (7496 if live else 7497)
+    if not 1 <= port <= 65535:
+        raise MltraderError(f"--ib-port {port} is not a TCP port (1-65535); TWS listens on "
+                            "7497 (paper) / 7496 (live), IB Gateway on 4002 / 4001")
+    if not ib_host or any(c.isspace() for c in ib_host):
+        raise MltraderError(f"--ib-host {ib_host!r} is not a host name or address; e.g. "
+                            "--ib-host 127.0.0.1")
     return IBBroker(ib_host, port, ib_client_id, live_confirmed=live)
 
 
@@ -221,6 +237,71 @@ def _journal_url(journal: str | None, default: str) -> str:
     if not journal:
         return default
     return journal if "://" in journal else f"sqlite:///{journal}"
+
+
+def _session_config_file(session: Path | None) -> Path:
+    """The config `paper` runs without -c: the session folder's own, the default one
+    without --session; a one-line error for a session that cannot say which."""
+    from mltrader.live.session import BROKER_FILE, CONFIG_FILE, JOURNAL_FILE
+
+    if session is None:
+        return Path("configs/default.yaml")
+    stored = session / CONFIG_FILE
+    if stored.is_file():
+        return stored
+    if (session / JOURNAL_FILE).exists() or (session / BROKER_FILE).exists():
+        raise MltraderError(f"session {session} has no {CONFIG_FILE}: restore it, or pass -c "
+                            "with the config the session was started with")
+    raise MltraderError(f"a new session needs its config: pass -c CONFIG (e.g. mltrader paper "
+                        f"-c configs/paper.yaml --session {session})")
+
+
+def _check_session_writable(session: Path) -> None:
+    """A session folder (or where it will be made) must be writable: the journal and the
+    paper account are written on every bar."""
+    probe = session.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    bad = [p for p in ([probe] + ([probe / f for f in ("journal.db", "broker.db")]
+                                  if probe == session.absolute() else []))
+           if p.exists() and not os.access(p, os.W_OK)]
+    if bad:
+        raise MltraderError(f"session folder {session} is not writable ({bad[0]} is "
+                            "read-only): make the folder and its files writable, or pass "
+                            "another --session folder")
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a service manager's stop, `kill`) stops like Ctrl-C: at a clean point, with
+    the message saying how to continue."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _journal_lock(url: str) -> Any:
+    """An exclusive lock next to a SQLite journal file (one bot per journal); a server
+    journal (PostgreSQL) is not locked here."""
+    from contextlib import nullcontext
+
+    from mltrader.live.lock import hold
+
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        path = Path(url[len("sqlite:///"):])
+        return hold(path.with_name(path.name + ".lock"), f"journal {path}")
+    return nullcontext()
 
 
 def _no_signal(window: Bars) -> pd.Series:
@@ -311,7 +392,7 @@ def paper(
     broker.db (the paper account); run the same command again to continue it.
     """
     from mltrader.config import load_config
-    from mltrader.live.session import CONFIG_FILE, paper_session
+    from mltrader.live.session import paper_session
     from mltrader.pipeline import load_data, run_folds
     from mltrader.runs import check_writable, new_run_dir
 
@@ -320,37 +401,48 @@ def paper(
               "folder under DIR), not both")
     if session is not None and session.exists() and not session.is_dir():
         _fail(f"--session {session} is a file, not a folder; give a folder path")
+    if not (speed >= 0 and math.isfinite(speed)):
+        _fail(f"--speed must be 0 (as fast as possible) or a positive factor of real time "
+              f"(60 = a minute of bars per second), got {speed}")
     overrides: dict[str, Any] = {}
     if replay is not None:
         overrides.update({"data.source": "file", "data.path": str(replay.resolve())})
     if output_dir is not None:
         overrides["output_dir"] = str(output_dir)
     if config is None:
-        stored = session / CONFIG_FILE if session is not None else None
-        config = stored if stored is not None and stored.is_file() else Path(
-            "configs/default.yaml")
+        config = _session_config_file(session)
     cfg = load_config(config, overrides)
     bars, _ = load_data(cfg)
     if session is None:
         check_writable(Path(cfg.output_dir))
         folder = new_run_dir(Path(cfg.output_dir), f"{cfg.name}-paper")
     else:
-        check_writable(session.parent if not session.exists() else session)
+        _check_session_writable(session)
         folder = session
     start = run_folds(bars, cfg)[0].test_start
     position = {t: i for i, t in enumerate(bars.index[start:], start=1)}
     from mltrader.cli import _progress
 
     with _progress("paper", len(bars) - start, transient=True) as advance:
-        state = {"done": 0}
+        state: dict[str, Any] = {"done": 0, "last": None}
 
         def on_bar(t: pd.Timestamp) -> None:
             k = position.get(t, state["done"] + 1)
             for _ in range(max(k - state["done"], 1)):
                 advance("")
             state["done"] = k
+            state["last"] = t
 
-        res = paper_session(cfg, bars, folder, speed=speed, progress=on_bar)
+        try:
+            with _sigterm_as_interrupt():
+                res = paper_session(cfg, bars, folder, speed=speed, progress=on_bar)
+        except KeyboardInterrupt:
+            last = state.get("last")
+            where = f"after the bar of {_when(last)}" if last is not None else "before a bar"
+            err.print(f"Stopped {where} ({state['done']} of {len(bars) - start} "
+                      f"out-of-sample bars done); run the same command to continue: "
+                      f"mltrader paper --session {escape(str(folder))}", highlight=False)
+            raise typer.Exit(130) from None
     span = (f"{res.first_bar.date()} .. {res.last_bar.date()}" if res.last_bar is not None
             else "no bar yet")
     if res.resumed:
@@ -416,25 +508,27 @@ def live(
     adapter = _make_broker(name, live_money, keys, ib_host, ib_port, ib_client_id)
     try:
         url = _journal_url(journal, _default_live_journal(cfg, name, live_money))
-        j = Journal(url, secrets=keys or ())
-        try:
-            feed = _make_feed(name, cfg, list(history.symbols), keys, adapter)
-            run_id = _resume_run(j, cfg, adapter.name, mode)
-            runner = Runner(cfg, adapter, history, j, mode=mode, run_id=run_id)
-            counts = runner.reconcile()
-        except BaseException:
-            j.close()
-            raise
-        acct = adapter.account()
-        account = "LIVE, real money" if live_money else "paper account"
-        out.print(f"{'Continuing' if run_id else 'Started'} run {runner.run_id}: "
-                  f"{cfg.strategy.name} on {name} ({account}), "
-                  f"equity {_money(acct.equity)}, cash {_money(acct.cash)}; reconciled: "
-                  + ", ".join(f"{k} {v}" for k, v in counts.items())
-                  + f". Journal: {escape(j.url)}. Ctrl-C stops.", highlight=False)
-        with _log_to_stderr():
-            res = live_session(runner, feed, calendar, max_bars=max_bars)
-        acct = adapter.account()
+        with _journal_lock(url):  # one bot per journal
+            j = Journal(url, secrets=keys or ())
+            try:
+                feed = _make_feed(name, cfg, list(history.symbols), keys, adapter)
+                run_id = _resume_run(j, cfg, adapter.name, mode)
+                runner = Runner(cfg, adapter, history, j, mode=mode, run_id=run_id)
+                counts = runner.reconcile()
+            except BaseException:
+                j.close()
+                raise
+            acct = adapter.account()
+            account = "LIVE, real money" if live_money else "paper account"
+            out.print(f"{'Continuing' if run_id else 'Started'} run {runner.run_id}: "
+                      f"{cfg.strategy.name} on {name} ({account}), "
+                      f"equity {_money(acct.equity)}, cash {_money(acct.cash)}; reconciled: "
+                      + ", ".join(f"{k} {v}" for k, v in counts.items())
+                      + f". Journal: {escape(j.url)}. Ctrl-C stops.", highlight=False)
+            with _log_to_stderr():
+                with _sigterm_as_interrupt():
+                    res = live_session(runner, feed, calendar, max_bars=max_bars)
+            acct = adapter.account()
     finally:
         adapter.close()
     stop = "interrupted" if res.interrupted else "stopped"
@@ -525,81 +619,94 @@ def flatten(
     """
     from mltrader.config import load_config
     from mltrader.live.journal import Journal
+    from mltrader.live.lock import LOCK_FILE, hold
     from mltrader.live.runner import Runner
-    from mltrader.live.session import BROKER_FILE, journal_url, session_config
+    from mltrader.live.session import (
+        BROKER_FILE,
+        check_session_files,
+        journal_url,
+        session_config,
+    )
     from mltrader.pipeline import engine_settings, load_data, resolve_fill
 
     name = _check_broker(broker, BROKERS_ALL)
     if session is not None and journal:
         _fail("give either --session DIR or --journal URL, not both")
-    keys = None
-    if name == "paper":
-        if session is None:
-            _fail("flatten --broker paper needs --session DIR: the paper account lives in "
-                  "DIR/broker.db")
-        assert session is not None
-        if not session.is_dir():
-            _fail(f"session folder {session} not found; pass the folder `mltrader paper "
-                  "--session DIR` wrote")
-        if not (session / BROKER_FILE).is_file():
-            _fail(f"{session} has no {BROKER_FILE}: no paper account to flatten there")
-        if live_money:
-            _fail("--live is for alpaca / ib; a paper session holds no real money")
-        cfg = session_config(session)
-        bars, _ = load_data(cfg)
-        from mltrader.live.paper import PaperBroker
-
-        adapter: Broker = PaperBroker(engine_settings(cfg, resolve_fill(cfg, bars)),
-                                      bars.close_only, state_path=session / BROKER_FILE)
-        url = journal_url(session)
-        mode = "paper"
-    else:
-        if session is not None:
-            cfg = session_config(session)
-        elif config is not None:
-            cfg = load_config(config)
-        else:
-            _fail(f"flatten --broker {name} needs the run config: -c CONFIG (the one "
-                  "`mltrader live` trades)")
-        keys = alpaca_keys() if name == "alpaca" else None
-        if live_money:
-            _confirm_live(name)
-        mode = "live" if live_money else "paper"
-        adapter = _make_broker(name, live_money, keys, ib_host, ib_port, ib_client_id)
-        url = _journal_url(journal, _default_live_journal(cfg, name, live_money))
-        bars = None
+    stack = ExitStack()  # the session's / journal's lock, held until the orders are journaled
     try:
-        positions = adapter.positions()
-        open_orders = adapter.open_orders()
-        if not positions and not open_orders:
-            out.print(f"Nothing to flatten at {name}: no positions, no open orders.")
-            return
-        held = ", ".join(f"{s} {p.qty:g}" for s, p in sorted(positions.items())) or "none"
-        question = (f"Cancel {len(open_orders)} open order(s) and close {len(positions)} "
-                    f"position(s) ({held}) at {name} with market orders?")
-        if not _confirm(question, yes, f"flatten sends market orders closing {len(positions)} "
-                        f"position(s) at {name}"):
-            out.print("Not confirmed: nothing was sent.")
-            raise typer.Exit(1)
-        if bars is None:
+        keys = None
+        if name == "paper":
+            if session is None:
+                _fail("flatten --broker paper needs --session DIR: the paper account lives in "
+                      "DIR/broker.db")
+            assert session is not None
+            if not session.is_dir():
+                _fail(f"session folder {session} not found; pass the folder `mltrader paper "
+                      "--session DIR` wrote")
+            if not (session / BROKER_FILE).is_file():
+                _fail(f"{session} has no {BROKER_FILE}: no paper account to flatten there")
+            if live_money:
+                _fail("--live is for alpaca / ib; a paper session holds no real money")
+            stack.enter_context(hold(session / LOCK_FILE, f"session {session}"))
+            check_session_files(session)
+            cfg = session_config(session)
             bars, _ = load_data(cfg)
-        j = Journal(url, secrets=keys or ())
+            from mltrader.live.paper import PaperBroker
+
+            adapter: Broker = PaperBroker(engine_settings(cfg, resolve_fill(cfg, bars)),
+                                          bars.close_only, state_path=session / BROKER_FILE)
+            url = journal_url(session)
+            mode = "paper"
+        else:
+            if session is not None:
+                cfg = session_config(session)
+            elif config is not None:
+                cfg = load_config(config)
+            else:
+                _fail(f"flatten --broker {name} needs the run config: -c CONFIG (the one "
+                      "`mltrader live` trades)")
+            keys = alpaca_keys() if name == "alpaca" else None
+            if live_money:
+                _confirm_live(name)
+            mode = "live" if live_money else "paper"
+            url = _journal_url(journal, _default_live_journal(cfg, name, live_money))
+            stack.enter_context(_journal_lock(url))
+            adapter = _make_broker(name, live_money, keys, ib_host, ib_port, ib_client_id)
+            bars = None
         try:
-            run_id = _resume_run(j, cfg, adapter.name, mode)
-            history = bars
-            if run_id is not None:
-                saved = j.runner_state(run_id)
-                if saved is not None:
-                    history = bars.select(None, None, saved[0])
-            runner = Runner(cfg, adapter, history, j, signal=_no_signal, mode=mode,
-                            run_id=run_id)
-            runner.reconcile()
-            sent = runner.flatten(FLATTEN_REASON)
-            runner.finish()
+            positions = adapter.positions()
+            open_orders = adapter.open_orders()
+            if not positions and not open_orders:
+                out.print(f"Nothing to flatten at {name}: no positions, no open orders.")
+                return
+            held = ", ".join(f"{s} {p.qty:g}" for s, p in sorted(positions.items())) or "none"
+            question = (f"Cancel {len(open_orders)} open order(s) and close {len(positions)} "
+                        f"position(s) ({held}) at {name} with market orders?")
+            if not _confirm(question, yes, f"flatten sends market orders closing {len(positions)} "
+                            f"position(s) at {name}"):
+                out.print("Not confirmed: nothing was sent.")
+                raise typer.Exit(1)
+            if bars is None:
+                bars, _ = load_data(cfg)
+            j = Journal(url, secrets=keys or ())
+            try:
+                run_id = _resume_run(j, cfg, adapter.name, mode)
+                history = bars
+                if run_id is not None:
+                    saved = j.runner_state(run_id)
+                    if saved is not None:
+                        history = bars.select(None, None, saved[0])
+                runner = Runner(cfg, adapter, history, j, signal=_no_signal, mode=mode,
+                                run_id=run_id)
+                runner.reconcile()
+                sent = runner.flatten(FLATTEN_REASON)
+                runner.finish()
+            finally:
+                j.close()
         finally:
-            j.close()
+            adapter.close()
     finally:
-        adapter.close()
+        stack.close()
     table = Table(title=f"Sent to {name}", title_justify="left")
     for col in ("symbol", "side", "qty", "client order id"):
         table.add_column(col)

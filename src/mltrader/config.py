@@ -313,19 +313,52 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
         raise ConfigError(_format_error(err, source)) from None
 
 
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def parse_yaml(path: Path) -> Any:
+    """The YAML document in ``path`` (None when it holds nothing but blanks / comments).
+    An unreadable file or invalid YAML is a one-line `ConfigError` naming the spot."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a text (UTF-8) file, byte {err.start} cannot be "
+                          "read; save the config as UTF-8 YAML") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config ({err.strerror or err}); check "
+                          "the path and its permissions") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        problem = _one_line(err.problem or err.context or type(err).__name__)
+        if err.context and err.problem and problem.startswith("but "):
+            problem = f"{_one_line(err.context)} {problem}"  # "expected ... but found ..."
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}; fix the syntax") from None
+    except yaml.YAMLError as err:  # e.g. a control character (yaml.reader.ReaderError)
+        where, problem = "", _one_line(err)
+        if isinstance(err, yaml.reader.ReaderError):
+            line = text.count("\n", 0, err.position) + 1
+            column = err.position - (text.rfind("\n", 0, err.position) + 1) + 1
+            where = f" at line {line}, column {column}"
+            code = err.character if isinstance(err.character, int) else None
+            problem = (f"control character #x{code:04x} is not allowed" if code is not None
+                       else _one_line(err.reason))
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}; fix the syntax") from None
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Read a YAML config file; `overrides` are dotted keys (``data.start``) set on top."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {p} not found; pass an existing file, "
                           "e.g. -c configs/default.yaml")
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{p}:{where} is not valid YAML ({getattr(err, 'problem', err)}); "
-                          "fix the indentation or quoting there") from None
+    raw = parse_yaml(p)
+    if raw is None:
+        raise ConfigError(f"{p} is empty (no settings, only blanks or comments): write a "
+                          "config, e.g. copy configs/default.yaml")
     if not isinstance(raw, dict):
         return config_from_dict(raw, str(p))  # the proper "expected a mapping" error
     for key, value in (overrides or {}).items():

@@ -526,7 +526,7 @@ def test_url_password_is_masked(caplog):
     pytest.importorskip("psycopg", reason="psycopg is not installed")
     port = _free_port()  # nothing listens there: the open fails, and says nothing secret
     with caplog.at_level(logging.DEBUG):
-        with pytest.raises(sa.exc.OperationalError) as info:
+        with pytest.raises(JournalError) as info:
             Journal(f"postgresql+psycopg://u:{PG_PASSWORD}@127.0.0.1:{port}/db")
     assert PG_PASSWORD not in str(info.value) and PG_PASSWORD not in caplog.text
 
@@ -598,3 +598,149 @@ def test_bad_inputs_are_refused(journal, sqlite_url):
         Journal("mysql://u@h/db")
     with pytest.raises(JournalError, match="synchronous"):
         Journal(sqlite_url, synchronous="OFF")
+
+
+# --------------------------------------------------------------------------- bad journals
+# Regression: each of these escaped as a raw SQLAlchemy error over two lines ("... database
+# disk image is malformed" + "(Background on this error at: https://sqlalche.me/...)"),
+# which the CLI printed as an "internal error".
+
+
+def _assert_one_line(err: JournalError, *needles: str) -> str:
+    msg = str(err)
+    assert "\n" not in msg, msg
+    for junk in ("Background on this error", "sqlalche.me", "[SQL", "parameters", "INSERT",
+                 "SELECT"):
+        assert junk not in msg, msg
+    for needle in needles:
+        assert needle in msg, (needle, msg)
+    return msg
+
+
+def _valid_journal(path) -> bytes:
+    j = Journal(f"sqlite:///{path}")
+    j.start_run("mom", "paper")
+    j.close()
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["garbage", "truncated", "csv"])
+def test_corrupt_or_foreign_sqlite_file_is_a_one_line_journal_error(tmp_path, kind):
+    path = tmp_path / ("prices.csv" if kind == "csv" else "journal.db")
+    if kind == "garbage":
+        path.write_text("garbage" * 100)
+    elif kind == "truncated":
+        data = _valid_journal(tmp_path / "good.db")
+        path.write_bytes(data[:100])
+    else:
+        path.write_text("date,AAA\n" + "2024-01-02,10.5\n" * 50)
+    before = path.read_bytes()
+    url = f"sqlite:///{path}"
+    with pytest.raises(JournalError) as info:
+        Journal(url)
+    reason = "database disk image is malformed" if kind == "truncated" else \
+        "file is not a database"
+    _assert_one_line(info.value, f"journal {url} is not a readable database ({reason})",
+                     "restore it from a backup", "--journal / --session")
+    assert path.read_bytes() == before  # the failed open wrote nothing into it
+
+
+def test_read_only_journal_reads_and_refuses_writes_in_one_line(tmp_path):
+    """A journal SQLite opens read-only (``mode=ro``: the same error a chmod 444 file gives a
+    non-root user): reads work, each write is one line without the SQL or its parameters."""
+    path = tmp_path / "journal.db"
+    _valid_journal(path)
+    j = Journal(f"sqlite:///file:{path}?mode=ro&uri=true")
+    try:
+        assert list(j.runs_frame()["strategy"]) == ["mom"]
+        with pytest.raises(JournalError) as info:
+            j.start_run("secret-strategy-name", "paper")
+        msg = _assert_one_line(info.value, "is read-only (attempt to write a readonly "
+                               "database)", "make the file and its folder writable")
+        assert "secret-strategy-name" not in msg
+        with pytest.raises(JournalError, match="is read-only"):
+            with j.batch():
+                j.audit("inside_a_batch", {"qty": 1})
+    finally:
+        j.close()
+
+
+def test_sqlite_uri_url_creates_no_folder(tmp_path, monkeypatch):
+    """Regression: ``sqlite:///file:x/journal.db?uri=true`` made a folder named "file:x"."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x").mkdir()
+    _valid_journal(tmp_path / "x" / "journal.db")
+    Journal("sqlite:///file:x/journal.db?mode=ro&uri=true").close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through chmod 444")
+def test_chmod_read_only_journal_is_one_line(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    path = folder / "journal.db"
+    _valid_journal(path)
+    for leftover in folder.glob("journal.db-*"):
+        leftover.unlink()
+    path.chmod(0o444)
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(JournalError) as info:
+            j = Journal(f"sqlite:///{path}")
+            try:
+                j.start_run("mom", "paper")
+            finally:
+                j.close()
+        _assert_one_line(info.value, f"journal sqlite:///{path}")
+        assert "read-only" in str(info.value) or "cannot be opened" in str(info.value)
+    finally:
+        folder.chmod(0o755)
+        path.chmod(0o644)
+
+
+def test_journal_path_that_is_a_folder_or_under_a_file(tmp_path):
+    with pytest.raises(JournalError) as info:
+        Journal(f"sqlite:///{tmp_path}")
+    _assert_one_line(info.value, "cannot be opened (unable to open database file)",
+                     "not a folder")
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    with pytest.raises(JournalError) as info:
+        Journal(f"sqlite:///{blocker / 'sub' / 'journal.db'}")
+    _assert_one_line(info.value, f"cannot create its folder {blocker / 'sub'}")
+
+
+def test_unreachable_postgresql_is_one_line_without_the_password():
+    pytest.importorskip("psycopg", reason="psycopg is not installed")
+    port = _free_port()  # nothing listens there
+    url = f"postgresql+psycopg://u:{PG_PASSWORD}@127.0.0.1:{port}/x"
+    with pytest.raises(JournalError) as info:
+        Journal(url)
+    msg = _assert_one_line(info.value, f"journal postgresql+psycopg://u:***@127.0.0.1:{port}/x: "
+                           "cannot connect (", "start the server or fix the URL")
+    assert PG_PASSWORD not in msg and "Is the server running" not in msg
+
+
+def test_missing_postgresql_database_is_one_line(pg_server):
+    url = (f"postgresql+psycopg://postgres:{PG_PASSWORD}@{pg_server['host']}:"
+           f"{pg_server['port']}/no_such_db_{uuid.uuid4().hex[:8]}")
+    with pytest.raises(JournalError) as info:
+        Journal(url)
+    msg = _assert_one_line(info.value, "cannot connect (", "does not exist",
+                           "start the server or fix the URL")
+    assert PG_PASSWORD not in msg
+
+
+def test_missing_database_driver_is_one_line():
+    with pytest.raises(JournalError) as info:
+        Journal("postgresql+nosuchdriver://u@h/db")
+    _assert_one_line(info.value, "postgresql+nosuchdriver", "sqlite:///path.db")
+
+
+def test_integrity_errors_still_surface_as_bugs(journal):
+    """Only the database's state becomes a JournalError; a constraint the journal's own
+    code breaks stays an IntegrityError (a bug to report, not a user's mistake)."""
+    with pytest.raises(sa.exc.IntegrityError):
+        journal._run(lambda conn: conn.execute(t_fills.insert().values(
+            fill_id="x", client_order_id="no-such-order", symbol="A", side="buy", qty=1.0,
+            price=1.0, commission=0.0, time=T0)))

@@ -106,6 +106,65 @@ def test_a_session_interrupted_at_bar_k_ends_like_an_uninterrupted_one(setup, tm
     assert (got.orders, got.fills) == (want.orders, want.fills)
 
 
+def test_two_processes_on_one_session_are_refused(setup, tmp_path):
+    """A second process on a session that is being traded gets a one-line error naming the
+    holder's pid; the lock dies with its holder (a crash never leaves it locked)."""
+    import subprocess
+    import sys
+    import time
+
+    cfg, bars, clean, _ = setup
+    folder = tmp_path / "busy"
+    shutil.copytree(clean, folder)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from mltrader.live.lock import hold\n"
+         f"with hold({str(folder / '.lock')!r}, 'x'):\n"
+         "    print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(MltraderError, match=rf"session .*busy is in use by another "
+                                                rf"mltrader process \(pid {holder.pid}\)"):
+            paper_session(cfg, bars, folder)
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.05)
+    assert paper_session(cfg, bars, folder).replayed == 0  # the kill released it
+
+
+@pytest.mark.parametrize("lost", ["broker.db", "journal.db"])
+@pytest.mark.parametrize("how", ["deleted", "emptied"])
+def test_a_session_missing_its_account_or_journal_is_refused(setup, tmp_path, lost, how):
+    """A lost broker.db would restart the account at its initial cash under the old run; a
+    lost journal would replay the whole history into the finished account."""
+    cfg, bars, clean, _ = setup
+    folder = tmp_path / "lost"
+    shutil.copytree(clean, folder)
+    for suffix in ("", "-wal", "-shm"):
+        (folder / f"{lost}{suffix}").unlink(missing_ok=True)
+    if how == "emptied":
+        (folder / lost).write_bytes(b"")
+    state = "missing" if how == "deleted" else "empty"
+    with pytest.raises(MltraderError, match=rf"{lost.replace('.', '[.]')}.* is {state}"):
+        paper_session(cfg, bars, folder)
+
+
+def test_an_edited_session_config_and_a_shortened_replay_are_refused(setup, tmp_path):
+    cfg, bars, clean, _ = setup
+    folder = tmp_path / "edited"
+    shutil.copytree(clean, folder)
+    text = (folder / "config.yaml").read_text()
+    (folder / "config.yaml").write_text(text.replace("fast: 3", "fast: 5"))
+    with pytest.raises(ConfigError, match="holds run 1, started with another config"):
+        paper_session(session_config(folder), bars, folder)
+    shutil.rmtree(folder)
+    shutil.copytree(clean, folder)
+    short = bars.select(None, None, bars.index[-40])
+    with pytest.raises(MltraderError, match="before the session's last completed bar"):
+        paper_session(cfg, short, folder)
+
+
 def test_a_session_started_with_another_config_is_refused(setup, tmp_path):
     cfg, bars, clean, _ = setup
     folder = tmp_path / "other"
@@ -271,3 +330,59 @@ def test_sessions_since_counts_closed_exchange_sessions():
     assert behind("2025-12-26", "2025-12-28 12:00") == 0  # a weekend
     assert behind("1999-12-31", "2000-01-05 22:00") == 3  # before the calendar: weekdays
     assert behind("2020-01-02", "2025-01-02 22:00") > 1_000
+
+
+def test_a_held_symbol_that_stops_trading_is_warned_about_once(setup, tmp_path, caplog):
+    """A delisting or a feed gap: the position is valued at its last close and cannot trade;
+    the runner says so (log and audit) after STALE_BARS bars without a bar, once."""
+    from mltrader.data.bars import Bars
+    from mltrader.live.runner import STALE_BARS
+
+    cfg, bars, clean, res = setup
+    j = Journal(journal_url(clean))
+    try:
+        pos = j.positions_frame(res.run_id)
+    finally:
+        j.close()
+    pos = pos[pos["qty"].abs() > 0]
+    times = pd.to_datetime(pos["time"], utc=True)
+    window = (times >= bars.index[-120]) & (times <= bars.index[-20])
+    cut = times[window].iloc[0]  # a bar where the uninterrupted run holds something
+    sym = str(pos[window]["symbol"].iloc[0])
+    k = list(bars.symbols).index(sym)
+    after = bars.index > cut
+
+    def gone(a):
+        if a is None:
+            return None
+        a = a.copy()
+        a[after, k] = float("nan")
+        return a
+
+    delisted = Bars(index=bars.index, symbols=bars.symbols, close=gone(bars.close),
+                    open=gone(bars.open), high=gone(bars.high), low=gone(bars.low),
+                    volume=gone(bars.volume))
+    with caplog.at_level("WARNING", logger="mltrader.live.runner"):
+        paper_session(cfg, delisted, tmp_path / "delisted")
+    warned = [r for r in caplog.records if f"{sym}: no bar for {STALE_BARS} bars" in
+              r.getMessage()]
+    assert len(warned) == 1
+    j = Journal(journal_url(tmp_path / "delisted"))
+    try:
+        audit = j.audit_frame(action="stale_symbol")
+    finally:
+        j.close()
+    assert len(audit) == 1 and audit["detail"].iloc[0]["symbol"] == sym
+
+
+def test_an_empty_or_broken_session_config_is_one_clear_error(setup, tmp_path):
+    _, _, clean, _ = setup
+    folder = tmp_path / "cfg"
+    shutil.copytree(clean, folder)
+    (folder / "config.yaml").write_text("# nothing\n")
+    with pytest.raises(ConfigError, match="config.yaml is empty: restore"):
+        session_config(folder)
+    (folder / "config.yaml").write_text("strategy: {name: crossover, fast: 3\nslow: [\n")
+    with pytest.raises(ConfigError, match="invalid YAML at line") as info:
+        session_config(folder)
+    assert "\n" not in str(info.value)

@@ -86,7 +86,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
 
@@ -375,6 +375,12 @@ def _num(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
+def _truthy(value: Any) -> bool:
+    if isinstance(value, tuple):
+        value = value[-1] if value else None
+    return str(value).lower() in ("1", "true", "yes", "on")
+
+
 def _now() -> pd.Timestamp:
     return pd.Timestamp.now(tz="UTC")
 
@@ -382,6 +388,37 @@ def _now() -> pd.Timestamp:
 def _is_locked(exc: OperationalError) -> bool:
     msg = str(getattr(exc, "orig", exc)).lower()
     return "locked" in msg or "busy" in msg
+
+
+def driver_message(exc: BaseException) -> str:
+    """The database driver's own message of a SQLAlchemy error, on one line: no SQL
+    statement, no parameters, no "(Background on this error at: ...)" link."""
+    orig = getattr(exc, "orig", None)
+    text_ = str(orig if orig is not None else exc)
+    text_ = re.sub(r"\s*\(Background on this error at:[^)]*\)", "", text_)
+    text_ = re.split(r"\n\s*\[SQL:", text_, maxsplit=1)[0]
+    lines = [ln.strip() for ln in text_.splitlines() if ln.strip()]
+    return lines[0] if lines else type(orig if orig is not None else exc).__name__
+
+
+# (substring of the driver's message, what it means, the fix): SQLite's wording
+_SQLITE_PROBLEMS = (
+    (("file is not a database", "malformed", "not a database", "corrupt"),
+     "is not a readable database",
+     "restore it from a backup or point --journal / --session at another one"),
+    (("readonly", "read-only"),
+     "is read-only", "make the file and its folder writable"),
+    (("unable to open",),
+     "cannot be opened",
+     "check that the path names a file (not a folder) and that the file and its folder "
+     "exist and are readable and writable"),
+    (("disk is full", "database or disk is full"),
+     "cannot be written: the disk is full", "free some disk space"),
+    (("disk i/o error",),
+     "cannot be read or written (disk I/O error)",
+     "check the disk and the file's permissions, or point --journal / --session at "
+     "another journal"),
+)
 
 
 # --------------------------------------------------------------------------- journal
@@ -431,11 +468,28 @@ class Journal:
             if self._memory:
                 kwargs.update(poolclass=StaticPool,
                               connect_args={"check_same_thread": False})
-            else:
-                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            elif not _truthy(parsed.query.get("uri")):  # a file: URI names no folder
+                folder = Path(database).expanduser().parent
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise JournalError(
+                        f"journal {self._safe_url}: cannot create its folder {folder} "
+                        f"({exc.strerror or exc}): create it, or point --journal / --session "
+                        "at a writable place") from exc
         else:
             kwargs["pool_pre_ping"] = True
-        self._engine: Engine = create_engine(parsed, **kwargs)
+        try:
+            self._engine: Engine = create_engine(parsed, **kwargs)
+        except ImportError as exc:
+            raise JournalError(
+                f"journal {self._safe_url}: its database driver is not installed ({exc}): "
+                "pip install 'psycopg[binary]' for postgresql+psycopg://, or use "
+                "sqlite:///path.db") from exc
+        except SQLAlchemyError as exc:
+            raise JournalError(f"journal URL {self._safe_url!r}: {driver_message(exc)}; use "
+                               "sqlite:///path.db or postgresql+psycopg://user@host/db"
+                               ) from exc
         if backend == "sqlite":
             self._install_sqlite_events(sync, int(busy_timeout_ms))
         self._insert = sqlite_insert if backend == "sqlite" else pg_insert
@@ -474,6 +528,31 @@ class Journal:
             read = conn.get_execution_options().get("journal_read", False)
             conn.exec_driver_sql("BEGIN DEFERRED" if read else "BEGIN IMMEDIATE")
 
+    def _db_error(self, exc: BaseException) -> JournalError:
+        """A driver / SQLAlchemy error as ONE line naming the journal (password masked),
+        the driver's message (no SQL, no parameters) and the fix."""
+        msg = driver_message(exc)
+        for secret in sorted(self._extra_secrets, key=len, reverse=True):
+            msg = msg.replace(secret, MASK)
+        low = msg.lower()
+        where = f"journal {self._safe_url}"
+        if self.backend == "sqlite":
+            for needles, what, fix in _SQLITE_PROBLEMS:
+                if any(n in low for n in needles):
+                    return JournalError(f"{where} {what} ({msg}): {fix}")
+            return JournalError(f"{where}: database error ({msg}): check the file, or point "
+                                "--journal / --session at another journal")
+        if "permission denied" in low or "must be owner" in low:
+            return JournalError(f"{where}: permission denied ({msg}): grant the database user "
+                                "rights to create and write tables, or use another user")
+        if isinstance(exc, OperationalError) and (
+                getattr(exc, "statement", None) is None or "connect" in low
+                or "server closed" in low or getattr(exc, "connection_invalidated", False)):
+            return JournalError(f"{where}: cannot connect ({msg}): start the server or fix "
+                                "the URL")
+        return JournalError(f"{where}: database error ({msg}): check the database and the "
+                            "user's rights")
+
     def _check_open(self) -> None:
         if self._closed:
             raise JournalError(f"journal {self._safe_url} is closed: open a new Journal")
@@ -483,7 +562,12 @@ class Journal:
         retrying the whole transaction on "database is locked"."""
         self._check_open()
         if self._batch is not None:  # inside `batch()`: part of its one transaction
-            return fn(self._batch)
+            try:
+                return fn(self._batch)
+            except IntegrityError:
+                raise  # a constraint the journal's own code broke: a bug, not the database
+            except DBAPIError as exc:
+                raise self._db_error(exc) from exc
         delay = 0.05
         for attempt in range(self._lock_retries + 1):
             try:
@@ -492,9 +576,11 @@ class Journal:
                         conn = conn.execution_options(journal_read=True)
                     with conn.begin():
                         return fn(conn)
+            except IntegrityError:
+                raise  # a constraint the journal's own code broke: a bug, not the database
             except OperationalError as exc:
                 if self.backend != "sqlite" or not _is_locked(exc):
-                    raise
+                    raise self._db_error(exc) from exc
                 if attempt >= self._lock_retries:
                     raise JournalError(
                         f"journal {self._safe_url}: database still locked after "
@@ -504,6 +590,8 @@ class Journal:
                             attempt + 1, self._lock_retries, delay)
                 _time.sleep(delay)
                 delay = min(delay * 2, 1.0)
+            except DBAPIError as exc:  # corrupt file, not a database, permissions, ...
+                raise self._db_error(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _secrets(self) -> set[str]:
@@ -770,18 +858,31 @@ class Journal:
                 tx = conn.begin()
                 break
             except OperationalError as exc:
-                if self.backend != "sqlite" or not _is_locked(exc) or \
-                        attempt >= self._lock_retries:
+                if self.backend != "sqlite" or not _is_locked(exc):
+                    raise self._db_error(exc) from exc
+                if attempt >= self._lock_retries:
                     raise JournalError(f"journal {self._safe_url}: cannot start a write "
-                                       f"transaction ({exc.orig})") from exc
+                                       f"transaction ({driver_message(exc)}); another "
+                                       "process holds a long write transaction") from exc
                 _time.sleep(delay)
                 delay = min(delay * 2, 1.0)
+            except DBAPIError as exc:
+                raise self._db_error(exc) from exc
         self._batch = conn
         try:
             yield
-            tx.commit()
+            try:
+                tx.commit()
+            except IntegrityError:
+                raise
+            except DBAPIError as exc:
+                raise self._db_error(exc) from exc
         except BaseException:
-            tx.rollback()
+            try:
+                tx.rollback()
+            except DBAPIError as exc:  # the connection is gone: the error above says why
+                log.warning("journal %s: rollback failed: %s", self._safe_url,
+                            driver_message(exc))
             raise
         finally:
             self._batch = None

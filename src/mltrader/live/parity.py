@@ -143,6 +143,12 @@ def parity_report(run_dir: str | Path, tolerance: float = TOLERANCE) -> ParityRe
     from mltrader.pipeline import run
 
     folder = Path(run_dir)
+    if not (np.isfinite(tolerance) and tolerance >= 0):
+        raise MltraderError(f"--tolerance must be a relative difference >= 0 (e.g. 1e-6), got "
+                            f"{tolerance}")
+    if folder.exists() and not folder.is_dir():
+        raise MltraderError(f"{folder} is a file, not a session folder; pass the folder "
+                            "`mltrader paper --session DIR` wrote")
     if not folder.is_dir():
         raise MltraderError(f"session folder {folder} not found; pass the folder `mltrader "
                             "paper --session DIR` (or `mltrader paper -o DIR`) wrote")
@@ -174,6 +180,14 @@ def parity_report(run_dir: str | Path, tolerance: float = TOLERANCE) -> ParityRe
     if not (folder / BROKER_FILE).exists():
         notes.append(f"{BROKER_FILE} is missing: the paper account may not be this one's")
     until = eq.index[-1] if len(eq) else None
+    if len(fills):  # an interrupted bar's fills: compared once the session completes it
+        later = pd.to_datetime(fills["time"], utc=True) > until if until is not None else (
+            np.ones(len(fills), dtype=bool))
+        if later.any():
+            notes.append(f"{int(later.sum())} journaled fill(s) belong to a bar after the last "
+                         "completed one (the session stopped inside it); not compared until "
+                         "the session resumes and completes that bar")
+            fills = fills[~np.asarray(later)]
     out = run(cfg)
     bt = out.strategy.fills
     bt_time = pd.to_datetime(bt["date"], utc=True)

@@ -67,6 +67,7 @@ log = logging.getLogger("mltrader.live.runner")
 
 SignalFn = Callable[[Bars], pd.Series]
 _EPS = 1e-9
+STALE_BARS = 5  # bars a held symbol may go without a bar before the runner warns
 
 
 def _day(time: pd.Timestamp, tz: Any) -> int:
@@ -129,6 +130,7 @@ class Runner:
         self._fill_totals: dict[str, tuple[float, float, float]] = {}
         self._order_views: dict[str, tuple[object, ...]] = {}
         self._last_close: dict[str, float] = {}
+        self._missing: dict[str, int] = {}  # held symbol -> bars in a row without a bar
         self._eq_last = float(cfg.initial_cash)
         self._last_done: pd.Timestamp | None = None
         self._time: pd.Timestamp | None = None
@@ -447,6 +449,7 @@ class Runner:
                                    run_id=self.run_id)
             return []
         closes = {s: e.close for s, e in bars.items() if np.isfinite(e.close)}
+        self._note_missing(time, held, closes)
         for sym, e in bars.items():
             self.exits.on_close(sym, time, e.high, e.low)
         self.exits.sync(held)
@@ -475,6 +478,26 @@ class Runner:
             self._flush()  # after a failure inside the bar: the answers still get journaled
         checkpoint("bar_done")
         return sent
+
+    def _note_missing(self, time: pd.Timestamp, held: Mapping[str, float],
+                      closes: Mapping[str, float]) -> None:
+        """Warn once when a held symbol has had no bar for STALE_BARS bars in a row: it is
+        valued at its last close and cannot trade (a delisting, a halt, a feed gap)."""
+        for sym, qty in held.items():
+            if abs(qty) <= _EPS or sym in closes:
+                self._missing.pop(sym, None)
+                continue
+            n = self._missing[sym] = self._missing.get(sym, 0) + 1
+            if n != STALE_BARS:
+                continue
+            last = self._last_close.get(sym, math.nan)
+            log.warning("%s: no bar for %d bars (to %s) while holding %g: valued at its last "
+                        "close %.4g; check the symbol (delisted, halted, or missing from the "
+                        "feed) and flatten it by hand if it is gone", sym, n, time, qty, last)
+            if self.journal is not None:
+                self.journal.audit("stale_symbol", {"symbol": sym, "bars_missing": n,
+                                                    "bar_time": time, "qty": qty,
+                                                    "last_close": last}, run_id=self.run_id)
 
     def _plan(self, time: pd.Timestamp, row: pd.Series, equity: float,
               closes: Mapping[str, float], held: Mapping[str, float], unit: str

@@ -26,9 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
-from mltrader.config import RunConfig, config_from_dict, dump_config
+from mltrader.config import RunConfig, config_from_dict, dump_config, parse_yaml
 from mltrader.data.bars import Bars
 from mltrader.data.feeds import BarEvent, Feed, ReplayFeed
 from mltrader.errors import ConfigError, MltraderError
@@ -111,11 +110,11 @@ def session_config(session_dir: Path, cfg: RunConfig | None = None) -> RunConfig
     the runner finds its run again (same config hash)."""
     path = Path(session_dir) / CONFIG_FILE
     if path.is_file():
-        try:
-            stored = config_from_dict(yaml.safe_load(path.read_text()) or {}, str(path))
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML ({e}); restore it or start a new "
-                              "session folder") from None
+        raw = parse_yaml(path)
+        if raw is None:
+            raise ConfigError(f"{path} is empty: restore the config the session was started "
+                              "with (or start a new session folder)")
+        stored = config_from_dict(raw, str(path))
         if cfg is not None:
             new = _comparable(_absolute_data(cfg))
             old = _comparable(stored)
@@ -143,10 +142,8 @@ def paper_session(cfg: RunConfig, bars: Bars, session_dir: str | Path, speed: fl
     test bars are replayed (`speed` 0: as fast as possible, s: s x real time), each into the
     paper broker, then the runner. `progress(t)` is called after each bar. resume=False
     refuses a folder that already holds a session instead of continuing it."""
-    from mltrader.live.journal import Journal
-    from mltrader.live.paper import PaperBroker
-    from mltrader.live.runner import Runner
-    from mltrader.pipeline import engine_settings, resolve_fill, run_folds
+    from mltrader.live.lock import LOCK_FILE, hold
+    from mltrader.pipeline import run_folds
 
     folder = Path(session_dir)
     if not resume and ((folder / JOURNAL_FILE).exists() or (folder / BROKER_FILE).exists()):
@@ -154,6 +151,54 @@ def paper_session(cfg: RunConfig, bars: Bars, session_dir: str | Path, speed: fl
                             "or choose a new folder")
     cfg = session_config(folder, cfg)
     start = run_folds(bars, cfg)[0].test_start
+    with hold(folder / LOCK_FILE, f"session {folder}"):
+        check_session_files(folder)
+        return _replay(cfg, bars, folder, start, speed, progress)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return -1
+
+
+def check_session_files(folder: Path) -> None:
+    """Refuse a session whose journal and paper account no longer belong together: a run
+    journaled with its account file gone (or emptied) would restart the account at its
+    initial cash under the old run; an account without its journal would replay the whole
+    history against it. Either way trades would be lost: say which file is missing."""
+    from mltrader.live.journal import Journal
+
+    jsize, bsize = _size(folder / JOURNAL_FILE), _size(folder / BROKER_FILE)
+    if bsize > 0 and jsize <= 0:
+        state = "missing" if jsize < 0 else "empty"
+        raise MltraderError(f"session {folder}: {JOURNAL_FILE} is {state} but {BROKER_FILE} "
+                            "holds a paper account: restore the journal from a backup, or "
+                            "start a new session folder (replaying into this account would "
+                            "trade the history again on top of it)")
+    if jsize > 0 and bsize <= 0:
+        journal = Journal(journal_url(folder))
+        try:
+            runs = journal.runs_frame()
+        finally:
+            journal.close()
+        if len(runs):
+            state = "missing" if bsize < 0 else "empty"
+            raise MltraderError(f"session {folder}: {BROKER_FILE} (the paper account) is "
+                                f"{state} but {JOURNAL_FILE} holds run "
+                                f"{int(runs['id'].iloc[-1])}: restore {BROKER_FILE} from a "
+                                "backup, or start a new session folder (a fresh account would "
+                                "silently drop the run's positions and cash)")
+
+
+def _replay(cfg: RunConfig, bars: Bars, folder: Path, start: int, speed: float,
+            progress: Callable[[pd.Timestamp], None] | None) -> SessionResult:
+    from mltrader.live.journal import Journal
+    from mltrader.live.paper import PaperBroker
+    from mltrader.live.runner import Runner
+    from mltrader.pipeline import engine_settings, resolve_fill
+
     journal = Journal(journal_url(folder))
     broker = None
     try:
@@ -163,6 +208,19 @@ def paper_session(cfg: RunConfig, bars: Bars, session_dir: str | Path, speed: fl
         run_id, last = (point if point is not None else (None, None))
         if last is not None and pd.isna(last):
             last = None
+        if point is None:
+            runs = journal.runs_frame()
+            if len(runs):  # the folder's config.yaml no longer matches its run
+                raise ConfigError(
+                    f"session {folder} holds run {int(runs['id'].iloc[-1])}, started with "
+                    f"another config than its {CONFIG_FILE} now ({CONFIG_FILE} was edited?): "
+                    f"restore {CONFIG_FILE}, or start a new session folder for the new "
+                    "config")
+        if last is not None and bars.index[-1] < pd.Timestamp(last):
+            raise MltraderError(
+                f"the bars end {bars.index[-1].date()}, before the session's last completed "
+                f"bar {pd.Timestamp(last).date()}: replay the same file the session was "
+                "started with (or a longer one)")
         history_end = bars.index[start - 1]
         if last is not None and pd.Timestamp(last) > history_end:
             history_end = pd.Timestamp(last)
