@@ -631,3 +631,21 @@ def test_cli_does_not_import_sqlalchemy_at_load() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=True)
     assert proc.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.5])
+def test_ctrl_c_while_starting_is_one_line(delay: float, tmp_path: Path) -> None:
+    """An interrupt that lands while the libraries load (before any command runs) or while
+    the command works: exit 130 and one line, never a traceback."""
+    import signal
+    import time
+
+    script = Path(sys.executable).with_name("mltrader")
+    proc = subprocess.Popen([str(script), "paper", "-c", "configs/paper.yaml", "-o",
+                             str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=Path(__file__).resolve().parents[1])
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and len([ln for ln in err.splitlines() if ln.strip()]) == 1

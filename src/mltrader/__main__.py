@@ -1,5 +1,5 @@
 """`python -m mltrader` runs the command line."""
 
-from mltrader.cli import main
+from mltrader.entry import main
 
 main()
