@@ -7,6 +7,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -386,3 +387,44 @@ def test_an_empty_or_broken_session_config_is_one_clear_error(setup, tmp_path):
     with pytest.raises(ConfigError, match="invalid YAML at line") as info:
         session_config(folder)
     assert "\n" not in str(info.value)
+
+
+def test_a_replay_edited_under_a_session_is_refused_and_a_longer_one_is_not(setup, tmp_path):
+    """One traded close changed (or a traded day dropped) makes the account's history differ
+    from the data: refused. Bars added after the last completed one are new: replayed."""
+    from mltrader.data.bars import Bars
+
+    cfg, bars, clean, res = setup
+    k = len(bars) - 30  # a bar the session traded
+
+    def edited(scale: float) -> Bars:
+        close = bars.close.copy()
+        close[k, 0] *= scale
+        high = None if bars.high is None else bars.high.copy()
+        if high is not None:
+            high[k, 0] = max(high[k, 0], close[k, 0])
+        return Bars(index=bars.index, symbols=bars.symbols, close=close, open=bars.open,
+                    high=high, low=bars.low, volume=bars.volume)
+
+    folder = tmp_path / "edited"
+    shutil.copytree(clean, folder)
+    with pytest.raises(MltraderError, match="differ from the ones it traded"):
+        paper_session(cfg, edited(1.01), folder)
+    dropped = bars.select(None, None, bars.index[k - 1])
+    rest = bars.select(None, bars.index[k + 1], None)
+    gap = Bars(index=dropped.index.append(rest.index), symbols=bars.symbols,
+               close=np.vstack([dropped.close, rest.close]),
+               open=np.vstack([dropped.open, rest.open]),
+               high=np.vstack([dropped.high, rest.high]),
+               low=np.vstack([dropped.low, rest.low]),
+               volume=np.vstack([dropped.volume, rest.volume]))
+    with pytest.raises(MltraderError, match="differ from the ones it traded"):
+        paper_session(cfg, gap, folder)
+    assert paper_session(cfg, bars, folder).replayed == 0  # the same file: fine
+    # a session stopped early, then resumed on the full file: the new bars are replayed
+    part = tmp_path / "part"
+    short = bars.select(None, None, bars.index[k])
+    paper_session(cfg, short, part)
+    longer = paper_session(cfg, bars, part)
+    assert longer.resumed and longer.replayed == len(bars) - 1 - k
+    assert longer.equity == pytest.approx(res.equity, rel=1e-12)

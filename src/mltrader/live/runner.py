@@ -32,6 +32,7 @@ and the journal lacks are adopted. A client order id the broker knows is never s
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -131,6 +132,7 @@ class Runner:
         self._order_views: dict[str, tuple[object, ...]] = {}
         self._last_close: dict[str, float] = {}
         self._missing: dict[str, int] = {}  # held symbol -> bars in a row without a bar
+        self.bars_digest = ""  # chained hash of every bar taken (a resume checks its replay)
         self._eq_last = float(cfg.initial_cash)
         self._last_done: pd.Timestamp | None = None
         self._time: pd.Timestamp | None = None
@@ -170,6 +172,7 @@ class Runner:
             self._exit_orders = dict(st.get("exit_orders", {}))
             self._last_close = {k: float(v) for k, v in st.get("last_close", {}).items()}
             self._eq_last = float(st.get("eq_last", self._eq_last))
+            self.bars_digest = str(st.get("bars_digest", ""))
         dec = journal.decisions_frame(run_id)
         if len(dec):  # what the model said on the bars already traded (strategies look back)
             syms = list(self.history.symbols)
@@ -422,6 +425,7 @@ class Runner:
         """Process one finished bar of every symbol; returns the orders sent."""
         time = pd.Timestamp(time)
         self._time = time
+        self.bars_digest = chain_digest(self.bars_digest, time, bars)
         self._start_day(time)
         self._drain(time)
         self.history = _append(self.history, time, bars)
@@ -738,7 +742,8 @@ class Runner:
             self.journal.save_runner_state(self.run_id, time, {
                 "gate": gs, "orders": orders, "exits": self.exits.state(),
                 "held": self._held, "exit_orders": self._exit_orders,
-                "last_close": self._last_close, "eq_last": self._eq_last})
+                "last_close": self._last_close, "eq_last": self._eq_last,
+                "bars_digest": self.bars_digest})
         self._last_done = time
 
     # ------------------------------------------------------------------ operator
@@ -761,6 +766,16 @@ class Runner:
     def finish(self) -> None:
         """Journal the last order events."""
         self._drain(pd.Timestamp.max.tz_localize("UTC"))
+
+
+def chain_digest(prev: str, time: pd.Timestamp, bars: Mapping[str, BarEvent]) -> str:
+    """sha256 of the previous digest and one bar time's events (symbols sorted, prices as
+    exact float reprs): equal chains mean the same bars were taken, in the same order."""
+    parts = [prev, pd.Timestamp(time).isoformat()]
+    for sym in sorted(bars):
+        e = bars[sym]
+        parts.append(f"{sym}:{e.open!r}:{e.high!r}:{e.low!r}:{e.close!r}:{e.volume!r}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
 def _exit_fields(plan: ExitPlan) -> dict[str, Any]:

@@ -192,6 +192,23 @@ def check_session_files(folder: Path) -> None:
                                 "silently drop the run's positions and cash)")
 
 
+def _check_same_bars(bars: Bars, start: int, last: pd.Timestamp, digest: str) -> None:
+    """The bars a resumed session replays up to its last completed bar must be the ones it
+    traded: a file edited since (a price, a dropped day) would make the account and the
+    journal tell another history than the data. Compared through the runner's digest."""
+    from mltrader.live.runner import chain_digest
+
+    got = ""
+    feed = ReplayFeed(bars.select(None, None, last), start=bars.index[start])
+    for t, events in group_events(feed.bars()):
+        got = chain_digest(got, t, events)
+    if got != digest:
+        raise MltraderError(
+            f"the bars up to the session's last completed bar ({last.date()}) differ from "
+            "the ones it traded (the replay file was edited or another file was given): "
+            "replay the file the session was started with, or start a new session folder")
+
+
 def _replay(cfg: RunConfig, bars: Bars, folder: Path, start: int, speed: float,
             progress: Callable[[pd.Timestamp], None] | None) -> SessionResult:
     from mltrader.live.journal import Journal
@@ -227,6 +244,8 @@ def _replay(cfg: RunConfig, bars: Bars, folder: Path, start: int, speed: float,
         first = int(bars.index.searchsorted(history_end, side="right"))
         runner = Runner(cfg, broker, bars.select(None, None, history_end), journal,
                         mode="paper", run_id=run_id)
+        if last is not None and runner.bars_digest:
+            _check_same_bars(bars, start, pd.Timestamp(last), runner.bars_digest)
         reconciled = runner.reconcile()
         replayed = 0
         done: pd.Timestamp | None = pd.Timestamp(last) if last is not None else None
