@@ -450,14 +450,12 @@ def test_alpaca_stream_rejected_keys_raise_instead_of_reconnecting(mock_stream):
     server = mock_stream([SERVER_FRAMES[5]], key="other-key")
     feed = AlpacaStreamFeed(["FAKEPACA"], api_key=KEY, secret_key=SECRET,
                             url_override=server.url)
-    t0 = time.monotonic()
-    try:
+    try:  # the login error itself surfaces (not the idle timeout), after ONE connection
         with pytest.raises(SourceError, match="auth failed.*MLTRADER_ALPACA_KEY"):
-            take(feed, 1, idle=5)
+            take(feed, 1, idle=30)
     finally:
         feed.close()
-    assert time.monotonic() - t0 < 5
-    assert server.connections == 1
+    assert server.connections == 1  # no reconnect loop (a wall-clock bound flaked in CI)
 
 
 def test_alpaca_stream_unreachable_server_is_a_bounded_error():
