@@ -97,10 +97,9 @@ def _database_error(exc: BaseException) -> str | None:
 
     if not isinstance(exc, SQLAlchemyError):
         return None
-    orig = getattr(exc, "orig", None)  # the driver's own message
-    source = orig if orig is not None else exc
-    raw = _one_line(str(source)) if orig is None else str(source)
-    first = next((ln.strip() for ln in raw.splitlines() if ln.strip()), type(source).__name__)
+    from mltrader.live.journal import driver_message
+
+    first = driver_message(exc)
     return _one_line(
         f"journal database error: {first}: check that the journal (--journal / --session) "
         "is a readable, writable mltrader journal and, for PostgreSQL, that the server is up; "

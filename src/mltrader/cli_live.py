@@ -256,21 +256,6 @@ def _session_config_file(session: Path | None) -> Path:
                         f"-c configs/paper.yaml --session {session})")
 
 
-def _check_session_writable(session: Path) -> None:
-    """A session folder (or where it will be made) must be writable: the journal and the
-    paper account are written on every bar."""
-    probe = session.absolute()
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    bad = [p for p in ([probe] + ([probe / f for f in ("journal.db", "broker.db")]
-                                  if probe == session.absolute() else []))
-           if p.exists() and not os.access(p, os.W_OK)]
-    if bad:
-        raise MltraderError(f"session folder {session} is not writable ({bad[0]} is "
-                            "read-only): make the folder and its files writable, or pass "
-                            "another --session folder")
-
-
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM (a service manager's stop, `kill`) stops like Ctrl-C: at a clean point, with
@@ -296,12 +281,19 @@ def _journal_lock(url: str) -> Any:
     journal (PostgreSQL) is not locked here."""
     from contextlib import nullcontext
 
+    from sqlalchemy.engine import make_url
+
     from mltrader.live.lock import hold
 
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        path = Path(url[len("sqlite:///"):])
-        return hold(path.with_name(path.name + ".lock"), f"journal {path}")
-    return nullcontext()
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - a bad URL: Journal() says what is wrong with it
+        return nullcontext()
+    db = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not db or db == ":memory:":
+        return nullcontext()
+    path = Path(db)
+    return hold(path.with_name(path.name + ".lock"), f"journal {path}")
 
 
 def _no_signal(window: Bars) -> pd.Series:
@@ -417,7 +409,7 @@ def paper(
         check_writable(Path(cfg.output_dir))
         folder = new_run_dir(Path(cfg.output_dir), f"{cfg.name}-paper")
     else:
-        _check_session_writable(session)
+        check_writable(session, "--session folder")  # a read-only journal: Journal says so
         folder = session
     start = run_folds(bars, cfg)[0].test_start
     position = {t: i for i, t in enumerate(bars.index[start:], start=1)}
@@ -619,14 +611,8 @@ def flatten(
     """
     from mltrader.config import load_config
     from mltrader.live.journal import Journal
-    from mltrader.live.lock import LOCK_FILE, hold
     from mltrader.live.runner import Runner
-    from mltrader.live.session import (
-        BROKER_FILE,
-        check_session_files,
-        journal_url,
-        session_config,
-    )
+    from mltrader.live.session import BROKER_FILE, journal_url, session_config, session_lock
     from mltrader.pipeline import engine_settings, load_data, resolve_fill
 
     name = _check_broker(broker, BROKERS_ALL)
@@ -647,8 +633,7 @@ def flatten(
                 _fail(f"{session} has no {BROKER_FILE}: no paper account to flatten there")
             if live_money:
                 _fail("--live is for alpaca / ib; a paper session holds no real money")
-            stack.enter_context(hold(session / LOCK_FILE, f"session {session}"))
-            check_session_files(session)
+            stack.enter_context(session_lock(session))
             cfg = session_config(session)
             bars, _ = load_data(cfg)
             from mltrader.live.paper import PaperBroker

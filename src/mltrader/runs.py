@@ -37,17 +37,18 @@ def metrics_json(out: RunOutput) -> str:
     return json.dumps(_clean(out.metrics), indent=2) + "\n"
 
 
-def check_writable(base: Path) -> None:
+def check_writable(base: Path, option: str = "--output-dir") -> None:
     """Make sure run folders can be created under `base`, before any long work starts.
 
     Creates nothing: it finds the nearest existing folder and checks it is writable.
+    `option` is the command-line option the user gives another folder with.
     """
     probe = base.absolute()
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise MltraderError(f"cannot write run folders to {base} ({probe} is not a writable "
-                            "folder); choose another --output-dir")
+                            f"folder); choose another {option}")
 
 
 def new_run_dir(base: Path, name: str, now: dt.datetime | None = None) -> Path:

@@ -20,7 +20,8 @@ import logging
 import os
 import time as _time
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,7 +143,6 @@ def paper_session(cfg: RunConfig, bars: Bars, session_dir: str | Path, speed: fl
     test bars are replayed (`speed` 0: as fast as possible, s: s x real time), each into the
     paper broker, then the runner. `progress(t)` is called after each bar. resume=False
     refuses a folder that already holds a session instead of continuing it."""
-    from mltrader.live.lock import LOCK_FILE, hold
     from mltrader.pipeline import run_folds
 
     folder = Path(session_dir)
@@ -151,9 +151,19 @@ def paper_session(cfg: RunConfig, bars: Bars, session_dir: str | Path, speed: fl
                             "or choose a new folder")
     cfg = session_config(folder, cfg)
     start = run_folds(bars, cfg)[0].test_start
-    with hold(folder / LOCK_FILE, f"session {folder}"):
-        check_session_files(folder)
+    with session_lock(folder):
         return _replay(cfg, bars, folder, start, speed, progress)
+
+
+@contextmanager
+def session_lock(folder: Path) -> Iterator[None]:
+    """What anything that trades a session folder holds: the folder's lock (one process at
+    a time) and the check that its journal and paper account still belong together."""
+    from mltrader.live.lock import LOCK_FILE, hold
+
+    with hold(Path(folder) / LOCK_FILE, f"session {folder}"):
+        _check_session_files(Path(folder))
+        yield
 
 
 def _size(path: Path) -> int:
@@ -163,7 +173,7 @@ def _size(path: Path) -> int:
         return -1
 
 
-def check_session_files(folder: Path) -> None:
+def _check_session_files(folder: Path) -> None:
     """Refuse a session whose journal and paper account no longer belong together: a run
     journaled with its account file gone (or emptied) would restart the account at its
     initial cash under the old run; an account without its journal would replay the whole
@@ -336,34 +346,29 @@ class MarketHours:
 
     def sessions_since(self, last_bar: pd.Timestamp, now: pd.Timestamp) -> int:
         """How many sessions after `last_bar`'s date have closed by `now`: how far a
-        history that ends at `last_bar` is behind (0 = current). Days outside the
-        calendar's range count as weekdays, closed after 16:00 New York."""
-        cal = self.cal
+        history that ends at `last_bar` is behind (0 = current)."""
         first = pd.Timestamp(pd.Timestamp(last_bar).tz_convert("UTC").date()) + pd.Timedelta(
             days=1)
         now = pd.Timestamp(now).tz_convert("UTC")
-        last_day = pd.Timestamp(now.tz_convert(cal.tz).date())
+        last_day = pd.Timestamp(now.tz_convert(self.cal.tz).date())
         if first > last_day:
             return 0
-        day = pd.Timedelta(days=1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            cal_lo, cal_hi = pd.Timestamp(cal.first_session), pd.Timestamp(cal.last_session)
-            lo, hi = max(first, cal_lo), min(last_day, cal_hi)
-            n = 0
-            if lo <= hi:
-                sessions = cal.sessions_in_range(lo, hi)
-                n = len(sessions)
-                if n and hi == last_day and cal.session_close(sessions[-1]) > now:
-                    n -= 1  # today's session has not closed yet
-        outside = [(first, min(last_day, cal_lo - day)), (max(first, cal_hi + day), last_day)]
-        for a, b in outside:
-            if a <= b:
-                days = pd.bdate_range(a, b)
-                n += len(days)
-                closing = (b + pd.Timedelta(hours=16)).tz_localize("America/New_York")
-                if b == last_day and len(days) and days[-1] == b and now < closing:
-                    n -= 1
+            cal = self.cal
+            lo, hi = pd.Timestamp(cal.first_session), pd.Timestamp(cal.last_session)
+            if first < lo or last_day > hi:  # beyond the default ~20 years: a wider one
+                import exchange_calendars as xcals
+
+                cal = xcals.get_calendar(cal.name, start=min(first, lo), end=max(last_day, hi))
+            a = max(first, pd.Timestamp(cal.first_session))  # calendars start on a session
+            b = min(last_day, pd.Timestamp(cal.last_session))
+            if a > b:
+                return 0
+            sessions = cal.sessions_in_range(a, b)
+            n = len(sessions)
+            if n and cal.session_close(sessions[-1]) > now:
+                n -= 1  # today's session has not closed yet
         return n
 
     def next_open(self, now: pd.Timestamp) -> pd.Timestamp | None:
