@@ -376,6 +376,20 @@ def test_torch_duck_round_trip(tmp_path, data, tinynet_in_mltrader):
     assert np.array_equal(loaded.predict(X_new), net.predict(X_new))
 
 
+def test_torch_duck_saves_under_a_relative_directory(tmp_path, data, tinynet_in_mltrader,
+                                                     monkeypatch):
+    """The CLI saves under the relative runs/ folder: a save() that returns paths built on
+    its (relative) root must not get the root joined on twice (every PyTorch config once
+    failed this way from a fresh working directory)."""
+    X, _, X_new = data
+    monkeypatch.chdir(tmp_path)
+    net = tinynet_in_mltrader(np.arange(6, dtype=np.float32) / 7, 0.25)
+    manifest = save_model(net, Path("runs/r1/artifacts"), name="model")
+    assert set(manifest["files"]) == {"weights.safetensors", "config.json"}
+    loaded = load_model(Path("runs/r1/artifacts/model"))
+    assert np.array_equal(loaded.predict(X_new), net.predict(X_new))
+
+
 def test_torch_tampered_weights_are_refused(tmp_path, tinynet_in_mltrader):
     net = tinynet_in_mltrader(np.ones(6, dtype=np.float32), 0.0)
     save_model(net, tmp_path, name="net")

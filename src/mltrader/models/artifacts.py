@@ -254,6 +254,10 @@ def _save_skops(model: Any, root: Path) -> list[str]:
 
 
 def _save_duck(model: Any, root: Path) -> list[str]:
+    # The model gets an absolute root, so the paths it returns are absolute or relative to
+    # the root, never relative to the working directory (a relative `runs/` root once had
+    # its prefix joined on twice: every PyTorch config failed to save from the CLI).
+    root = root.resolve()
     written = model.save(root)
     if not isinstance(written, list | tuple) or not written:
         raise ArtifactError(
