@@ -146,8 +146,9 @@ def test_bundled_files_load(name: str, shape: tuple[int, int], close_only: bool)
 
 # ---------------------------------------------------------------------------- file-level errors
 def test_file_not_found(tmp_path: Path) -> None:
+    # changed: the message names the current folder (and the absolute path, if given relative)
     p = tmp_path / "nope.csv"
-    assert error(p) == f"{p}: file not found; check the path and the current directory"
+    assert error(p) == f"{p}: file not found (current folder {Path.cwd()}); check the path"
 
 
 def test_unsupported_extension(tmp_path: Path) -> None:
@@ -155,9 +156,10 @@ def test_unsupported_extension(tmp_path: Path) -> None:
     assert "unsupported file type" in msg and ".csv, .csv.gz, .parquet" in msg
 
 
-def test_folder_is_not_a_file(tmp_path: Path) -> None:
+def test_folder_is_loaded_as_one_file_per_symbol(tmp_path: Path) -> None:
+    # changed: a folder is loaded (one file per symbol); an empty one says so
     (tmp_path / "d.csv").mkdir()
-    assert "is a folder" in error(tmp_path / "d.csv")
+    assert "the folder holds no data file" in error(tmp_path / "d.csv")
 
 
 def test_empty_file(tmp_path: Path) -> None:
@@ -201,7 +203,11 @@ def test_partial_open_high_low(tmp_path: Path) -> None:
 
 
 def test_several_date_columns_and_duplicate_names(tmp_path: Path) -> None:
-    assert "several date columns" in error(write(tmp_path, "date,time,A\n2020-01-01,10:00,1\n"))
+    # changed: a date column plus a 'time' column of clock times are merged (MetaTrader)
+    assert "several date columns" in error(
+        write(tmp_path, "date,timestamp,A\n2020-01-01,2020-01-01,1\n"))
+    merged = load_file(write(tmp_path, "date,time,A\n2020-01-01,10:00,1\n", "t.csv"))
+    assert merged.index[0] == pd.Timestamp("2020-01-01 10:00", tz="UTC")
     msg = error(write(tmp_path, "date,A,A\n2020-01-01,1,2\n", "d.csv"))
     assert "'A' appears twice (columns 2 and 3)" in msg
 
@@ -293,21 +299,26 @@ def test_negative_volume(tmp_path: Path) -> None:
 
 
 def test_high_below_low(tmp_path: Path) -> None:
+    # changed: the message names the bound that failed
     p = write(tmp_path, "date,symbol,open,high,low,close\n2020-01-01,A,5,4,6,5\n")
     msg = error(p)
     assert msg == (f"{p}, row 2, column 'high': high 4 is below low 6; "
-                   "fix the bar so that high >= open, close >= low")
+                   "the high must be >= the low; correct the bar or delete the row")
 
 
 def test_close_above_high(tmp_path: Path) -> None:
     p = write(tmp_path, "date,open,high,low,close\n2020-01-01,5,6,4,7\n")
-    assert "row 2, column 'close': close 7 is above high 6" in error(p)
+    assert ("row 2, column 'high': high 6 is below close 7; the high must be >= open and "
+            "close") in error(p)
 
 
 def test_long_nan_close(tmp_path: Path) -> None:
     p = write(tmp_path, "date,symbol,close\n2020-01-01,A,1\n2020-01-02,A,\n")
-    msg = error(p)
-    assert msg == f"{p}, row 3, column 'close': close is empty; fill in the close or delete the row"
+    msg = error(p)  # changed: counts the missing cells and names data.clean
+    assert msg == (f"{p}, row 3, column 'close': close is empty; the file has 1 missing "
+                   "cell(s) (close 1, written as empty); fill them in the file, or set "
+                   "data.clean: drop (delete those rows) or ffill (carry the previous close "
+                   "forward)")
 
 
 def test_long_empty_symbol(tmp_path: Path) -> None:
@@ -317,7 +328,7 @@ def test_long_empty_symbol(tmp_path: Path) -> None:
 
 def test_single_symbol_missing_volume(tmp_path: Path) -> None:
     p = write(tmp_path, "date,close,volume\n2020-01-01,1,\n")
-    assert "volume is empty; fill in the volume or remove the volume column" in error(p)
+    assert "volume is empty; the file has 1 missing cell(s) (volume 1" in error(p)
 
 
 # ---------------------------------------------------------------------------- save / round trip

@@ -60,7 +60,31 @@ class Bars:
         return f"{self.source}: " if self.source else ""
 
     def _row_label(self, i: int) -> str:
-        return str(self.index[i].date()) if len(self.index) else "?"
+        """The bar's date, with the time when the bar is not at midnight (intraday)."""
+        if not len(self.index):
+            return "?"
+        ts = self.index[i]
+        return str(ts.date()) if ts == ts.normalize() else str(ts)
+
+    def _validate_ohlc(self, high: np.ndarray, low: np.ndarray) -> None:
+        """high >= open, close and low <= open, close: the message names the bound that failed."""
+        tol = 1e-9 * np.abs(high)
+        checks = [("high < low", "high", high, "below", "low", low, "the high must be >= the low")]
+        refs = [(n, getattr(self, n)) for n in ("open", "close") if getattr(self, n) is not None]
+        checks += [("high below open/close", "high", high, "below", n, a,
+                    "the high must be >= open and close") for n, a in refs]
+        checks += [("low above open/close", "low", low, "above", n, a,
+                    "the low must be <= open and close") for n, a in refs]
+        for what, x, xs, rel, y, ys, rule in checks:
+            with np.errstate(invalid="ignore"):
+                bad = (ys > xs + tol) if rel == "below" else (ys < xs - tol)
+            if bad.any():
+                r, c = np.argwhere(bad)[0]
+                raise DataError(
+                    f"{self._where()}{what} for {self.symbols[c]} on {self._row_label(r)} "
+                    f"(row {r + 1}): {x} {xs[r, c]:g} is {rel} {y} {ys[r, c]:g}; {rule}; fix "
+                    "or drop that bar"
+                )
 
     def _validate(self) -> None:
         idx = self.index
@@ -91,23 +115,7 @@ class Bars:
                     f"{arr[r, c]!r}: prices must be finite and > 0; fix or drop that row"
                 )
         if self.high is not None and self.low is not None:
-            ref = [a for a in (self.open, self.close) if a is not None]
-            hi_ok = np.ones_like(self.close, dtype=bool)
-            lo_ok = np.ones_like(self.close, dtype=bool)
-            with np.errstate(invalid="ignore"):
-                tol = 1e-9 * np.abs(self.high)
-                for a in ref:
-                    hi_ok &= ~(a > self.high + tol)
-                    lo_ok &= ~(a < self.low - tol)
-                hl_ok = ~(self.high < self.low - tol)
-            for ok, what in ((hl_ok, "high < low"), (hi_ok, "high below open/close"),
-                             (lo_ok, "low above open/close")):
-                if not ok.all():
-                    r, c = np.argwhere(~ok)[0]
-                    raise DataError(
-                        f"{self._where()}{what} for {self.symbols[c]} on {self._row_label(r)}; "
-                        "fix the bar so that high >= open, close >= low"
-                    )
+            self._validate_ohlc(self.high, self.low)
         if self.volume is not None:
             with np.errstate(invalid="ignore"):
                 bad = self.volume < 0

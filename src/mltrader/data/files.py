@@ -1,86 +1,128 @@
-"""Load and save a user's own market data: CSV, .csv.gz or Parquet, long or wide layout.
+"""Load and save a user's own market data: CSV, .csv.gz or Parquet (long, wide or
+single-symbol layout), or a folder of one file per symbol.
 
 Every bad input becomes a one-line `DataError` naming the file, the row or column, what is
-wrong and how to fix it; the loader never drops or changes data silently.
+wrong and how to fix it; the loader never drops or changes data silently: what ``clean``
+changes is counted in the `LoadReport`.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
+import difflib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from mltrader.data._cells import parse_dates, parse_numbers
+from mltrader.data._clean import CLEAN_MODES, Fixed, fix_rows, fix_wide
+from mltrader.data._layout import Layout, detect
 from mltrader.data._parse import (
     SUFFIXES,
     Table,
+    clip,
     file_kind,
     file_stem,
     one_line,
-    parse_dates,
-    parse_numbers,
     read_csv,
     read_parquet,
     text_cells,
 )
 from mltrader.data.bars import FIELDS, Bars
+from mltrader.data.intervals import detect_interval
 from mltrader.errors import DataError
 
-__all__ = ["load_file", "save_file"]
+__all__ = ["LoadReport", "load_file", "load_file_report", "save_file"]
 
-DATE_NAMES = ("date", "datetime", "timestamp", "time")
-SYMBOL_NAMES = ("symbol", "ticker")
-IGNORED = ("adjclose",)  # "Adj Close": the close stays the close; the adjusted close is not used
-KNOWN = DATE_NAMES + SYMBOL_NAMES + FIELDS + IGNORED
 SUPPORTED = ", ".join(SUFFIXES)
 
 
-def _key(name: str) -> str:
-    """Column name for matching: lower case, spaces / underscores / dots removed."""
-    return re.sub(r"[\s_.]+", "", name.lower())
+@dataclass(frozen=True)
+class LoadReport:
+    """How a file was read and what loading changed, for run notes and `data check`.
+
+    ``separator`` is None for Parquet ("mixed" for a folder of files read differently);
+    ``interval`` is the bar interval detected from the timestamps (see `detect_interval`).
+    """
+
+    path: str
+    layout: str  # "long", "wide", "single" or "folder"
+    rows: int  # data rows read (before dropping)
+    cells_filled: int = 0
+    rows_dropped: int = 0
+    separator: str | None = None
+    decimal: str = "."
+    interval: str = "1d"
+    notes: tuple[str, ...] = ()
+
+    def text(self) -> str:
+        """One line per note (empty when the file loaded as it is)."""
+        return "\n".join(self.notes)
 
 
-@dataclass
-class _Layout:
-    """Which column plays which role; kind is 'long', 'single' (one symbol's OHLCV) or 'wide'."""
-
-    kind: str
-    date: int
-    symbol: int | None = None
-    fields: dict[str, int] = field(default_factory=dict)
-    symbols: list[int] = field(default_factory=list)
-
-
-def load_file(path: str | Path, symbols_hint: None = None) -> Bars:
-    """Load CSV / .csv.gz / Parquet market data (long, wide or single-symbol OHLCV) as `Bars`.
+def load_file(path: str | Path, symbols_hint: None = None, clean: str = "none") -> Bars:
+    """Load CSV / .csv.gz / Parquet market data (long, wide or single-symbol OHLCV), or a
+    folder of one file per symbol, as `Bars`; `load_file_report` also says what it did.
 
     ``symbols_hint`` is reserved and must be None. Raises `DataError` for every bad input.
     """
+    return load_file_report(path, clean=clean, symbols_hint=symbols_hint)[0]
+
+
+def load_file_report(path: str | Path, clean: str = "none",
+                     symbols_hint: None = None) -> tuple[Bars, LoadReport]:
+    """`load_file` plus a `LoadReport`. ``clean`` (the config's ``data.clean``) decides what
+    missing prices do: "none" an error naming their count, "drop" delete those rows (dates in
+    a wide file), "ffill" carry the previous close forward; the report counts the changes."""
     p = Path(path)
     file = str(p)
     if symbols_hint is not None:
         raise DataError(f"{file}: symbols_hint is not supported yet; leave it as None")
+    if clean not in CLEAN_MODES:
+        raise DataError(f"{file}: clean={clean!r} is not a cleaning mode; use one of "
+                        f"{', '.join(CLEAN_MODES)}")
     if not p.exists():
-        raise DataError(f"{file}: file not found; check the path and the current directory")
+        raise DataError(_not_found(p))
+    if p.is_dir():
+        from mltrader.data.folder import load_folder  # folder imports this module
+
+        try:
+            return load_folder(p, clean)
+        except OSError as e:
+            raise DataError(one_line(f"{file}: cannot read the folder ({type(e).__name__}: "
+                                     f"{clip(e, 200)}); check that it is readable")) from None
     kind = file_kind(p)
     if kind is None:
         raise DataError(f"{file}: unsupported file type; use one of {SUPPORTED}")
-    if p.is_dir():
-        raise DataError(f"{file}: is a folder, not a file; give the path of a data file")
     try:
         if p.stat().st_size == 0:
             raise DataError(f"{file}: the file is empty (0 bytes); give a header line such as "
                             "'date,symbol,close' and data rows")
         t = read_csv(p, file) if kind == "csv" else read_parquet(p, file)
-        return _build(t, p)
+        return _build(t, p, clean)
     except DataError:
         raise
     except Exception as e:  # never let a pandas / pyarrow / OS error escape as another type
-        raise DataError(one_line(f"{file}: cannot load ({type(e).__name__}: {e}); check that it "
-                                 f"is a valid {kind.upper()} file with a date column and prices")
-                        ) from e
+        raise DataError(one_line(f"{file}: cannot load ({type(e).__name__}: {clip(e, 200)}); "
+                                 f"check that it is a valid {kind.upper()} file with a date "
+                                 "column and prices")) from e
+
+
+def _not_found(p: Path) -> str:
+    """'file not found' with the absolute path, the current folder and a close name if any."""
+    absolute = p.absolute()
+    looked = "" if p.is_absolute() else f"looked for {absolute}; "
+    msg = f"{p}: file not found ({looked}current folder {Path.cwd()})"
+    folder = absolute.parent
+    if not folder.is_dir():
+        return f"{msg}; the folder {folder} does not exist either; check the path"
+    names = [c.name for c in folder.iterdir() if not c.name.startswith(".")]
+    lower = {n.lower(): n for n in names}
+    close = difflib.get_close_matches(p.name.lower(), list(lower), n=1, cutoff=0.6)
+    if close:
+        return f"{msg}; did you mean {str(folder / lower[close[0]])!r}?"
+    return f"{msg}; check the path"
 
 
 def save_file(bars: Bars, path: str | Path) -> Path:
@@ -109,80 +151,28 @@ def save_file(bars: Bars, path: str | Path) -> Path:
     return p
 
 
-# ---------------------------------------------------------------------------- layout
-def _detect(t: Table) -> _Layout:
-    """Find the date / symbol / field columns and decide the layout from them."""
-    seen: dict[str, int] = {}
-    for j, h in enumerate(t.header):
-        if not h:
-            raise t.err(f"column {j + 1} has no name in the header", "name it or delete it")
-        k = _key(h) if _key(h) in KNOWN else h
-        if k in seen:
-            raise t.err(f"column {h!r} appears twice (columns {seen[k] + 1} and {j + 1})",
-                        "keep one of them")
-        seen[k] = j
-    names = ", ".join(repr(h) for h in t.header)
-    dates = [j for j, h in enumerate(t.header) if _key(h) in DATE_NAMES]
-    if not dates:
-        raise t.err(f"no date column (columns are {names})",
-                    "name the date column 'date' (or datetime, timestamp, time)")
-    if len(dates) > 1:
-        raise t.err(f"several date columns ({', '.join(repr(t.header[j]) for j in dates)})",
-                    "keep exactly one (merge a separate date and time into one column)")
-    syms = [j for j, h in enumerate(t.header) if _key(h) in SYMBOL_NAMES]
-    if len(syms) > 1:
-        raise t.err(f"several symbol columns ({', '.join(repr(t.header[j]) for j in syms)})",
-                    "keep exactly one")
-    fields = {_key(h): j for j, h in enumerate(t.header) if _key(h) in FIELDS}
-    ignored = [j for j, h in enumerate(t.header) if _key(h) in IGNORED]
-    other = [j for j in range(len(t.header))
-             if j not in dates + syms + ignored + list(fields.values())]
-    if not syms and not fields and not ignored:
-        if not other:
-            raise t.err("only a date column, no prices", "add one close column per symbol")
-        return _Layout("wide", dates[0], symbols=other)
-    kind = "long" if syms else "single"
-    if other:
-        h = t.header[other[0]]
-        if kind == "long":
-            raise t.err(f"unexpected column {h!r} in a long file (it has a symbol column)",
-                        "long files take date, symbol, open, high, low, close, volume; remove it")
-        raise t.err(f"column {h!r} is not a field (open, high, low, close, volume)",
-                    "remove it; for one close column per symbol, name no column "
-                    "open/high/low/close/volume; for several symbols in rows, add a symbol column")
-    if "close" not in fields:
-        raise t.err("no close column (Adj Close is not used as close)", "add a 'close' column")
-    ohl = [f for f in ("open", "high", "low") if f in fields]
-    if ohl and len(ohl) < 3:
-        missing = [f for f in ("open", "high", "low") if f not in fields]
-        raise t.err(f"has {', '.join(ohl)} but not {', '.join(missing)}",
-                    "give all of open, high, low, or none of them")
-    return _Layout(kind, dates[0], syms[0] if syms else None, fields)
-
-
-def _build(t: Table, p: Path) -> Bars:
+# ---------------------------------------------------------------------------- build
+def _build(t: Table, p: Path, clean: str) -> tuple[Bars, LoadReport]:
     """Check the table cell by cell (so errors name the file row), then build `Bars`."""
-    lay = _detect(t)
+    t, lay = detect(t)
+    rows = len(np.unique(t.rows))  # file rows with data (a yfinance long table repeats them)
     if len(t) == 0:
         raise t.err("the file has a header but no data rows", "add at least one row of prices")
     dates = parse_dates(t, lay.date)
-    if lay.kind == "long":
-        return _build_long(t, lay, dates)
-    _check_index(t, lay, dates)
-    if lay.kind == "single":
-        vals = _check_rows(t, lay)
-        arrays = {f: v.reshape(-1, 1) for f, v in vals.items()}
-        return Bars(index=dates, symbols=(file_stem(p).upper(),), source=t.file, **arrays)
-    return _build_wide(t, lay, dates)
+    if lay.kind == "wide":
+        bars, fixed = _build_wide(t, lay, dates, clean)
+    else:
+        bars, fixed = _build_rows(t, lay, dates, clean, lay.name or file_stem(p).upper())
+    interval = detect_interval(bars.index)
+    report = LoadReport(path=t.file, layout=lay.kind, rows=rows, cells_filled=fixed.filled,
+                        rows_dropped=fixed.dropped, separator=t.sep, decimal=t.decimal,
+                        interval=interval, notes=tuple(t.notes))
+    return bars, report
 
 
 # ---------------------------------------------------------------------------- checks
-def _check_values(t: Table, j: int, name: str, v: np.ndarray, need: np.ndarray,
-                  gap: tuple[str, str]) -> None:
-    """NaN where a value is needed, prices not finite and > 0, volume not finite and >= 0."""
-    miss = need & np.isnan(v)
-    if miss.any():
-        raise t.err(*gap, row=int(np.argmax(miss)), col=j)
+def _check_values(t: Table, j: int, name: str, v: np.ndarray) -> None:
+    """Present prices finite and > 0, present volume finite and >= 0 (NaN: handled by clean)."""
     with np.errstate(invalid="ignore"):
         bad = np.isinf(v) | ((v < 0) if name == "volume" else (v <= 0))
     if bad.any():
@@ -193,31 +183,28 @@ def _check_values(t: Table, j: int, name: str, v: np.ndarray, need: np.ndarray,
                     row=i, col=j)
 
 
-def _check_rows(t: Table, lay: _Layout) -> dict[str, np.ndarray]:
-    """Parse the field columns of a long / single-symbol file: every row needs every field."""
-    vals = {f: parse_numbers(t, lay.fields[f]) for f in FIELDS if f in lay.fields}
-    need = np.ones(len(t), dtype=bool)
-    for f, v in vals.items():
-        gap = (f"{f} is empty", f"fill in the {f} or delete the row" if f != "volume" else
-               "fill in the volume or remove the volume column")
-        _check_values(t, lay.fields[f], f, v, need, gap)
-    if "high" in vals:
-        hi, lo = vals["high"], vals["low"]
-        tol = 1e-9 * np.abs(hi)
-        checks = [("high", "low", hi < lo - tol, "below")]
-        for f in ("open", "close"):
-            checks += [(f, "high", vals[f] > hi + tol, "above"),
-                       (f, "low", vals[f] < lo - tol, "below")]
-        for a, b, bad, rel in checks:
-            if bad.any():
-                i = int(np.argmax(bad))
-                ja, jb = lay.fields[a], lay.fields[b]
-                raise t.err(f"{a} {t.cell(i, ja)} is {rel} {b} {t.cell(i, jb)}",
-                            "fix the bar so that high >= open, close >= low", row=i, col=ja)
-    return vals
+def _check_ohlc(t: Table, lay: Layout, vals: dict[str, np.ndarray]) -> None:
+    """high >= open, close >= low on every row, naming the bound that failed."""
+    if "high" not in vals:
+        return
+    hi, lo = vals["high"], vals["low"]
+    tol = 1e-9 * np.abs(hi)
+    fix = "correct the bar or delete the row"
+    with np.errstate(invalid="ignore"):
+        checks = [("high", "low", hi < lo - tol, "below", "the high must be >= the low")]
+        checks += [("high", f, vals[f] > hi + tol, "below", "the high must be >= open and close")
+                   for f in ("open", "close")]
+        checks += [("low", f, vals[f] < lo - tol, "above", "the low must be <= open and close")
+                   for f in ("open", "close")]
+    for a, b, bad, rel, rule in checks:
+        if bad.any():
+            i = int(np.argmax(bad))
+            ja, jb = lay.fields[a], lay.fields[b]
+            raise t.err(f"{a} {t.cell(i, ja)} is {rel} {b} {t.cell(i, jb)}", f"{rule}; {fix}",
+                        row=i, col=ja)
 
 
-def _check_index(t: Table, lay: _Layout, dates: pd.DatetimeIndex) -> None:
+def _check_index(t: Table, lay: Layout, dates: pd.DatetimeIndex) -> None:
     """Wide / single-symbol files: one row per date, oldest first."""
     dup = dates.duplicated()
     if dup.any():
@@ -233,53 +220,55 @@ def _check_index(t: Table, lay: _Layout, dates: pd.DatetimeIndex) -> None:
                     row=i)
 
 
-# ---------------------------------------------------------------------------- layouts
-def _build_wide(t: Table, lay: _Layout, dates: pd.DatetimeIndex) -> Bars:
-    """One close column per symbol; leading / trailing gaps allowed, gaps inside are errors."""
-    close = np.column_stack([parse_numbers(t, j) for j in lay.symbols])
-    valid = ~np.isnan(close)
-    for c, j in enumerate(lay.symbols):
-        have = np.flatnonzero(valid[:, c])
-        if len(have) == 0:
-            raise t.err("the column has no prices at all", "fill in prices or remove it", col=j)
-        need = np.zeros(len(t), dtype=bool)
-        need[have[0]: have[-1] + 1] = True
-        gap = (f"no price for {t.header[j]} inside its history (it has prices before and "
-               "after)", "fill in the price; only leading (not yet listed) and trailing "
-               "(delisted) gaps are allowed")
-        _check_values(t, j, "close", close[:, c], need, gap)
-    empty = ~valid.any(axis=1)
-    if empty.any():
-        raise t.err("the row has a date but no price for any symbol",
-                    "fill in prices or delete the row", row=int(np.argmax(empty)))
-    symbols = tuple(t.header[j] for j in lay.symbols)
-    return Bars(index=dates, symbols=symbols, close=close, source=t.file)
-
-
-def _build_long(t: Table, lay: _Layout, dates: pd.DatetimeIndex) -> Bars:
-    """One row per (date, symbol), pivoted on the union of dates (NaN: did not trade)."""
-    assert lay.symbol is not None
-    sym = text_cells(t.columns[lay.symbol])
-    if (sym == "").any():
-        raise t.err("the symbol is empty", "fill in the symbol or delete the row",
-                    row=int(np.argmax(sym == "")), col=lay.symbol)
-    vals = _check_rows(t, lay)
+def _check_long(t: Table, lay: Layout, dates: pd.DatetimeIndex, sym: np.ndarray,
+                codes: np.ndarray) -> None:
+    """Long files: one row per (date, symbol), each symbol's rows oldest first."""
     when = dates.asi8
     dup = pd.MultiIndex.from_arrays([when, sym]).duplicated()
     if dup.any():
         i = int(np.argmax(dup))
         first = int(np.flatnonzero((when == when[i]) & (sym == sym[i]))[0])
-        raise t.err(f"duplicate row for {sym[i]} on {t.cell(i, lay.date)!r} (same as "
+        raise t.err(f"duplicate row for {clip(sym[i])} on {t.cell(i, lay.date)!r} (same as "
                     f"{t.row_word} {t.rows[first]})", "keep one row per date and symbol", row=i)
-    codes, uniques = pd.factorize(sym)  # symbols in order of first appearance
     order = np.lexsort((np.arange(len(t)), codes))  # group by symbol, file order within
     back = (codes[order][1:] == codes[order][:-1]) & (np.diff(when[order]) < 0)
     if back.any():
         k = int(np.argmax(back))
         i, prev = int(order[k + 1]), int(order[k])
-        raise t.err(f"{sym[i]} date {t.cell(i, lay.date)!r} comes after "
+        raise t.err(f"{clip(sym[i])} date {t.cell(i, lay.date)!r} comes after "
                     f"{t.cell(prev, lay.date)!r} ({t.row_word} {t.rows[prev]})",
                     "sort each symbol's rows by date, oldest first", row=i)
+
+
+# ---------------------------------------------------------------------------- layouts
+def _build_rows(t: Table, lay: Layout, dates: pd.DatetimeIndex, clean: str,
+                name: str) -> tuple[Bars, Fixed]:
+    """Long (one row per date and symbol) or single-symbol rows, pivoted on the union of
+    dates (NaN: did not trade); missing fields are handled by ``clean``."""
+    if lay.kind == "long":
+        assert lay.symbol is not None
+        sym = text_cells(t.columns[lay.symbol])
+        if (sym == "").any():
+            raise t.err("the symbol is empty", "fill in the symbol or delete the row",
+                        row=int(np.argmax(sym == "")), col=lay.symbol)
+    else:
+        sym = np.full(len(t), name, dtype=object)
+    vals = {f: parse_numbers(t, lay.fields[f]) for f in FIELDS if f in lay.fields}
+    for f, v in vals.items():
+        _check_values(t, lay.fields[f], f, v)
+    _check_ohlc(t, lay, vals)
+    codes, uniques = pd.factorize(sym)  # symbols in order of first appearance
+    if lay.kind == "long":
+        _check_long(t, lay, dates, sym, codes)
+    else:
+        _check_index(t, lay, dates)
+    fixed = fix_rows(t, lay.fields, vals, codes, clean)
+    if fixed.keep is not None:
+        if not fixed.keep.any():
+            raise t.err("every row has a missing price, nothing is left after dropping them",
+                        "fill in the prices")
+        dates, codes = dates[fixed.keep], codes[fixed.keep]
+        vals = {f: v[fixed.keep] for f, v in vals.items()}
     index = dates.unique().sort_values()
     ti = index.get_indexer(dates)
     arrays = {}
@@ -287,7 +276,29 @@ def _build_long(t: Table, lay: _Layout, dates: pd.DatetimeIndex) -> Bars:
         a = np.full((len(index), len(uniques)), np.nan)
         a[ti, codes] = v
         arrays[f] = a
-    return Bars(index=index, symbols=tuple(str(s) for s in uniques), source=t.file, **arrays)
+    bars = Bars(index=index, symbols=tuple(str(s) for s in uniques), source=t.file, **arrays)
+    return bars, fixed
+
+
+def _build_wide(t: Table, lay: Layout, dates: pd.DatetimeIndex,
+                clean: str) -> tuple[Bars, Fixed]:
+    """One close column per symbol; leading / trailing gaps allowed, inner gaps per ``clean``."""
+    _check_index(t, lay, dates)
+    close = np.column_stack([parse_numbers(t, j) for j in lay.symbols])
+    for c, j in enumerate(lay.symbols):
+        if np.isnan(close[:, c]).all():
+            raise t.err("the column has no prices at all", "fill in prices or remove it", col=j)
+        _check_values(t, j, "close", close[:, c])
+    fixed = fix_wide(t, lay.symbols, close, clean)
+    if fixed.keep is not None:
+        close, dates = close[fixed.keep], dates[fixed.keep]
+        gone = np.isnan(close).all(axis=0)
+        if gone.any():
+            j = lay.symbols[int(np.argmax(gone))]
+            raise t.err("no price left after dropping dates with missing prices",
+                        "fill in the missing prices or use data.clean: ffill", col=j)
+    symbols = tuple(t.header[j] for j in lay.symbols)
+    return Bars(index=dates, symbols=symbols, close=close, source=t.file), fixed
 
 
 def _check_saveable(bars: Bars, file: str) -> None:
