@@ -8,6 +8,7 @@ import pandas as pd
 from mltrader.backtest.metrics import bar_returns, periods_per_year
 from mltrader.config import config_from_dict
 from mltrader.data.bars import Bars
+from mltrader.data.calendars import bars_per_year
 from mltrader.pipeline import run
 
 
@@ -30,9 +31,12 @@ def test_hourly_bars_annualise_with_seven_bars_a_session():
         "risk": {"daily_loss_limit": 0.01}})
     out = run(cfg, bars=bars)
     m = out.metrics
-    assert m["periods_per_year"] == 1764
+    # with the run's calendar (S0.. default to XNYS): its sessions a year x 7 hourly bars
+    ppy = bars_per_year("XNYS", "1h")
+    assert m["periods_per_year"] == ppy and m["calendar"] == "XNYS" and m["interval"] == "1h"
+    assert abs(ppy - 7 * 252) < 7 * 1.0
     r = bar_returns(out.benchmark.equity, out.benchmark.initial_cash)
-    expected = np.std(r, ddof=1) * np.sqrt(1764)
+    expected = np.std(r, ddof=1) * np.sqrt(ppy)
     assert abs(m["buy_and_hold"]["annual_volatility"] - expected) < 1e-9
     # a session is a calendar day: the daily loss guard can act within it
     t = out.strategy.trades

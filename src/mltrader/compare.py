@@ -20,6 +20,7 @@ from mltrader.backtest.metrics import compute_metrics, periods_per_year
 from mltrader.backtest.result import BacktestResult
 from mltrader.config import ModelConfig, RunConfig
 from mltrader.data.bars import Bars
+from mltrader.data.calendars import resolve_calendar, session_ids
 from mltrader.errors import ConfigError
 from mltrader.models.evaluation import prediction_stats
 from mltrader.models.registry import CLASSIFIERS
@@ -92,7 +93,9 @@ def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars 
         dup = next(x for x in labels if labels.count(x) > 1)
         raise ConfigError(f"compare lists {dup!r} twice; give each entry a distinct `label`")
     fill = resolve_fill(cfg, bars)
-    ppy = periods_per_year(bars.index)
+    cal = resolve_calendar(cfg.data.calendar, bars.symbols)
+    ppy = periods_per_year(bars.index, cal)
+    sessions = session_ids(cal, bars.index)
     settings = engine_settings(cfg, fill, ppy)
     rows, results = [], {}
     trials: dict[str, int] = {}
@@ -104,7 +107,8 @@ def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars 
         start = sig.start
         trials[_label(mc)] = sig.n_trials
         sized = trade_targets(sig, bars, cfg)
-        res = run_backtest(bars, sized.values, settings, start=start, unit=sized.unit)
+        res = run_backtest(bars, sized.values, settings, start=start, unit=sized.unit,
+                           sessions=sessions)
         results[_label(mc)] = res
         pred = sig.predictions.to_numpy()
         realised = sig.labels.to_numpy()
@@ -115,7 +119,8 @@ def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars 
                      **stats, **compute_metrics(res, ppy)})
     hold = dataclasses.replace(settings, stop_loss=None, take_profit=None, trailing_stop=None,
                                guards=Guards(), allow_short=False)
-    bench = run_backtest(bars, buy_and_hold_targets(bars, start), hold, start=start)
+    bench = run_backtest(bars, buy_and_hold_targets(bars, start), hold, start=start,
+                         sessions=sessions)
     always_up = prediction_stats(np.ones_like(realised[start:]), realised[start:],
                                  regression=False)  # the labels are the same for every model
     rows.append({"model": "buy & hold (equal weight)", "hit_rate": always_up["hit_rate"],

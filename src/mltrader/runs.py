@@ -132,6 +132,7 @@ def write_run(out: RunOutput, run_dir: Path) -> dict[str, Path]:
                        if out.signals.folds else f"Strategy ({out.config.strategy.name})"),
         benchmark_name="Buy & hold (equal weight)",
         sections=_sections(out),
+        short_period=bool(out.metrics.get("annualised_from_under_a_year")),
     )
     return paths
 

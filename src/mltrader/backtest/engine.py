@@ -84,15 +84,25 @@ def _prices(bars: Bars) -> tuple[np.ndarray, ...]:
     return bars.open, bars.high, bars.low, c  # type: ignore[return-value]
 
 
-def session_days(index: pd.DatetimeIndex) -> np.ndarray:
-    """Each bar's session number: its calendar date in the index's time zone, as an integer."""
+def session_days(index: pd.DatetimeIndex, sessions: np.ndarray | None = None) -> np.ndarray:
+    """Each bar's session number, for the daily loss limit and the per-day trade limits.
+
+    `sessions`: precomputed ones (`mltrader.data.calendars.session_ids`: the trading session
+    of the data's calendar), checked and returned as int64; None: the bar's calendar date in
+    the index's time zone (the rule without a calendar)."""
+    if sessions is not None:
+        out = np.ascontiguousarray(sessions, dtype=np.int64)
+        if out.shape != (len(index),):
+            raise MltraderError(f"sessions has shape {out.shape}, expected ({len(index)},): "
+                                "one session number per bar")
+        return out
     local = index.tz_localize(None) if index.tz is not None else index
     return local.to_numpy().astype("datetime64[D]").astype(np.int64)
 
 
 def _simulate(bars: Bars, settings: EngineSettings, mode: int, tw: np.ndarray,
               sig: tuple[np.ndarray, ...], independent: bool, start: int,
-              unit_shares: bool = False) -> BacktestResult:
+              unit_shares: bool = False, sessions: np.ndarray | None = None) -> BacktestResult:
     if settings.fill == "next_open" and bars.close_only:
         raise MltraderError("execution.fill is next_open but the data has closes only; "
                             "use fill: next_close (or auto)")
@@ -108,7 +118,7 @@ def _simulate(bars: Bars, settings: EngineSettings, mode: int, tw: np.ndarray,
     n_books = n if independent else 1
     ip, fp = _params(settings, mode, bars.close_only, unit_shares)
     cap = _capacity(mode, tw, sig, n, settings)
-    day = session_days(bars.index)
+    day = session_days(bars.index, sessions)
     gp = settings.guards.vector()
     while True:
         out = K.simulate(o, h, lo, c, vol, tw, *sig, book_of, n_books, start, ip, fp, cap, day,
@@ -244,10 +254,12 @@ def _check_targets(targets: np.ndarray, symbols: tuple[str, ...], s: EngineSetti
 
 
 def run_backtest(bars: Bars, targets: pd.DataFrame, settings: EngineSettings, start: int = 0,
-                 independent: bool = False, unit: str = "weight") -> BacktestResult:
+                 independent: bool = False, unit: str = "weight",
+                 sessions: np.ndarray | None = None) -> BacktestResult:
     """Trade to targets (T x N; NaN = no decision) from `start`.
 
     `unit` "weight": fractions of equity; "shares": signed share counts (fixed-size rules).
+    `sessions`: each bar's trading session for the daily guards (see `session_days`).
     """
     if unit not in ("weight", "shares"):
         raise MltraderError(f"unit must be 'weight' or 'shares'; got {unit!r}")
@@ -259,7 +271,8 @@ def run_backtest(bars: Bars, targets: pd.DataFrame, settings: EngineSettings, st
                             "allow_short or use targets >= 0")
     empty = np.zeros((1, 1), dtype=np.bool_)
     return _simulate(bars, settings, K.MODE_TARGETS, np.ascontiguousarray(tgt),
-                     (empty, empty, empty, empty), independent, start, unit == "shares")
+                     (empty, empty, empty, empty), independent, start, unit == "shares",
+                     sessions)
 
 
 def _as_bool(name: str, a: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
@@ -276,13 +289,14 @@ def _as_bool(name: str, a: np.ndarray | None, shape: tuple[int, int]) -> np.ndar
 def run_signals(bars: Bars, entries: np.ndarray, exits: np.ndarray, settings: EngineSettings,
                 *, short_entries: np.ndarray | None = None,
                 short_exits: np.ndarray | None = None, independent: bool = False,
-                start: int = 0) -> BacktestResult:
+                start: int = 0, sessions: np.ndarray | None = None) -> BacktestResult:
     """Enter on `entries` when flat, exit on `exits` when long (and mirrored for shorts).
 
     Entries are sized from cash at the fill price: size_fraction x cash / (price x
     (1 + size_buffer)), floored when whole_shares. Exits are market orders and fill before
     the stops are checked on their bar. `independent=True` gives every symbol its own book
     with `initial_cash` (the result's equity is the sum; `book_equity` has each).
+    `sessions`: each bar's trading session for the daily guards (see `session_days`).
     """
     shape = bars.shape
     if (short_entries is not None) and not settings.allow_short:
@@ -291,4 +305,5 @@ def run_signals(bars: Bars, entries: np.ndarray, exits: np.ndarray, settings: En
            _as_bool("short_entries", short_entries, shape),
            _as_bool("short_exits", short_exits, shape))
     tw = np.zeros((1, 1))
-    return _simulate(bars, settings, K.MODE_SIGNALS, tw, sig, independent, start)
+    return _simulate(bars, settings, K.MODE_SIGNALS, tw, sig, independent, start,
+                     sessions=sessions)

@@ -4,7 +4,8 @@ Conventions (kept in one place so strategy and benchmark are measured identicall
 
 - Per-bar returns come from the equity series with ``initial_cash`` prepended, so the first
   bar's return is ``equity[0] / initial_cash - 1`` and there are as many returns as bars.
-- Annualisation uses ``periods_per_year`` (252 for daily bars); the elapsed time in years is
+- Annualisation uses ``periods_per_year``, the run's calendar's bars a year (data/calendars.py:
+  about 252 for NYSE daily bars, 365 for crypto, 260 for FX); the elapsed time in years is
   ``n_bars / periods_per_year``. This counts trading bars rather than calendar days, which is
   exact for the returns we measure and does not depend on the timestamp before the first bar,
   which the result does not hold.
@@ -24,11 +25,15 @@ Conventions (kept in one place so strategy and benchmark are measured identicall
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from mltrader.backtest.result import BacktestResult
+
+if TYPE_CHECKING:
+    from mltrader.data.calendars import MarketCalendar
 
 METRIC_KEYS: tuple[str, ...] = (
     "total_return", "cagr", "annual_volatility", "sharpe", "sortino", "max_drawdown",
@@ -46,10 +51,20 @@ BENCHMARK_KEYS: tuple[str, ...] = (
 _MIN_STD = 1e-12
 
 
-def periods_per_year(index: pd.DatetimeIndex) -> float:
-    """Bars per year, from the bars themselves: 252 sessions x the median bars per session
-    for intraday data (390 for 1-minute bars of a 6.5-hour session, 7 for hourly), 252 for
-    daily, 52 weekly, 12 monthly. Annualised return, volatility and Sharpe follow it."""
+def periods_per_year(index: pd.DatetimeIndex, calendar: MarketCalendar | str | None = None,
+                     interval: str | None = None) -> float:
+    """Bars per year; annualised return, volatility and Sharpe follow it.
+
+    With a `calendar` (data/calendars.py): that calendar's bars a year of `interval`
+    (detected from the index when None), e.g. XNYS daily ~252, 24/7 daily 365, 24/5 hourly
+    6,240. Without one (the old rule): 252 sessions x the median bars per session for
+    intraday data (390 for 1-minute bars of a 6.5-hour session, 7 for hourly), 252 for
+    daily, 52 weekly, 12 monthly."""
+    if calendar is not None:
+        from mltrader.data.calendars import bars_per_year
+        from mltrader.data.intervals import detect_interval
+
+        return bars_per_year(calendar, interval or detect_interval(index))
     if len(index) < 3:
         return 252.0
     local = index.tz_localize(None) if index.tz is not None else index

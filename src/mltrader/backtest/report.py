@@ -95,12 +95,14 @@ def write_report(
     strategy_name: str = "Strategy",
     benchmark_name: str = "Benchmark",
     sections: Sequence[str] = (),
+    short_period: bool = False,
 ) -> Path:
     """Write the report for ``strategy`` against ``benchmark`` to ``path`` and return the path.
 
     ``metrics`` maps a column name (e.g. "strategy", "buy & hold") to that column's metric
     dict (as from `compute_metrics`); unknown metric keys are shown with a generic label.
     ``sections`` are ready HTML fragments (risk actions, stress tables) placed after the charts.
+    ``short_period``: the bars span less than a year, so CAGR is flagged "(from < 1 year)".
     """
     path = Path(path)
     figures = [
@@ -121,7 +123,7 @@ def write_report(
         _warnings_html(warnings),
         _notes_html(notes),
         "<h2>Metrics</h2>",
-        _metrics_table(metrics),
+        _metrics_table(metrics, short_period),
         *chart_html,
         *sections,
         _trades_html(strategy.trades),
@@ -200,7 +202,7 @@ def format_metric(key: str, value: object) -> str:
     return f"{x:.6g}"
 
 
-def _metrics_table(metrics: dict[str, dict[str, object]]) -> str:
+def _metrics_table(metrics: dict[str, dict[str, object]], short_period: bool = False) -> str:
     columns = list(metrics)
     keys: list[str] = []
     for col in columns:
@@ -209,6 +211,8 @@ def _metrics_table(metrics: dict[str, dict[str, object]]) -> str:
     rows = []
     for key in keys:
         label = METRIC_LABELS.get(key, (key.replace("_", " ").capitalize(), ""))[0]
+        if key == "cagr" and short_period:
+            label += " (from < 1 year)"
         values = [metrics[c].get(key) for c in columns]
         best = _best_value(key, values)
         cells = "".join(

@@ -38,7 +38,10 @@ its old level within six weeks, is such a case). Real crashes of exactly
 -50 % or -67 % can still be flagged; check such a date against the company's split history.
 
 Gaps are judged only between each symbol's own first and last bar (a listing or delisting is
-not a gap). Calendars come from `exchange-calendars` (imported only when needed).
+not a gap). Calendars come from `exchange-calendars` (imported only when needed); "24/7"
+(crypto: every period) and "24/5" (FX: every period but Friday 17:00 to Sunday 17:00 New
+York) are judged against `mltrader.data.calendars.expected_bars`, a missing day being a
+``missing_session`` and a partly missing one ``missing_bars``.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ import numpy as np
 import pandas as pd
 
 from mltrader.data.bars import FIELDS, Bars
-from mltrader.data.sources.base import INTERVAL_MINUTES
+from mltrader.data.intervals import INTERVALS
 from mltrader.errors import DataError
 
 __all__ = [
@@ -81,7 +84,9 @@ FATAL_KINDS = frozenset(
 # what clean(method="drop") removes by default, in this order (a bar counts for the first)
 DROP_KINDS: tuple[str, ...] = ("nan_price", "non_session", "zero_volume")
 PRICE_FIELDS = ("open", "high", "low", "close")
+UNGAPPED_INTERVALS = ("1wk", "1mo")  # bars that span sessions: no calendar gap check
 _NS_DAY = 86_400 * 10**9
+CONTINUOUS_CALENDARS = ("24/7", "24/5")  # crypto and FX: judged by data/calendars.py
 
 
 # --------------------------------------------------------------------------- report
@@ -98,18 +103,22 @@ class Issue:
 
 @dataclass(frozen=True)
 class QualityReport:
-    """All issues found, with the count per kind in ``summary``."""
+    """All issues found, with the count per kind in ``summary``, and the calendar and bar
+    interval the gaps were judged against (None: not judged)."""
 
     issues: tuple[Issue, ...]
     summary: dict[str, int]
+    calendar: str | None = None
+    interval: str | None = None
 
     @classmethod
-    def from_issues(cls, issues: Iterable[Issue]) -> QualityReport:
+    def from_issues(cls, issues: Iterable[Issue], calendar: str | None = None,
+                    interval: str | None = None) -> QualityReport:
         items = tuple(issues)
         summary: dict[str, int] = {}
         for i in items:
             summary[i.kind] = summary.get(i.kind, 0) + 1
-        return cls(items, summary)
+        return cls(items, summary, calendar, interval)
 
     @property
     def fatal(self) -> tuple[Issue, ...]:
@@ -133,10 +142,38 @@ class QualityReport:
             }
         )
 
-    def text(self, examples: int = 5) -> str:
-        """A short human summary: counts per kind, then a few fatal issues in detail."""
+    def judged(self, detected: Sequence[str] = ()) -> str:
+        """"judged against calendar X, interval Y"; a name in `detected` ("calendar",
+        "interval") is marked as chosen by default rather than given."""
+        if self.calendar is None and self.interval is None:
+            return ""
+        cal = "none (no gap check)" if self.calendar is None else self.calendar
+        cal += " (default for the symbols)" if "calendar" in detected else ""
+        ivl = f"{self.interval}{' (detected)' if 'interval' in detected else ''}"
+        if self.interval in UNGAPPED_INTERVALS:
+            ivl += " (bars span sessions: no gap check)"
+        return f"judged against calendar {cal}, interval {ivl}"
+
+    def where(self, examples: int = 5) -> list[str]:
+        """Per warning kind: its count and its first `examples` places (symbol, dates)."""
+        lines = []
+        for kind in sorted(k for k in self.summary if k not in FATAL_KINDS):
+            found = [i for i in self.issues if i.kind == kind]
+            parts, last = [], None
+            for i in found[:examples]:
+                when = "" if i.time is None else _label(i.time)
+                parts.append(when if i.symbol == last and when else f"{i.symbol} {when}".strip())
+                last = i.symbol
+            more = f" ... and {len(found) - examples} more" if len(found) > examples else ""
+            lines.append(f"  {kind}: {len(found)} - {', '.join(parts)}{more}")
+        return lines
+
+    def text(self, examples: int = 5, detected: Sequence[str] = ()) -> str:
+        """A short human summary: counts per kind, the calendar and interval judged against,
+        where the warnings are (a few of each kind), then a few fatal issues in detail."""
+        judged = self.judged(detected)
         if not self.issues:
-            return "data quality: no issues found"
+            return "data quality: no issues found" + (f" ({judged})" if judged else "")
         fatal = self.fatal
         n_warn = len(self.issues) - len(fatal)
         kinds = sorted(self.summary, key=lambda k: (k not in FATAL_KINDS, k))
@@ -144,6 +181,7 @@ class QualityReport:
             f"{k} {self.summary[k]}{' (fatal)' if k in FATAL_KINDS else ''}" for k in kinds
         )
         lines = [f"data quality: {len(fatal)} fatal issue(s), {n_warn} warning(s): {counts}"]
+        lines += ([f"  {judged}"] if judged else []) + self.where(examples)
         for i in fatal[:examples]:
             when = "" if i.time is None else f" {_label(i.time)}"
             lines.append(f"  {i.kind}: {i.symbol}{when}: {i.detail}")
@@ -177,8 +215,14 @@ def _calendar(name: str, first_year: int, last_year: int) -> Any:
             # exchange-calendars 4.13.2 uses Series.values on tz-aware data: a Pandas4Warning
             # (a DeprecationWarning) on pandas 3.1; harmless, and not ours to fix
             warnings.simplefilter("ignore", DeprecationWarning)
-            return xcals.get_calendar(name, start=f"{first_year}-01-01",
-                                      end=f"{last_year}-12-31")
+            # some calendars record holidays for a bounded range only (XSHG to 2026, XTKS
+            # from 1997): ask for the part of the years that the calendar can give
+            kind = type(xcals.get_calendar(name))
+            lo, hi = kind.bound_min(), kind.bound_max()
+            start, end = pd.Timestamp(f"{first_year}-01-01"), pd.Timestamp(f"{last_year}-12-31")
+            start = start if lo is None else max(start, pd.Timestamp(lo))
+            end = end if hi is None else min(end, pd.Timestamp(hi))
+            return xcals.get_calendar(name, start=start, end=end)
     except xcals.errors.InvalidCalendarName as e:
         raise DataError(
             f"unknown exchange calendar {name!r}; use an exchange-calendars code such as XNYS, "
@@ -255,7 +299,7 @@ def _split_name(k: float) -> str:
 def check_frame(
     frame: pd.DataFrame,
     symbol: str,
-    calendar: str | None = "XNYS",
+    calendar: Any = "XNYS",
     interval: str = "1d",
     outlier_sigma: float = 10.0,
     split_ratios: Sequence[float] = DEFAULT_SPLIT_RATIOS,
@@ -265,17 +309,19 @@ def check_frame(
     """Check one symbol's raw standard frame (see the module doc for the kinds).
 
     ``market``: log returns of the market (e.g. the median of other symbols) indexed by time,
-    for the split heuristic; None = no market comparison. ``calendar=None`` skips the calendar
-    checks. A naive index is read as UTC.
+    for the split heuristic; None = no market comparison. ``calendar``: an exchange code,
+    "24/7", "24/5" or a `MarketCalendar`; None skips the calendar checks. A naive index is
+    read as UTC.
     """
-    if interval not in INTERVAL_MINUTES:
+    calendar = None if calendar is None else str(getattr(calendar, "name", calendar))
+    if interval not in INTERVALS:
         raise DataError(f"interval {interval!r} is not supported; use one of "
-                        f"{', '.join(INTERVAL_MINUTES)}")
+                        f"{', '.join(INTERVALS)}")
     if "close" not in frame.columns:
         raise DataError(f"{symbol}: the frame has no close column")
     issues: list[Issue] = []
     if frame.empty:
-        return QualityReport.from_issues(issues)
+        return QualityReport.from_issues(issues, calendar, interval)
     idx = pd.DatetimeIndex(frame.index)
     idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
     df = frame.copy()
@@ -299,7 +345,7 @@ def check_frame(
     has_any = ~np.isnan(prices).all(axis=1)
     if not has_any.any():
         issues.append(_issue("nan_price", symbol, None, "no prices at all"))
-        return QualityReport.from_issues(issues)
+        return QualityReport.from_issues(issues, calendar, interval)
     lo_row, hi_row = int(np.argmax(has_any)), len(df) - 1 - int(np.argmax(has_any[::-1]))
     df = df.iloc[lo_row:hi_row + 1]  # leading / trailing empty rows are outside the range
     prices = prices[lo_row:hi_row + 1]
@@ -336,15 +382,21 @@ def check_frame(
             issues.append(_issue("zero_volume", symbol, times[r],
                                  "no shares traded: the price may be stale"))
 
-    if calendar is not None:
+    if interval in UNGAPPED_INTERVALS:
+        pass  # a weekly / monthly bar spans sessions: there is no missing session to name
+    elif calendar in CONTINUOUS_CALENDARS:
+        issues += _calendar_continuous(times, symbol, calendar, interval)
+    elif calendar is not None:
         if interval == "1d":
             issues += _calendar_daily(times, symbol, calendar)
         else:
-            issues += _calendar_intraday(times, symbol, calendar, INTERVAL_MINUTES[interval])
+            from mltrader.data.calendars import interval_minutes
+
+            issues += _calendar_intraday(times, symbol, calendar, interval_minutes(interval))
 
     issues += _return_checks(df["close"].to_numpy(np.float64), times, symbol, outlier_sigma,
                              split_ratios, split_tolerance, market)
-    return QualityReport.from_issues(issues)
+    return QualityReport.from_issues(issues, calendar, interval)
 
 
 def _calendar_daily(times: pd.DatetimeIndex, symbol: str, calendar: str) -> list[Issue]:
@@ -396,6 +448,41 @@ def _calendar_intraday(times: pd.DatetimeIndex, symbol: str, calendar: str,
         elif have < expected:
             out.append(_issue("missing_bars", symbol, sched.index[s],
                               f"{expected - have} of {expected} {minutes}-minute bars missing"))
+    return out
+
+
+def _calendar_continuous(times: pd.DatetimeIndex, symbol: str, calendar: str,
+                         interval: str) -> list[Issue]:
+    """24/7 and 24/5 (data/calendars.py): bars in the FX weekend close, and missing periods
+    (a whole day missing: ``missing_session``; part of one: ``missing_bars``)."""
+    from mltrader.data.calendars import expected_bars, interval_minutes, session_ids
+
+    out: list[Issue] = []
+    minutes = interval_minutes(interval)
+    p = minutes * 60 * 10**9
+    if interval == "1d":
+        for r in np.flatnonzero(times.normalize() != times):
+            out.append(_issue("misaligned", symbol, times[r], "daily bar not at 00:00 UTC"))
+    slots = times.asi8 // p * p
+    expected = expected_bars(calendar, pd.Timestamp(slots[0], tz="UTC"), times[-1], interval)
+    exp = expected.asi8
+    for r in np.flatnonzero(~np.isin(slots, exp)):
+        out.append(_issue("non_session", symbol, times[r], "bar in the FX weekend close "
+                          "(Friday 17:00 to Sunday 17:00 New York)"))
+    missing = ~np.isin(exp, slots)
+    if interval == "1d":
+        for t in expected[missing]:
+            out.append(_issue("missing_session", symbol, t, f"no bar for this {calendar} day"))
+        return out
+    day = session_ids(calendar, expected)
+    for d in np.unique(day[missing]):
+        n_exp, n_miss = int((day == d).sum()), int((missing & (day == d)).sum())
+        when = pd.Timestamp(int(d) * _NS_DAY, tz="UTC")
+        if n_miss == n_exp:
+            out.append(_issue("missing_session", symbol, when, f"no bars in this {calendar} day"))
+        else:
+            out.append(_issue("missing_bars", symbol, when,
+                              f"{n_miss} of {n_exp} {minutes}-minute bars missing"))
     return out
 
 
@@ -478,7 +565,7 @@ def _log_returns(close: np.ndarray) -> np.ndarray:
 
 def check_bars(
     bars: Bars,
-    calendar: str | None = "XNYS",
+    calendar: Any = "XNYS",
     interval: str = "1d",
     outlier_sigma: float = 10.0,
     split_ratios: Sequence[float] = DEFAULT_SPLIT_RATIOS,
@@ -486,7 +573,9 @@ def check_bars(
 ) -> QualityReport:
     """Check every symbol of a panel with `check_frame`; the "market" for the split check
     is the median log return of the other symbols on each bar. In `Bars`, a bar whose prices
-    are all NaN means "no bar" (a gap), not a NaN price."""
+    are all NaN means "no bar" (a gap), not a NaN price. ``calendar``: an exchange code,
+    "24/7", "24/5" or a `MarketCalendar` (None: no calendar checks)."""
+    calendar = None if calendar is None else str(getattr(calendar, "name", calendar))
     rets = _log_returns(bars.close)
     issues: list[Issue] = []
     n = len(bars.symbols)
@@ -500,7 +589,7 @@ def check_bars(
         rep = check_frame(_symbol_frame(bars, j), sym, calendar, interval, outlier_sigma,
                           split_ratios, market, split_tolerance)
         issues.extend(rep.issues)
-    return QualityReport.from_issues(issues)
+    return QualityReport.from_issues(issues, calendar, interval)
 
 
 # --------------------------------------------------------------------------- cleaning

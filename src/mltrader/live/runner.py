@@ -41,8 +41,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mltrader.backtest.metrics import periods_per_year
 from mltrader.config import RunConfig
 from mltrader.data.bars import Bars
+from mltrader.data.calendars import MarketCalendar, resolve_calendar, session_ids
 from mltrader.data.feeds import BarEvent
 from mltrader.live.broker import (
     UNTRIGGERABLE_BUY_STOP,
@@ -71,12 +73,10 @@ _EPS = 1e-9
 STALE_BARS = 5  # bars a held symbol may go without a bar before the runner warns
 
 
-def _day(time: pd.Timestamp, tz: Any) -> int:
-    """The session number of a bar time, as the kernel's `session_days` computes it."""
-    ts = pd.Timestamp(time)
-    if tz is not None:
-        ts = ts.tz_convert(tz)
-    return int(np.datetime64(ts.tz_localize(None).date(), "D").astype(np.int64))
+def _day(time: pd.Timestamp, calendar: MarketCalendar) -> int:
+    """The trading session of a bar time, by the rule the backtest gives the kernel
+    (`calendars.session_ids`, decided per timestamp, so one bar alone gets the same)."""
+    return int(session_ids(calendar, pd.DatetimeIndex([pd.Timestamp(time)]))[0])
 
 
 class _FillGate:
@@ -116,8 +116,12 @@ class Runner:
         self.signal = signal
         self.history = history
         self.settings = engine_settings(cfg, resolve_fill(cfg, history))
-        self.rules = sizing_rules(cfg)
+        # the backtest's calendar: its bars a year size by volatility, its sessions reset the
+        # daily guards (pipeline.run uses the same two)
+        self.calendar = resolve_calendar(cfg.data.calendar, history.symbols)
+        self.rules = sizing_rules(cfg, periods_per_year(history.index, self.calendar))
         self.guards = guards(cfg)
+        self._session: tuple[pd.Timestamp | None, int] = (None, 0)  # last time -> session
         self.gate = RiskGate(self.guards, cfg.initial_cash, list(history.symbols))
         self.exits = ExitBook(cfg.risk.stop_loss, cfg.risk.take_profit, cfg.risk.trailing_stop)
         self.config_hash = hash_config(cfg.model_dump(mode="json"))
@@ -388,7 +392,9 @@ class Runner:
 
     def _start_day(self, time: pd.Timestamp) -> None:
         if self.guards.active:
-            self.gate.start_bar(_day(time, self.history.index.tz), self._eq_last)
+            if self._session[0] != time:  # called per bar and per fill: look up once
+                self._session = (time, _day(time, self.calendar))
+            self.gate.start_bar(self._session[1], self._eq_last)
 
     # ------------------------------------------------------------------ the bar
     def _predictions(self, w: Bars, time: pd.Timestamp) -> dict[str, pd.DataFrame]:
