@@ -18,6 +18,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mltrader import __version__
+from mltrader.cli_options import (
+    FirstTestYearOpt,
+    InitialCashOpt,
+    Overrides,
+    SetOpt,
+    SmokeOpt,
+    StrategyOpt,
+    load_run_config,
+)
 from mltrader.errors import MltraderError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -193,7 +202,10 @@ def metrics_table(metrics: dict[str, Any], title: str) -> Table:
     table.add_column("metric")
     table.add_column("strategy", justify="right")
     table.add_column("buy & hold (equal weight)", justify="right")
+    short = bool(metrics.get("annualised_from_under_a_year"))
     for label, key, fmt in ROWS:
+        if short and key in ("cagr", "annual_volatility", "sharpe"):
+            label += " (from < 1 year)"
         table.add_row(label, fmt(metrics["strategy"].get(key)),
                       fmt(metrics["buy_and_hold"].get(key)))
     return table
@@ -221,37 +233,59 @@ def backtest(
     seed: Annotated[int | None, typer.Option(
         help="Random seed; the same config and seed give identical metrics. Example: --seed 7")
                     ] = None,
+    interval: Annotated[str | None, typer.Option(
+        help="The bars' interval (data.interval): 1m, 5m, 15m, 1h, 1d, 1wk, 1mo. A file's is "
+        "detected from its timestamps; a given one is checked against that. Example: "
+        "--interval 1mo")] = None,
     output_dir: Annotated[Path | None, typer.Option(
         "--output-dir", "-o",
         help="Where run folders go (default: runs/). Example: -o /tmp/runs")] = None,
+    first_test_year: FirstTestYearOpt = None,
+    initial_cash: InitialCashOpt = None,
+    strategy: StrategyOpt = None,
+    set_: SetOpt = None,
+    smoke: SmokeOpt = False,
 ) -> None:
     """Train walk-forward, trade the out-of-sample predictions, compare with buy-and-hold.
 
     Writes runs/<timestamp>-<name>/ with config.yaml, metrics.json, equity.parquet,
     trades.parquet and report.html, and prints the metrics table.
     """
-    from mltrader.config import load_config
     from mltrader.pipeline import run
     from mltrader.runs import check_writable, new_run_dir, write_run
+    from mltrader.strategy.registry import get_strategy
 
-    overrides: dict[str, Any] = {}
+    ov = Overrides()
     if data is not None:
-        overrides.update({"data.source": "file", "data.path": str(data)})
+        ov.set("data.source", "file", f"--data {data}")
+        ov.set("data.path", str(data), f"--data {data}")
     if symbols is not None:
-        overrides["data.symbols"] = _symbol_list(symbols)
+        ov.set("data.symbols", _symbol_list(symbols), f"--symbols {symbols}")
     if start:
-        overrides["data.start"] = start
+        ov.set("data.start", start, f"--start {start}")
     if end:
-        overrides["data.end"] = end
+        ov.set("data.end", end, f"--end {end}")
     if model:
-        overrides["model.name"] = model
+        ov.set("model.name", model, f"--model {model}")
     if seed is not None:
-        overrides["seed"] = seed
+        ov.set("seed", seed, f"--seed {seed}")
+    if interval is not None:
+        ov.set("data.interval", interval, f"--interval {interval}")
     if output_dir is not None:
-        overrides["output_dir"] = str(output_dir)
-    cfg = load_config(config, overrides)
+        ov.set("output_dir", str(output_dir), f"--output-dir {output_dir}")
+    ov.common(first_test_year=first_test_year, initial_cash=initial_cash, strategy=strategy,
+              sets=set_)
+    cfg = load_run_config(config, ov, smoke)
+    if model and not get_strategy(cfg.strategy.name).needs_model:
+        _fail(f"--model {model}: strategy {cfg.strategy.name!r} does not use a model (it is a "
+              "rule on prices); drop --model, or pick a strategy that uses one, e.g. "
+              "--strategy threshold")
     check_writable(Path(cfg.output_dir))  # fail now, not after training
     result = run(cfg, progress=_fold_progress)
+    if smoke:
+        from mltrader.smoke import SMOKE_NOTE
+
+        result.warnings.insert(0, SMOKE_NOTE)
     run_dir = new_run_dir(Path(cfg.output_dir), cfg.name)
     paths = write_run(result, run_dir)
     m = result.metrics
@@ -279,6 +313,10 @@ def compare(
     output_dir: Annotated[Path | None, typer.Option(
         "--output-dir", "-o",
         help="Where run folders go (default: runs/). Example: -o /tmp/runs")] = None,
+    first_test_year: FirstTestYearOpt = None,
+    initial_cash: InitialCashOpt = None,
+    set_: SetOpt = None,
+    smoke: SmokeOpt = False,
 ) -> None:
     """Train several models on the same walk-forward folds and rank them out of sample.
 
@@ -287,15 +325,15 @@ def compare(
     forecast, and the strategy's Sharpe, CAGR and drawdown after costs, next to buy-and-hold.
     """
     from mltrader.compare import compare as run_compare
-    from mltrader.config import load_config
     from mltrader.runs import check_writable, new_run_dir, write_compare
 
-    overrides: dict[str, Any] = {}
+    ov = Overrides()
     if symbols is not None:
-        overrides["data.symbols"] = _symbol_list(symbols)
+        ov.set("data.symbols", _symbol_list(symbols), f"--symbols {symbols}")
     if output_dir is not None:
-        overrides["output_dir"] = str(output_dir)
-    cfg = load_config(config, overrides)
+        ov.set("output_dir", str(output_dir), f"--output-dir {output_dir}")
+    ov.common(first_test_year=first_test_year, initial_cash=initial_cash, sets=set_)
+    cfg = load_run_config(config, ov, smoke)
     check_writable(Path(cfg.output_dir))
     result = run_compare(cfg, progress=_fold_progress)
     run_dir = new_run_dir(Path(cfg.output_dir), cfg.name)
@@ -340,6 +378,9 @@ def sensitivity(
                        ] = None,
     output_dir: Annotated[Path | None, typer.Option(
         "--output-dir", "-o", help="Where run folders go (default: runs/).")] = None,
+    first_test_year: FirstTestYearOpt = None,
+    initial_cash: InitialCashOpt = None,
+    set_: SetOpt = None,
 ) -> None:
     """Backtest a grid of parameter values; heatmaps of Sharpe and CAGR in and out of sample.
 
@@ -355,14 +396,15 @@ def sensitivity(
     if not grid:
         _fail("give at least one --grid, e.g. --grid threshold=0.005:0.03:6")
     axes = [parse_grid(g) for g in grid or []]
-    overrides: dict[str, Any] = {}
+    ov = Overrides()
     if symbols is not None:
-        overrides["data.symbols"] = _symbol_list(symbols)
+        ov.set("data.symbols", _symbol_list(symbols), f"--symbols {symbols}")
     if output_dir is not None:
-        overrides["output_dir"] = str(output_dir)
-    cfg = load_config(config, overrides)
+        ov.set("output_dir", str(output_dir), f"--output-dir {output_dir}")
+    ov.common(first_test_year=first_test_year, initial_cash=initial_cash, sets=set_)
+    cfg = load_config(config, ov.values, ov.origins)
     check_writable(Path(cfg.output_dir))
-    checked = plan(config, axes, overrides, split)  # every error before any training
+    checked = plan(config, axes, ov.values, split)  # every error before any training
     if checked.retrain:
         err.print("note: a grid key changes the model: every cell retrains (slow)")
     with _progress("grid cells", len(checked.configs)) as advance:
@@ -381,6 +423,33 @@ def sensitivity(
     oos = result.table["sharpe_oos"]
     out.print(f"Hold-out Sharpe across the {len(oos)} cells: {oos.min():.2f} .. {oos.max():.2f}")
     out.print(f"Report: [bold]{escape(str(report))}[/]")
+
+
+@app.command(epilog="Example:  mltrader init my-project && cd my-project && mltrader backtest "
+             "-c configs/default.yaml")
+@guarded
+def init(
+    folder: Annotated[Path, typer.Argument(help="Project folder (created if missing; "
+                                           "default: here).")] = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite files that exist "
+                                        "already (default: keep them).")] = False,
+) -> None:
+    """Write a starter project: configs/ with every shipped strategy, a README of every
+    config key, and an .env template for broker and data keys.
+
+    Existing files are kept unless --force. Then: cd into the folder and run
+    `mltrader backtest -c configs/default.yaml`.
+    """
+    from mltrader.starter import init_project
+
+    res = init_project(folder, force=force)
+    for p in res.written:
+        out.print(f"wrote {escape(str(p))}", highlight=False)
+    for p in res.kept:
+        out.print(f"kept  {escape(str(p))} (exists; --force overwrites it)", highlight=False)
+    go = "" if folder.resolve() == Path.cwd().resolve() else f"cd {folder} && "
+    out.print(f"Next: {escape(go)}mltrader backtest -c configs/default.yaml   (or --smoke "
+              "for a quick check; the README lists every key)", highlight=False)
 
 
 @app.command()
@@ -467,17 +536,43 @@ def data_fetch(
 @guarded
 def data_check(
     path: Annotated[Path, typer.Argument(help="CSV or Parquet file (long, wide or single).")],
-    calendar: Annotated[str, typer.Option(help="Exchange calendar for gaps (XNYS, XNAS, "
-                                          "XSHG, ...).")] = "XNYS",
-    interval: Annotated[str, typer.Option(help="Bar interval of the file.")] = "1d",
+    calendar: Annotated[str | None, typer.Option(
+        help="Calendar for gaps: an exchange code (XNYS, XLON, XSHG, ...), \"24/7\" (crypto) "
+        "or \"24/5\" (FX). Default: from the symbols' suffix, as a backtest resolves it "
+        "(data.calendar).")] = None,
+    interval: Annotated[str | None, typer.Option(
+        help="Bar interval of the file (1m, 5m, 15m, 30m, 1h, 1d, 1wk, 1mo). Default: "
+        "detected from the timestamps, as a backtest does.")] = None,
+    clean: Annotated[str, typer.Option(
+        help="Missing prices ('.', NA, null, empty): none = report them as an error, drop "
+        "the rows or ffill them, as data.clean does in a run.")] = "none",
 ) -> None:
     """The data quality report: calendar gaps, duplicates, zero volume, outliers, suspected
-    unadjusted splits. Exits 1 when a problem would make a backtest wrong."""
-    from mltrader.data.files import load_file
+    unadjusted splits, with where each kind of warning is. Exits 1 when a problem would make
+    a backtest wrong."""
+    from mltrader.data.calendars import resolve_calendar
+    from mltrader.data.files import load_file_report
+    from mltrader.data.intervals import INTERVALS, detect_interval
     from mltrader.data.quality import check_bars
+    from mltrader.errors import DataError
 
-    report = check_bars(load_file(path), calendar=calendar, interval=interval)
-    out.print(escape(report.text()))
+    if interval is not None and interval not in INTERVALS:
+        _fail(f"--interval {interval}: not a bar interval; use one of {', '.join(INTERVALS)}")
+    if clean not in ("none", "drop", "ffill"):
+        _fail(f"--clean {clean}: use none, drop or ffill")
+    try:
+        bars, loaded = load_file_report(path, clean=clean)
+    except DataError as e:
+        if "data.clean" not in str(e):
+            raise
+        raise DataError(f"{e} (here: data check --clean drop or --clean ffill)") from None
+    for note in loaded.notes:
+        out.print(f"- {escape(note)}", highlight=False)
+    cal = resolve_calendar(calendar, bars.symbols)  # the same rules as `backtest`
+    ivl = interval or detect_interval(bars.index)
+    detected = [k for k, v in (("calendar", calendar), ("interval", interval)) if v is None]
+    report = check_bars(bars, calendar=cal, interval=ivl)
+    out.print(escape(report.text(detected=detected)), highlight=False)
     if report.fatal:
         _fail(f"{path}: {sum(1 for i in report.issues if i.fatal)} fatal problem(s) (listed "
               "above); fix the data or set data.clean (drop / ffill) in the config", 1)

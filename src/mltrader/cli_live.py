@@ -25,6 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mltrader.cli import _fail, app, err, guarded, out
+from mltrader.cli_options import Overrides, SetOpt, SmokeOpt, load_run_config
 from mltrader.errors import MltraderError
 
 if TYPE_CHECKING:
@@ -54,7 +55,10 @@ JournalOpt = Annotated[str | None, typer.Option(
 IbHost = Annotated[str, typer.Option("--ib-host", help="TWS / IB Gateway host.")]
 IbPort = Annotated[int | None, typer.Option(
     "--ib-port", help="TWS / IB Gateway port (default: 7497 paper, 7496 with --live).")]
-IbClient = Annotated[int, typer.Option("--ib-client-id", help="IB API client id.")]
+IbClient = Annotated[int, typer.Option(
+    "--ib-client-id", help="IB API client id of the trading bot (default 1). `mltrader data "
+    "fetch --source ib` connects as client 17 (MLTRADER_IB_CLIENT_ID) so the two never "
+    "collide; `live --broker ib` fetches its bars over the bot's own connection.")]
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -376,6 +380,8 @@ def paper(
     output_dir: Annotated[Path | None, typer.Option(
         "--output-dir", "-o", help="Where a new session folder goes (default: the "
         "config's output_dir, runs/).")] = None,
+    set_: SetOpt = None,
+    smoke: SmokeOpt = False,
 ) -> None:
     """Paper-trade a config on replayed bars, resumably, journaled.
 
@@ -383,9 +389,8 @@ def paper(
     everything is journaled (SQLite). A session folder holds config.yaml, journal.db and
     broker.db (the paper account); run the same command again to continue it.
     """
-    from mltrader.config import load_config
     from mltrader.live.session import paper_session
-    from mltrader.pipeline import load_data, run_folds
+    from mltrader.pipeline import judged_start, load_data
     from mltrader.runs import check_writable, new_run_dir
 
     if session is not None and output_dir is not None:
@@ -396,14 +401,16 @@ def paper(
     if not (speed >= 0 and math.isfinite(speed)):
         _fail(f"--speed must be 0 (as fast as possible) or a positive factor of real time "
               f"(60 = a minute of bars per second), got {speed}")
-    overrides: dict[str, Any] = {}
+    ov = Overrides()
     if replay is not None:
-        overrides.update({"data.source": "file", "data.path": str(replay.resolve())})
+        ov.set("data.source", "file", f"--replay {replay}")
+        ov.set("data.path", str(replay.resolve()), f"--replay {replay}")
     if output_dir is not None:
-        overrides["output_dir"] = str(output_dir)
+        ov.set("output_dir", str(output_dir), f"--output-dir {output_dir}")
+    ov.common(sets=set_)
     if config is None:
         config = _session_config_file(session)
-    cfg = load_config(config, overrides)
+    cfg = load_run_config(config, ov, smoke)
     bars, _ = load_data(cfg)
     if session is None:
         check_writable(Path(cfg.output_dir))
@@ -411,7 +418,7 @@ def paper(
     else:
         check_writable(session, "--session folder")  # a read-only journal: Journal says so
         folder = session
-    start = run_folds(bars, cfg)[0].test_start
+    start = judged_start(bars, cfg)
     position = {t: i for i, t in enumerate(bars.index[start:], start=1)}
     from mltrader.cli import _progress
 

@@ -29,16 +29,33 @@ class DataConfig(_Strict):
                     "ib"] = "bundled"
     dataset: str = Field("sp500_20stocks", description="bundled dataset name (source: bundled)")
     path: Path | None = Field(None, description="file to load (source: csv / parquet / file)")
-    symbols: list[str] | Literal["all"] = "all"
-    start: dt.date | None = None
-    end: dt.date | None = None
+    symbols: list[str] | Literal["all"] = Field("all", description="the universe, e.g. "
+                                                "[AAPL, MSFT]; all: every symbol of the data")
+    start: dt.date | None = Field(None, description="first date to load (YYYY-MM-DD)")
+    end: dt.date | None = Field(None, description="last date to load (YYYY-MM-DD)")
     fallback: list[Literal["yahoo", "alphavantage", "alpaca", "ib"]] = Field(
         default_factory=list, description="network sources tried in order when `source` fails")
-    interval: Literal["1m", "5m", "15m", "1h", "1d"] = "1d"
+    interval: Literal["1m", "5m", "15m", "1h", "1d", "1wk", "1mo"] = "1d"
     adjusted: bool = Field(True, description="split- and dividend-adjusted prices (network)")
     cache: bool = Field(True, description="keep fetched bars in the local Parquet cache")
     clean: Literal["none", "drop", "ffill"] = Field(
         "none", description="drop bad bars, or forward-fill missing sessions (counts reported)")
+    calendar: str | None = Field(
+        None, description="exchange-calendars code (XNYS, XLON, XSHG, ...), \"24/7\" or "
+        "\"24/5\"; default from the symbols' suffix (.HK -> XHKG, BTC-USD -> 24/7, else XNYS)")
+
+    @field_validator("calendar")
+    @classmethod
+    def _known_calendar(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        from mltrader.data.calendars import MarketCalendar  # lazy: keeps config import light
+        from mltrader.errors import DataError
+
+        try:
+            return MarketCalendar(v).name
+        except DataError as e:
+            raise ValueError(str(e)) from None
 
     @model_validator(mode="after")
     def _path_needed(self) -> DataConfig:
@@ -49,9 +66,12 @@ class DataConfig(_Strict):
         if self.fallback and not network:
             raise ValueError("data.fallback lists network sources to try after a network "
                              "`source`; set source: yahoo (or alphavantage, alpaca, ib)")
-        if self.interval != "1d" and not network:
-            raise ValueError("data.interval applies to network sources; files and bundled "
-                             "sets bring their own bar interval")
+        if network and self.interval in ("1wk", "1mo"):
+            raise ValueError(f"data.interval {self.interval} is for files (weekly / monthly "
+                             "bars); network sources fetch 1m, 5m, 15m, 1h or 1d bars")
+        if self.interval != "1d" and self.source == "bundled":
+            raise ValueError("data.interval applies to network sources and files (the "
+                             "file's declared interval); bundled sets are daily")
         if not network and self.source != "bundled" and self.path is None:
             raise ValueError(f"data.source is {self.source!r} but data.path is not set; "
                              "add `path: my_prices.csv`")
@@ -106,10 +126,15 @@ class TargetConfig(_Strict):
     horizon: int = Field(1, ge=1, le=60)
 
 
+DEFAULT_FIRST_TEST_YEAR = 2005
+
+
 class WalkForwardConfig(_Strict):
     """Out-of-sample protocol: train on the past, predict the next period, roll forward."""
 
-    first_test_year: int = Field(2005, ge=1900, le=2100)
+    first_test_year: int | None = Field(
+        None, ge=1900, le=2100, description="first out-of-sample year; unset: 2005 for a model, "
+        "and a rule without a model is judged from the first bar its indicators exist")
     retrain: Literal["yearly", "quarterly", "monthly"] = "yearly"
     window: Literal["expanding", "rolling"] = "expanding"
     train_years: float | None = Field(None, gt=0, description="rolling window length in years")
@@ -122,6 +147,11 @@ class WalkForwardConfig(_Strict):
             raise ValueError("walk_forward.window is 'rolling' but train_years is not set; "
                              "add e.g. `train_years: 10`")
         return self
+
+    @property
+    def test_year(self) -> int:
+        """The first out-of-sample year of a model run (the default when unset)."""
+        return self.first_test_year or DEFAULT_FIRST_TEST_YEAR
 
 
 class StrategyConfig(BaseModel):
@@ -259,11 +289,14 @@ class ExecutionConfig(_Strict):
 class RunConfig(_Strict):
     """One run: data, features, model, walk-forward, strategy, costs, output."""
 
-    name: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = 42
-    initial_cash: float = Field(100_000.0, gt=0)
+    name: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="names the run folder runs/<timestamp>-<name>")
+    seed: int = Field(42, description="same config and seed, identical metrics.json")
+    initial_cash: float = Field(100_000.0, gt=0, description="starting cash of both books")
     data: DataConfig = DataConfig()
-    features: list[str] = Field(default_factory=lambda: list(DEFAULT_FEATURES), min_length=1)
+    features: list[str] = Field(default_factory=lambda: list(DEFAULT_FEATURES), min_length=1,
+                                description="ret_N, sma_ratio_N, sma_N, vol_N, rsi_N, "
+                                "open/high/low/close/volume, ...")
     model: ModelConfig = ModelConfig()
     target: TargetConfig = TargetConfig()
     compare: list[ModelConfig] = Field(
@@ -273,7 +306,7 @@ class RunConfig(_Strict):
     costs: CostsConfig = CostsConfig()
     execution: ExecutionConfig = ExecutionConfig()
     risk: RiskConfig = RiskConfig()
-    output_dir: Path = Path("runs")
+    output_dir: Path = Field(Path("runs"), description="where run folders go")
 
     @field_validator("features")
     @classmethod
@@ -283,9 +316,40 @@ class RunConfig(_Strict):
         return v
 
 
-def _format_error(err: ValidationError, source: str) -> str:
+# What a value given on the command line should look like, by pydantic error type.
+_EXPECTED = {
+    "int_parsing": "a whole number, e.g. 2010", "int_type": "a whole number, e.g. 2010",
+    "int_from_float": "a whole number, e.g. 2010",
+    "float_parsing": "a number, e.g. 0.02", "float_type": "a number, e.g. 0.02",
+    "bool_parsing": "true or false", "bool_type": "true or false",
+    "date_parsing": "a date YYYY-MM-DD, e.g. 2015-01-01",
+    "date_from_datetime_parsing": "a date YYYY-MM-DD, e.g. 2015-01-01",
+    "date_type": "a date YYYY-MM-DD, e.g. 2015-01-01",
+    "list_type": "a list, e.g. [AAPL, MSFT]", "dict_type": "a mapping, e.g. {a: 1}",
+    "model_type": "a mapping of keys, e.g. {commission_bps: 1}",
+    "string_type": "text", "string_pattern_mismatch": "letters, digits, '_', '-' or '.'",
+}
+
+
+def _origin(loc: str, msg: str, origins: dict[str, str]) -> str | None:
+    """The command-line option that set the key an error is about, if one did."""
+    if loc in origins:
+        return origins[loc]
+    for key, flag in origins.items():  # an error raised by the key's parent section
+        if key.startswith(f"{loc}.") and key.rsplit(".", 1)[-1] in msg:
+            return flag
+        if loc.startswith(f"{key}."):
+            return flag
+    return None
+
+
+def _format_error(err: ValidationError, source: str,
+                  origins: dict[str, str] | None = None) -> str:
     e = err.errors()[0]
     loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    flag = _origin(loc, e["msg"], origins or {})
+    if flag is not None:
+        return _format_cli_error(e, loc, flag)
     if e["type"] == "extra_forbidden":
         parent = e["loc"][:-1]
         model: type[BaseModel] = RunConfig
@@ -302,15 +366,32 @@ def _format_error(err: ValidationError, source: str) -> str:
     return f"{source}: {loc}: {msg}{got_s}"
 
 
-def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
-    """Validate a dict into a `RunConfig`; errors become one-line `ConfigError`s."""
+def _format_cli_error(e: Any, loc: str, flag: str) -> str:
+    """An error in a value given on the command line: names the option and the format."""
+    if e["type"] == "extra_forbidden":
+        return f"{flag} (command line): unknown key {loc!r}; check the spelling " \
+               "(the config's keys are listed in configs/default.yaml and `mltrader init`'s README)"
+    msg = e["msg"].removeprefix("Value error, ")
+    got = e.get("input")
+    got_s = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+    expected = _EXPECTED.get(e["type"])
+    tail = f"; expected {expected}" if expected else ""
+    where = "" if msg.startswith(f"{loc}") else f"{loc}: "
+    return f"{flag} (command line): {where}{msg}{got_s}{tail}"
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config",
+                     origins: dict[str, str] | None = None) -> RunConfig:
+    """Validate a dict into a `RunConfig`; errors become one-line `ConfigError`s.
+    ``origins`` maps dotted keys set on the command line to the option that set them, so
+    an error in such a value names the option rather than the file."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of keys at the top level, "
                           f"got {type(raw).__name__}; see configs/default.yaml")
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_error(err, source)) from None
+        raise ConfigError(_format_error(err, source, origins)) from None
 
 
 def _one_line(text: object) -> str:
@@ -349,12 +430,20 @@ def parse_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: invalid YAML{where}: {problem}; fix the syntax") from None
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Read a YAML config file; `overrides` are dotted keys (``data.start``) set on top."""
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None,
+                origins: dict[str, str] | None = None) -> RunConfig:
+    """Read a YAML config file; `overrides` are dotted keys (``data.start``) set on top,
+    ``origins`` names the command-line option behind each (for error messages)."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config {p} is a folder, not a file; pass a YAML file, "
+                          f"e.g. -c {p / 'default.yaml'}")
     if not p.is_file():
-        raise ConfigError(f"config file {p} not found; pass an existing file, "
-                          "e.g. -c configs/default.yaml")
+        hint = ("pass an existing file, e.g. -c configs/default.yaml" if Path("configs").is_dir()
+                else "there is no configs/ folder here: run `mltrader init` to write a starter "
+                "project (configs for every shipped strategy, a README of the keys, an .env "
+                "template), or pass -c FILE")
+        raise ConfigError(f"config file {p} not found; {hint}")
     raw = parse_yaml(p)
     if raw is None:
         raise ConfigError(f"{p} is empty (no settings, only blanks or comments): write a "
@@ -373,7 +462,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
                 raise ConfigError(f"{p}: `{section}` must be a mapping of keys to set {key} "
                                   "from the command line")
         node[parts[-1]] = value
-    return config_from_dict(raw, str(p))
+    return config_from_dict(raw, str(p), origins)
 
 
 def dump_config(cfg: RunConfig) -> str:

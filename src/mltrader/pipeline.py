@@ -20,8 +20,10 @@ from mltrader.backtest.metrics import benchmark_metrics, compute_metrics, period
 from mltrader.backtest.result import BacktestResult
 from mltrader.config import ModelConfig, RunConfig
 from mltrader.data.bars import Bars
+from mltrader.data.calendars import resolve_calendar, session_ids
 from mltrader.data.datasets import DATASETS, load_bundled
 from mltrader.data.fetch import NETWORK_SOURCES
+from mltrader.data.intervals import detect_interval
 from mltrader.errors import ConfigError
 from mltrader.features.labels import (
     forward_price,
@@ -108,32 +110,51 @@ def load_data(cfg: RunConfig) -> tuple[Bars, list[str]]:
         notes.append(f"Data ({d.interval}, {'adjusted' if d.adjusted else 'raw'} prices) "
                      f"served by {res.describe()}.")
     else:
-        bars = load_bars(cfg)
+        bars, local_notes = _load_local(cfg)
+        notes += local_notes
     if d.clean != "none":
         from mltrader.data.quality import clean
 
-        bars, changed = clean(bars, d.clean)
+        # judged as the run counts time (and as `mltrader data check` reports it)
+        cal, interval = resolve_calendar(d.calendar, bars.symbols), detect_interval(bars.index)
+        bars, changed = clean(bars, d.clean, calendar=cal.name, interval=interval)
         total = sum(changed.values())
         detail = ", ".join(f"{k}: {v}" for k, v in changed.items() if v) or "nothing to fix"
-        notes.append(f"Cleaning ({d.clean}) changed {total} cell(s) ({detail}).")
+        notes.append(f"Cleaning ({d.clean}, calendar {cal.name}, interval {interval}) changed "
+                     f"{total} cell(s) ({detail}).")
     return bars, notes
 
 
 def load_bars(cfg: RunConfig) -> Bars:
     """The configured file or bundled data, cut to the configured symbols and dates."""
-    d = cfg.data
-    if d.source in NETWORK_SOURCES:
+    if cfg.data.source in NETWORK_SOURCES:
         return load_data(cfg)[0]
+    return _load_local(cfg)[0]
+
+
+def _load_local(cfg: RunConfig) -> tuple[Bars, list[str]]:
+    """Bundled data or the user's file (missing cells handled per `data.clean`, the bar
+    interval detected and checked against a declared one), cut to symbols and dates."""
+    d = cfg.data
+    notes: list[str] = []
     if d.source == "bundled":
         bars = load_bundled(d.dataset)
     else:
-        from mltrader.data.files import load_file
+        from mltrader.data.files import load_file_report
 
-        bars = load_file(d.path)
+        bars, report = load_file_report(d.path, clean=d.clean)
+        notes += list(report.notes)
+        if d.interval != "1d" and d.interval != report.interval:
+            raise ConfigError(f"{d.path}: data.interval is {d.interval} but the bars are "
+                              f"{report.interval} apart (detected from their spacing); set "
+                              f"data.interval: {report.interval} (--interval {report.interval})"
+                              " or check the file")
+        if report.interval != "1d":
+            notes.append(f"{d.path}: {report.interval} bars (detected from their spacing).")
     symbols = None if d.symbols == "all" else list(d.symbols)
     if symbols is None and d.start is None and d.end is None:
-        return bars
-    return bars.select(symbols, d.start, d.end)
+        return bars, notes
+    return bars.select(symbols, d.start, d.end), notes
 
 
 def resolve_fill(cfg: RunConfig, bars: Bars) -> str:
@@ -147,10 +168,42 @@ def run_folds(bars: Bars, cfg: RunConfig) -> list[Fold]:
     """The walk-forward folds of a run: the label horizon is embargoed from every training set."""
     wf = cfg.walk_forward
     return make_folds(
-        bars.index, first_test_year=wf.first_test_year, retrain=wf.retrain,
+        bars.index, first_test_year=wf.test_year, retrain=wf.retrain,
         lookahead=label_lookahead(cfg.target.horizon), embargo=wf.embargo_bars,
         window=wf.window, train_years=wf.train_years,
     )
+
+
+def judged_start(bars: Bars, cfg: RunConfig, weights: pd.DataFrame | None = None) -> int:
+    """The first out-of-sample bar: the first walk-forward test bar for a model; for a rule
+    without a model the first bar its indicators exist (`StrategySpec.warmup`, else the
+    first bar with a decision in ``weights``), or the config's first_test_year if later.
+    A model-free rule needs no training data, so nothing before that bar is required."""
+    spec = get_strategy(cfg.strategy.name)
+    if spec.needs_model:
+        return run_folds(bars, cfg)[0].test_start
+    params = validate_params(cfg.strategy.name, cfg.strategy.params)
+    if spec.warmup is not None:
+        start = int(spec.warmup(params))
+    else:
+        if weights is None:  # a model-free rule is cheap to evaluate
+            regimes = strategy_regimes(bars, cfg) if spec.needs_regimes else None
+            weights = run_strategy(cfg.strategy.name, StrategyInputs(
+                bars=bars, predictions={}, regimes=regimes), cfg.strategy.params)
+        decided = np.flatnonzero(np.isfinite(weights.to_numpy(np.float64)).any(axis=1))
+        start = int(decided[0]) if len(decided) else 0
+    year = cfg.walk_forward.first_test_year
+    if year is not None:
+        first = pd.Timestamp(year=year, month=1, day=1, tz=bars.index.tz)
+        start = max(start, int(bars.index.searchsorted(first)))
+        if start >= len(bars) and bars.index[-1] < first:
+            raise ConfigError(f"walk_forward.first_test_year {year} is after the data's last "
+                              f"bar {bars.index[-1].date()}; choose an earlier year or unset it")
+    if start >= len(bars) - 1:
+        raise ConfigError(f"strategy {cfg.strategy.name!r} needs {start + 1} bars before its "
+                          f"first decision, but the data has {len(bars)}; load more history "
+                          "or shorten the rule's windows")
+    return start
 
 
 def tuned_params(mc: ModelConfig, x: np.ndarray, y: np.ndarray, first: Fold, cfg: RunConfig
@@ -238,7 +291,7 @@ def compute_signals(bars: Bars, cfg: RunConfig, progress: ProgressFactory | None
     params = validate_params(cfg.strategy.name, cfg.strategy.params)
     feats = compute_features(bars, cfg.features)
     labels = forward_return(bars, fill, cfg.target.horizon)
-    folds = run_folds(bars, cfg)
+    folds = run_folds(bars, cfg) if spec.needs_model else []
     members: dict[str, pd.DataFrame] = {}
     main: _Predicted | None = None
     notes: list[str] = []
@@ -256,7 +309,7 @@ def compute_signals(bars: Bars, cfg: RunConfig, progress: ProgressFactory | None
             notes.append(f"The ensemble ran without {', '.join(missing)} (no such model in "
                          "this run); it votes with the members it has.")
     if regimes is not None and "buy_above" in type(params).model_fields:
-        start = folds[0].test_start
+        start = judged_start(bars, cfg)
         sig_oos = inputs.signal(getattr(params, "member", "model"))[start:]
         with np.errstate(invalid="ignore"):
             want = sig_oos > params.buy_above  # type: ignore[attr-defined]
@@ -266,11 +319,12 @@ def compute_signals(bars: Bars, cfg: RunConfig, progress: ProgressFactory | None
                      f"({bear.sum() / max(want.sum(), 1):.0%}) fell in a bearish regime and "
                      "were not bought.")
     weights = run_strategy(cfg.strategy.name, inputs, cfg.strategy.params)
+    start = folds[0].test_start if folds else judged_start(bars, cfg, weights)
     nan = pd.DataFrame(np.nan, index=bars.index, columns=list(bars.symbols))
     return Signals(
         feats, labels, main.pred if main else nan, weights, main.reports if main else [],
         fill, main.last_model if main else None, main.params if main else None,
-        main.n_trials if main else 1, folds[0].test_start, members, regimes, tuple(notes))
+        main.n_trials if main else 1, start, members, regimes, tuple(notes))
 
 
 def sizing_rules(cfg: RunConfig, ppy: float = 252.0) -> SizingRules:
@@ -287,7 +341,8 @@ def sizing_rules(cfg: RunConfig, ppy: float = 252.0) -> SizingRules:
 
 def trade_targets(sig: Signals, bars: Bars, cfg: RunConfig) -> SizedTargets:
     """The strategy's weights sized and capped by the risk rules: what the engine trades."""
-    return size_targets(sig.weights, bars, sizing_rules(cfg, periods_per_year(bars.index)))
+    ppy = periods_per_year(bars.index, resolve_calendar(cfg.data.calendar, bars.symbols))
+    return size_targets(sig.weights, bars, sizing_rules(cfg, ppy))
 
 
 def guards(cfg: RunConfig) -> Guards:
@@ -360,16 +415,22 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
     data_notes: list[str] = []
     if bars is None:
         bars, data_notes = load_data(cfg)
+    # the calendar decides annualisation and what a "day" is for the daily risk guards
+    cal = resolve_calendar(cfg.data.calendar, bars.symbols)
+    interval = detect_interval(bars.index)
     sig = compute_signals(bars, cfg, progress)
     start = sig.start
-    ppy = periods_per_year(bars.index)
+    ppy = periods_per_year(bars.index, cal, interval)
+    sessions = session_ids(cal, bars.index)
     settings = engine_settings(cfg, sig.fill, ppy)
     sized = trade_targets(sig, bars, cfg)
-    strat = run_backtest(bars, sized.values, settings, start=start, unit=sized.unit)
+    strat = run_backtest(bars, sized.values, settings, start=start, unit=sized.unit,
+                         sessions=sessions)
     # buy-and-hold holds: same costs and fills, but no stop, target or guard ever sells it
     hold = dataclasses.replace(settings, stop_loss=None, take_profit=None, trailing_stop=None,
                                guards=Guards(), allow_short=False)
-    bench = run_backtest(bars, buy_and_hold_targets(bars, start), hold, start=start)
+    bench = run_backtest(bars, buy_and_hold_targets(bars, start), hold, start=start,
+                         sessions=sessions)
     adjustments = sized.adjustments[sized.adjustments["date"] >= bars.index[start]]
     stress = stress_tables(bars, strat, bench, ppy)
     idx = bars.index
@@ -381,6 +442,9 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
         "vs_buy_and_hold": benchmark_metrics(strat, bench, ppy),
         "deflated_sharpe": _deflated(strat, sig.n_trials, ppy),
         "periods_per_year": ppy,
+        "calendar": cal.name,
+        "interval": interval,
+        "annualised_from_under_a_year": oos["bars"] < ppy,
         "out_of_sample": oos,
         "model": ({"name": cfg.model.name, "params": sig.params, "n_trials": sig.n_trials,
                    **_ic_summary(sig)} if sig.folds else None),
@@ -402,6 +466,8 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
         + (" (the data has closes only)." if bars.close_only else "."),
         f"Costs: commission {cfg.costs.commission_bps:g} bps + slippage "
         f"{cfg.costs.slippage_bps:g} bps of traded value, on strategy and buy-and-hold alike.",
+        f"Annualised with {ppy:,.{0 if float(ppy).is_integer() else 1}f} bars a year "
+        f"(calendar {cal.name}, interval {interval}).",
     ]
     dsr = metrics["deflated_sharpe"]["dsr"]  # type: ignore[index]
     if dsr is not None:
@@ -422,6 +488,11 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
                  f"({s_ret:+.1%} vs {b_ret:+.1%}); Sharpe {s_sharpe or 0:.2f} vs "
                  f"{b_sharpe or 0:.2f}.")
     warnings = []
+    if metrics["annualised_from_under_a_year"]:
+        warnings.append(f"The out-of-sample period is {oos['bars']} bars (< one year of "
+                        f"{ppy:,.{0 if float(ppy).is_integer() else 1}f}): CAGR, volatility "
+                        "and Sharpe below are annualised from less than a year; read them as "
+                        "rough.")
     if not metrics["strategy"]["fills"]:  # type: ignore[index]
         warnings.append("The strategy never traded out of sample: its entry condition was "
                         "never met (see the notes); lower the thresholds or check the "

@@ -22,14 +22,15 @@ from mltrader.backtest.engine import run_backtest
 from mltrader.backtest.metrics import periods_per_year
 from mltrader.config import CostsConfig, ExecutionConfig, RiskConfig, RunConfig, load_config
 from mltrader.data.bars import Bars
+from mltrader.data.calendars import resolve_calendar, session_ids
 from mltrader.errors import ConfigError
 from mltrader.pipeline import (
     ProgressFactory,
     compute_signals,
     engine_settings,
+    judged_start,
     load_bars,
     run,
-    run_folds,
     trade_targets,
 )
 from mltrader.sensitivity import GridAxis, check_grid, default_split, run_grid
@@ -93,7 +94,7 @@ def plan(config: Path, axes: Sequence[GridAxis], overrides: dict[str, Any] | Non
     cells = [dict(zip(paths, values, strict=True)) for values in _product(axes)]
     configs = {_key(cell): load_config(config, {**overrides, **cell}) for cell in cells}
     bars = load_bars(base)
-    oos_index = bars.index[run_folds(bars, base)[0].test_start:]
+    oos_index = bars.index[judged_start(bars, base):]
     at = pd.Timestamp(split) if split else default_split(oos_index)
     if at.tzinfo is None and oos_index.tz is not None:
         at = at.tz_localize(oos_index.tz)
@@ -109,7 +110,9 @@ def sensitivity(p: SweepPlan, progress: ProgressFactory | None = None,
     """Backtest every cell of a checked grid out of sample; see the module docstring."""
     bars = p.bars
     sig = None if p.retrain else compute_signals(bars, p.base, progress)
-    ppy = periods_per_year(bars.index)
+    cal = resolve_calendar(p.base.data.calendar, bars.symbols)
+    ppy = periods_per_year(bars.index, cal)
+    sessions = session_ids(cal, bars.index)
 
     def evaluate(cell: dict[str, object]) -> pd.Series:
         cfg = p.configs[_key(cell)]
@@ -120,7 +123,7 @@ def sensitivity(p: SweepPlan, progress: ProgressFactory | None = None,
         cell_sig = dataclasses.replace(sig, weights=weights)
         sized = trade_targets(cell_sig, bars, cfg)
         res = run_backtest(bars, sized.values, engine_settings(cfg, sig.fill, ppy), start=sig.start,
-                           unit=sized.unit)
+                           unit=sized.unit, sessions=sessions)
         return res.equity
 
     table = run_grid(p.axes, evaluate, p.split, progress=on_cell,

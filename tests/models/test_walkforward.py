@@ -100,3 +100,16 @@ def test_lightgbm_is_deterministic():
     a = make_model("lightgbm", {"n_estimators": 20}, 7).fit(x, y).predict(x)
     b = make_model("lightgbm", {"n_estimators": 20}, 7).fit(x, y).predict(x)
     assert np.array_equal(a, b)
+
+
+def test_fold_message_shows_hit_rate_where_no_ic_exists() -> None:
+    """One symbol has no cross-sectional IC: the progress bar says why and shows the hit
+    rate instead of 'IC +nan'."""
+    from mltrader.models.walkforward import fold_message
+
+    pred = np.array([[0.1], [-0.2], [0.3], [np.nan]])
+    real = np.array([[0.01], [0.02], [0.03], [0.01]])
+    assert fold_message(pred, real, float("nan")) == ("hit rate 66.7% (IC ranks >= 3 "
+                                                      "symbols a bar)")
+    assert fold_message(pred, real, 0.0123) == "IC +0.012"
+    assert "nan" not in fold_message(np.full((2, 1), np.nan), real[:2], float("nan"))

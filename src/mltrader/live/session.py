@@ -143,14 +143,14 @@ def paper_session(cfg: RunConfig, bars: Bars, session_dir: str | Path, speed: fl
     test bars are replayed (`speed` 0: as fast as possible, s: s x real time), each into the
     paper broker, then the runner. `progress(t)` is called after each bar. resume=False
     refuses a folder that already holds a session instead of continuing it."""
-    from mltrader.pipeline import run_folds
+    from mltrader.pipeline import judged_start
 
     folder = Path(session_dir)
     if not resume and ((folder / JOURNAL_FILE).exists() or (folder / BROKER_FILE).exists()):
         raise MltraderError(f"{folder} already holds a paper session; resume it (--session) "
                             "or choose a new folder")
     cfg = session_config(folder, cfg)
-    start = run_folds(bars, cfg)[0].test_start
+    start = judged_start(bars, cfg)
     with session_lock(folder):
         return _replay(cfg, bars, folder, start, speed, progress)
 

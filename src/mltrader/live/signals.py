@@ -243,7 +243,7 @@ class WalkForwardSignal:
             return self._last_rows
         symbols = list(window.symbols)
         bar = _Bar(window, self.names, self.tail)
-        first = pd.Timestamp(year=self.cfg.walk_forward.first_test_year, month=1, day=1,
+        first = pd.Timestamp(year=self.cfg.walk_forward.test_year, month=1, day=1,
                              tz=window.index.tz)
         preds = []
         if window.index[-1] < first:  # before the first test bar the backtest has no model

@@ -159,7 +159,7 @@ def walk_forward_predict(
             ic = daily_ic(pred[window], y[window])
             mean_ic = float(np.nanmean(ic)) if np.isfinite(ic).any() else float("nan")
             reports.append(FoldReport(fold, len(ys), int(ok.sum()), mean_ic))
-            advance(f"IC {mean_ic:+.3f}")
+            advance(fold_message(pred[window], y[window], mean_ic))
     return pred, reports
 
 
@@ -219,8 +219,21 @@ def _walk_forward_windows(x: np.ndarray, y: np.ndarray, folds: list[Fold],
             ic = daily_ic(pred[win], y[win])
             mean_ic = float(np.nanmean(ic)) if np.isfinite(ic).any() else float("nan")
             reports.append(FoldReport(fold, len(ys), len(xt), mean_ic))
-            advance(f"IC {mean_ic:+.3f}")
+            advance(fold_message(pred[win], y[win], mean_ic))
     return pred, reports
+
+
+def fold_message(pred: np.ndarray, realised: np.ndarray, mean_ic: float) -> str:
+    """The progress bar's word on a fold: its mean daily IC, or, where no IC exists (it ranks
+    3 or more symbols a bar), the hit rate, saying why."""
+    if np.isfinite(mean_ic):
+        return f"IC {mean_ic:+.3f}"
+    ok = np.isfinite(pred) & np.isfinite(realised) & (realised != 0)
+    if not ok.any():
+        return "no scored predictions"
+    hit = float(np.mean(np.sign(pred[ok]) == np.sign(realised[ok])))
+    why = "IC ranks >= 3 symbols a bar" if pred.shape[1] < 3 else "no IC: flat predictions"
+    return f"hit rate {hit:.1%} ({why})"
 
 
 def _score(model: BaseEstimator, x: np.ndarray, classify: bool) -> np.ndarray:

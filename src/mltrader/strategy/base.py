@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -96,3 +97,6 @@ class StrategySpec:
     needs_model: bool
     description: str
     needs_regimes: bool = False  # the pipeline then passes per-symbol regime codes
+    # bars before a model-free rule can first decide (its indicators' warm-up), from its
+    # params; None: the first bar where the rule's weights hold a decision
+    warmup: Callable[[Any], int] | None = None

@@ -42,6 +42,7 @@ def crossover_strategy(inputs: StrategyInputs, fast: int = 50, slow: int = 200,
 
 SPEC = StrategySpec(
     name="crossover", fn=crossover_strategy, params=CrossoverParams, needs_model=False,
+    warmup=lambda p: p.slow - 1,  # the slow SMA's first value
     description="SMA crossover on closes: long from a golden cross, flat (or short) from a "
                 "death cross; fixed 1/N slot per symbol",
 )

@@ -70,12 +70,14 @@ def add_strategy(spec: StrategySpec, replace: bool = False) -> StrategySpec:
 
 def register_strategy(name: str, params: type[pydantic.BaseModel] | None = None, *,
                       needs_model: bool = True, description: str | None = None,
-                      replace: bool = False, needs_regimes: bool = False
+                      replace: bool = False, needs_regimes: bool = False,
+                      warmup: Callable[[Any], int] | None = None
                       ) -> Callable[[Callable[..., pd.DataFrame]], Callable[..., pd.DataFrame]]:
     """Decorator: register ``fn(inputs, **params)`` under ``name`` and return it unchanged.
 
     ``params``: a `StrategyParams` subclass (None = no parameters); ``description``: defaults
-    to the first line of the function's docstring.
+    to the first line of the function's docstring; ``warmup(params)``: bars a model-free
+    rule needs before its first decision (default: its first non-NaN weight row).
     """
 
     def deco(fn: Callable[..., pd.DataFrame]) -> Callable[..., pd.DataFrame]:
@@ -83,7 +85,7 @@ def register_strategy(name: str, params: type[pydantic.BaseModel] | None = None,
         desc = description if description is not None else (doc[0] if doc else "")
         add_strategy(StrategySpec(name=name, fn=fn, params=params or NoParams,
                                   needs_model=needs_model, description=desc,
-                                  needs_regimes=needs_regimes), replace=replace)
+                                  needs_regimes=needs_regimes, warmup=warmup), replace=replace)
         return fn
 
     return deco

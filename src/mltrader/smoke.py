@@ -1,0 +1,59 @@
+"""`--smoke`: the same config on a small budget, to check that it runs end to end in seconds.
+
+Same code path, smaller numbers: a run with a first test year (every model run) keeps four
+years of history before it and one quarter of test bars (so one or a few folds), neural
+networks train one epoch, tree ensembles at most 20 trees, tuning two trials. The run is
+named `<name>-smoke` and its figures are not a result.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from mltrader.config import RunConfig, config_from_dict
+
+EPOCHS = 1
+TREES = 20
+TRIALS = 2
+HISTORY_YEARS = 4
+SMOKE_NOTE = ("Smoke run (--smoke): a small budget (few folds, 1 epoch, <= 20 trees) to check "
+              "that the config runs; its figures are not a result.")
+
+
+def _shrink_model(mc: dict[str, Any]) -> dict[str, Any]:
+    from mltrader.models.registry import SEQUENCE_MODELS
+
+    params = dict(mc.get("params") or {})
+    if mc["name"] in SEQUENCE_MODELS:
+        params["epochs"] = EPOCHS
+    if mc["name"] in ("lightgbm", "lightgbm_classifier", "random_forest"):
+        params["n_estimators"] = min(int(params.get("n_estimators", TREES)), TREES)
+    out = {**mc, "params": params}
+    if mc.get("tune"):
+        out["tune"] = {**mc["tune"], "n_trials": TRIALS, "cv_splits": 2}
+    return out
+
+
+def _date(value: Any) -> dt.date | None:
+    return None if value is None else dt.date.fromisoformat(str(value))
+
+
+def smoke_config(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with a smoke budget (see the module docstring); validated like any config."""
+    from mltrader.strategy.registry import get_strategy
+
+    raw = cfg.model_dump(mode="json")
+    raw["name"] = f"{cfg.name}-smoke"
+    raw["model"] = _shrink_model(raw["model"])
+    raw["compare"] = [_shrink_model(m) for m in raw["compare"]]
+    strategy = raw["strategy"]
+    strategy["models"] = [_shrink_model(m) for m in strategy.get("models") or []]
+    model = get_strategy(cfg.strategy.name).needs_model or bool(cfg.compare)
+    if model or cfg.walk_forward.first_test_year is not None:
+        year = cfg.walk_forward.test_year
+        start, end = _date(raw["data"]["start"]), _date(raw["data"]["end"])
+        lo, hi = dt.date(year - HISTORY_YEARS, 1, 1), dt.date(year, 3, 31)
+        raw["data"]["start"] = str(max(start, lo) if start else lo)
+        raw["data"]["end"] = str(min(end, hi) if end else hi)
+    return config_from_dict(raw, "--smoke")
