@@ -282,3 +282,59 @@ def test_missing_yfinance_says_how_to_install(monkeypatch):
     src = YahooSource(now=lambda: ts("2026-12-01"))
     with pytest.raises(SourceError, match=r'pip install "mltrader\[data\]"'):
         src.fetch("IBM", ts("2025-11-03"), ts("2025-11-07"), "1d")
+
+
+# --- yfinance's own CSVs load as the same bars -----------------------------------------------
+
+def _recorded_session():
+    fake = FakeYahoo({"IBM": chart(IBM_1D)})
+    session = requests.Session()
+    session.mount("https://", fake)
+    session.mount("http://", fake)
+    return session
+
+
+def _plain(frame: pd.DataFrame, path: Path) -> Path:
+    """The same bars as a plain single-symbol file: date (YYYY-MM-DD), OHLCV."""
+    plain = pd.DataFrame({"date": frame.index.strftime("%Y-%m-%d"),
+                          **{c.lower(): frame[c].to_numpy() for c in
+                             ("Open", "High", "Low", "Close", "Volume")}})
+    plain.to_csv(path, index=False)
+    return path
+
+
+def test_yfinance_history_to_csv_loads_as_the_same_bars(tmp_path):
+    """`yf.Ticker(...).history(...).to_csv(...)` as yfinance itself writes it (a tz-aware
+    New York midnight index named Date, Dividends and Stock Splits columns)."""
+    from mltrader.data.files import load_file
+
+    hist = yf.Ticker("IBM", session=_recorded_session()).history(
+        period="1y", interval="1d", auto_adjust=False)
+    assert len(hist) >= 15 and "Dividends" in hist.columns
+    hist.to_csv(tmp_path / "IBM.csv")
+    got = load_file(tmp_path / "IBM.csv")
+    (tmp_path / "plain").mkdir()
+    want = load_file(_plain(hist, tmp_path / "plain" / "IBM.csv"))
+    assert got.symbols == want.symbols == ("IBM",)
+    assert got.index.equals(want.index)
+    for f in ("open", "high", "low", "close", "volume"):
+        assert (getattr(got, f) == getattr(want, f)).all(), f
+
+
+def test_yfinance_download_to_csv_loads_as_the_same_bars(tmp_path):
+    """`yf.download(...).to_csv(...)`: yfinance's two header rows (Price, Ticker)."""
+    from mltrader.data.files import load_file
+
+    df = yf.download("IBM", period="1y", interval="1d", auto_adjust=False,
+                     session=_recorded_session(), progress=False, threads=False)
+    assert len(df) >= 15
+    df.to_csv(tmp_path / "download.csv")
+    assert (tmp_path / "download.csv").read_text().startswith("Price,")
+    got = load_file(tmp_path / "download.csv")
+    (tmp_path / "plain").mkdir()
+    flat = df.xs("IBM", axis=1, level=1)
+    want = load_file(_plain(flat, tmp_path / "plain" / "IBM.csv"))
+    assert got.symbols == ("IBM",)
+    assert got.index.equals(want.index)
+    for f in ("open", "high", "low", "close", "volume"):
+        assert (getattr(got, f) == getattr(want, f)).all(), f
