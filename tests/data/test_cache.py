@@ -101,6 +101,42 @@ def test_an_end_on_a_weekend_or_holiday_is_covered(cache, start, end, end2):
     assert len(f.calls) == 1
 
 
+def test_a_crypto_weekend_is_fetched_not_taken_as_covered(cache):
+    """BTC-USD trades on Saturday and Sunday (calendar 24/7): after Friday's bars the weekend
+    is still missing; judged on NYSE sessions it looked covered and went stale."""
+    f = FakeFetch(freq="D")
+    cache.get("yahoo", "BTC-USD", "1d", True, "2021-01-04", "2021-01-08", f, calendar="24/7")
+    assert cache.missing_ranges("yahoo", "BTC-USD", "1d", True, "2021-01-04", "2021-01-10",
+                                calendar="24/7") == [(ts("2021-01-09"), ts("2021-01-10"))]
+    out = cache.get("yahoo", "BTC-USD", "1d", True, "2021-01-04", "2021-01-10", f,
+                    calendar="24/7")
+    assert len(out) == 7 and out.index[-1] == ts("2021-01-10")
+    # FX keeps weekdays: its weekend holds no FX day to fetch
+    assert cache.missing_ranges("yahoo", "EURUSD=X", "1d", True, "2021-01-04", "2021-01-08",
+                                calendar="24/5") == [(ts("2021-01-04"), ts("2021-01-08"))]
+
+
+def test_fetch_judges_crypto_on_its_own_calendar(tmp_path, monkeypatch):
+    """fetch_bars hands the cache the symbol's calendar (24/7 for BTC-USD, NYSE for AAPL)."""
+    from mltrader.data import fetch as fetch_mod
+
+    seen = {}
+
+    def fake_get(self, source, symbol, interval, adjusted, start, end, fetch, calendar="XNYS"):
+        seen[symbol] = calendar
+        return bars("2021-01-04", "2021-01-08")
+
+    monkeypatch.setattr(BarCache, "get", fake_get)
+
+    class Src:
+        name = "fake"
+
+    for sym in ("BTC-USD", "AAPL", "EURUSD=X"):
+        fetch_mod._one(Src(), sym, ts("2021-01-04"), ts("2021-01-08"), "1d", True,
+                       BarCache(tmp_path))
+    assert seen == {"BTC-USD": "24/7", "AAPL": "XNYS", "EURUSD=X": "24/5"}
+
+
 def test_a_weekend_start_is_covered_too(cache):
     f = FakeFetch()
     cache.get("yahoo", "SPY", "1d", True, "2021-01-04", "2021-01-08", f)

@@ -84,7 +84,7 @@ def test_the_cache_is_asked_instead_of_the_source():
         def __init__(self):
             self.asked = []
 
-        def get(self, source, symbol, interval, adjusted, start, end, fetch):
+        def get(self, source, symbol, interval, adjusted, start, end, fetch, calendar="XNYS"):
             self.asked.append((source, symbol))
             return fetch(start, end)
 

@@ -39,6 +39,7 @@ from urllib.parse import quote, unquote
 
 import pandas as pd
 
+from mltrader.data.calendars import CONTINUOUS
 from mltrader.data.sources.base import (
     COLUMNS,
     INTERVAL_MINUTES,
@@ -327,9 +328,12 @@ class BarCache:
     def _fetchable_sessions(g0: pd.Timestamp, g1: pd.Timestamp, calendar: str | None,
                             now: pd.Timestamp) -> pd.DatetimeIndex:
         """Daily labels in [g0's date, g1] whose session has closed by ``now``."""
-        if calendar is None:  # no calendar: every weekday, complete at the end of its UTC day
+        if calendar is None or calendar in CONTINUOUS:  # by UTC day, not an exchange's hours
             days = pd.date_range(g0.normalize(), g1, freq="D", unit="ns")
-            return days[(days.dayofweek < 5) & (days < now)]
+            keep = days < now
+            if calendar != "24/7":  # crypto trades every day; FX (and no calendar) weekdays
+                keep &= days.day_of_week < 5
+            return days[keep]
         from mltrader.data.quality import calendar_schedule
 
         sched = calendar_schedule(calendar, g0, g1)
@@ -340,7 +344,7 @@ class BarCache:
         """The latest time t <= end such that every bar labelled <= t is final by ``now``."""
         if interval != "1d":
             return min(end, now - pd.Timedelta(minutes=INTERVAL_MINUTES[interval]) - self.settle)
-        if calendar is None:
+        if calendar is None or calendar in CONTINUOUS:
             return min(end, now - pd.Timedelta(days=1) - self.settle)
         if end < now - pd.Timedelta(days=3) - self.settle:
             return end  # every session up to `end` closed long ago

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from mltrader.data.bars import FIELDS, Bars
+from mltrader.data.calendars import CONTINUOUS, symbol_calendar
 from mltrader.data.sources.base import (
     Source,
     SourceError,
@@ -70,7 +71,11 @@ def _one(src: Source, symbol: str, start: pd.Timestamp, end: pd.Timestamp, inter
 
     if cache is None:
         return fetch(start, end)
-    return cache.get(src.name, symbol, interval, adjusted, start, end, fetch)
+    # crypto trades every day, FX round the clock: their cached days are judged on their own
+    # calendar (an exchange symbol keeps the NYSE sessions the cache has always used)
+    cal = symbol_calendar(symbol)
+    return cache.get(src.name, symbol, interval, adjusted, start, end, fetch,
+                     calendar=cal if cal in CONTINUOUS else "XNYS")
 
 
 def fetch_bars(symbols: Sequence[str], start: Any, end: Any = None, interval: str = "1d",
