@@ -63,6 +63,7 @@ def test_set_is_validated_like_yaml_and_named_as_command_line(tmp_path: Path) ->
      ["--set walk_forward.first_test_year=soon (command line)", "expected a whole number"]),
     (["--set", "costs.slipage_bps=3"], ["--set costs.slipage_bps=3 (command line)",
                                          "unknown key 'costs.slipage_bps'"]),
+    (["--set", "bogus.key=1"], ["--set bogus.key=1 (command line)", "unknown key 'bogus'"]),
     (["--first-test-year", "1800"], ["--first-test-year 1800 (command line)",
                                       "greater than or equal to 1900"]),
     (["--initial-cash", "-5"], ["--initial-cash -5 (command line)", "greater than 0"]),
@@ -144,3 +145,23 @@ def test_init_keeps_existing_files_unless_forced(tmp_path: Path) -> None:
     assert invoke("init", target, "--force").exit_code == 0
     assert mine.read_text() != "name: mine\n"
     assert load_config(mine).name == "default"
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["backtest", "--initial-cash", "abc"], "'--initial-cash'"),
+    (["backtest", "--nosuch"], "No such option: --nosuch"),
+    (["data", "check"], "Missing argument"),
+    (["backtest", "--set"], "'--set' requires an argument"),
+])
+def test_usage_errors_are_one_line_from_the_command(args: list[str], needle: str) -> None:
+    """Typer prints a bad option value as a multi-line box; the console script makes it one
+    `error:` line that names the option and the command's --help."""
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).with_name("mltrader")
+    proc = subprocess.run([str(script), *args], capture_output=True, text=True, timeout=120)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert needle in lines[0] and "--help`" in lines[0], lines[0]

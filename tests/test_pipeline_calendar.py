@@ -97,3 +97,41 @@ def test_cleaning_fills_the_days_of_the_data_calendar(tmp_path):
     assert pd.Timestamp("2021-01-09", tz="UTC") in bars.index and len(bars) == len(full)
     assert any(n.startswith("Cleaning (ffill, calendar 24/7, interval 1d) changed 2 cell(s)")
                for n in notes), notes
+
+
+def test_weekend_bars_on_an_exchange_calendar_are_flagged(tmp_path):
+    """A Binance export named BTCUSDT-1d-2021-01.csv names no calendar (XNYS by default): its
+    weekend bars must not be annualised silently as NYSE sessions."""
+    crypto = _crypto(seed=2)
+    odd = Bars(index=crypto.index, symbols=("BTCUSDT-1D", "X"), close=crypto.close, source="t")
+    out = run(_cfg(2020), bars=odd)
+    assert out.metrics["calendar"] == "XNYS"
+    hint = [w for w in out.warnings if "Saturdays and Sundays, when XNYS never trades" in w]
+    assert len(hint) == 1 and "set data.calendar: 24/7 (--set data.calendar=24/7)" in hint[0]
+    path = tmp_path / "odd.csv"
+    save_file(odd, path)
+    text = plain(invoke("data", "check", path).output)
+    assert "when XNYS never trades" in text and "set --calendar 24/7" in text
+    # with the calendar stated, or on stock data, nothing is said
+    assert not any("never trades" in w for w in run(_cfg(2020, calendar="24/7"),
+                                                    bars=odd).warnings)
+    assert "never trades" not in plain(invoke("data", "check", path, "--calendar",
+                                              "24/7").output)
+
+
+def test_a_stated_interval_is_checked_against_the_file_even_when_daily(tmp_path):
+    """--interval 1d on a weekly file (and data check --interval 1wk on a daily one) is an
+    error, as any other disagreement: 1d used to pass unchecked, being the default."""
+    daily = _crypto("2018-01-01", "2021-12-31", seed=3)
+    weekly = Bars(index=daily.index[::7], symbols=daily.symbols, close=daily.close[::7],
+                  source="t")
+    wpath, dpath = tmp_path / "w.csv", tmp_path / "d.csv"
+    save_file(weekly, wpath)
+    save_file(daily, dpath)
+    with pytest.raises(Exception, match=r"data.interval says 1d bars but they are 1wk apart"):
+        run(_cfg(2020, source="file", path=str(wpath), interval="1d"))
+    out = run(_cfg(2020, source="file", path=str(wpath)))  # unset: detected
+    assert (out.metrics["interval"], out.metrics["periods_per_year"]) == ("1wk", 52.0)
+    r = invoke("data", "check", dpath, "--interval", "1wk")
+    assert r.exit_code != 0
+    assert "--interval says 1wk bars but they are 1d apart" in plain(r.output)

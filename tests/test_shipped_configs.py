@@ -100,3 +100,18 @@ def test_shipped_config_runs_from_a_fresh_directory(project: Path, name: str) ->
         from mltrader.models.artifacts import load_model
 
         load_model(folder / "artifacts" / "model")
+
+
+def test_the_init_readme_names_only_commands_that_exist(tmp_path: Path) -> None:
+    """The README of every key once sent users to `mltrader models`, which does not exist."""
+    import re
+
+    from mltrader.cli import app
+    from mltrader.starter import init_project
+
+    init_project(tmp_path / "p")
+    text = (tmp_path / "p" / "README.md").read_text()
+    commands = {c.name or c.callback.__name__.replace("_", "-")
+                for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    named = set(re.findall(r"`mltrader ([a-z][a-z-]*)", text))
+    assert named and named <= commands, named - commands

@@ -550,9 +550,9 @@ def data_check(
     """The data quality report: calendar gaps, duplicates, zero volume, outliers, suspected
     unadjusted splits, with where each kind of warning is. Exits 1 when a problem would make
     a backtest wrong."""
-    from mltrader.data.calendars import resolve_calendar
+    from mltrader.data.calendars import resolve_calendar, weekend_hint
     from mltrader.data.files import load_file_report
-    from mltrader.data.intervals import INTERVALS, detect_interval
+    from mltrader.data.intervals import INTERVALS, check_interval, detect_interval
     from mltrader.data.quality import check_bars
     from mltrader.errors import DataError
 
@@ -569,10 +569,13 @@ def data_check(
     for note in loaded.notes:
         out.print(f"- {escape(note)}", highlight=False)
     cal = resolve_calendar(calendar, bars.symbols)  # the same rules as `backtest`
-    ivl = interval or detect_interval(bars.index)
+    ivl = check_interval(path, interval, detect_interval(bars.index), "--interval")
     detected = [k for k, v in (("calendar", calendar), ("interval", interval)) if v is None]
     report = check_bars(bars, calendar=cal, interval=ivl)
     out.print(escape(report.text(detected=detected)), highlight=False)
+    hint = weekend_hint(cal, bars.index, ivl, "--calendar {cal}")
+    if hint:
+        out.print(f"[yellow]warning:[/] {escape(hint)}", highlight=False)
     if report.fatal:
         _fail(f"{path}: {sum(1 for i in report.issues if i.fatal)} fatal problem(s) (listed "
               "above); fix the data or set data.clean (drop / ffill) in the config", 1)
@@ -605,8 +608,24 @@ def data_cache(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app(prog_name="mltrader")
+    """Console-script entry point. A usage error (a bad option value, an unknown option, a
+    missing argument) is one `error:` line naming the command's --help, like every other
+    error, instead of Typer's multi-line box."""
+    try:
+        code = app(prog_name="mltrader", standalone_mode=False)
+    except typer.Abort:
+        err.print("[bold red]error:[/] aborted", highlight=False)
+        sys.exit(1)
+    except typer.TyperException as e:  # Typer's (vendored click's) ClickException family
+        if type(e).__name__ == "NoArgsIsHelpError":  # `mltrader data`: show its help
+            app(prog_name="mltrader")
+        ctx = getattr(e, "ctx", None)
+        where = ctx.command_path if ctx is not None else "mltrader"
+        message = _one_line(e.format_message())  # type: ignore[attr-defined]
+        err.print(f"[bold red]error:[/] {escape(message)} (see `{escape(where)} --help`)",
+                  highlight=False, soft_wrap=True)
+        sys.exit(getattr(e, "exit_code", 2))
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 # the trading commands (paper, live, status, flatten, parity) register themselves on `app`

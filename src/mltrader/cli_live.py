@@ -216,7 +216,7 @@ def _make_feed(broker: str, cfg: RunConfig, symbols: list[str],
     from mltrader.data.fetch import NETWORK_SOURCES, make_source
 
     d = cfg.data
-    if broker == "alpaca" and d.interval == "1m":
+    if broker == "alpaca" and d.bar_interval == "1m":
         key, secret = keys or (None, None)
         return AlpacaStreamFeed(symbols, key, secret)
     name = d.source if d.source in NETWORK_SOURCES else broker
@@ -227,8 +227,8 @@ def _make_feed(broker: str, cfg: RunConfig, symbols: list[str],
         client = getattr(adapter, "client", None)
         if client is not None:  # one connection for orders and bars
             kwargs = {"ib": client, "ensure_connected": adapter.connect}  # type: ignore[attr-defined]
-    poll = 300.0 if d.interval == "1d" else 15.0
-    return PollingFeed(make_source(name, **kwargs), symbols, d.interval, poll_seconds=poll,
+    poll = 300.0 if d.bar_interval == "1d" else 15.0
+    return PollingFeed(make_source(name, **kwargs), symbols, d.bar_interval, poll_seconds=poll,
                        adjusted=d.adjusted, settle_seconds=2.0)
 
 

@@ -35,7 +35,9 @@ class DataConfig(_Strict):
     end: dt.date | None = Field(None, description="last date to load (YYYY-MM-DD)")
     fallback: list[Literal["yahoo", "alphavantage", "alpaca", "ib"]] = Field(
         default_factory=list, description="network sources tried in order when `source` fails")
-    interval: Literal["1m", "5m", "15m", "1h", "1d", "1wk", "1mo"] = "1d"
+    interval: Literal["1m", "5m", "15m", "30m", "1h", "1d", "1wk", "1mo"] | None = Field(
+        None, description="the bars' interval; unset: detected for a file (a stated one is "
+        "checked against the file), 1d for a network source")
     adjusted: bool = Field(True, description="split- and dividend-adjusted prices (network)")
     cache: bool = Field(True, description="keep fetched bars in the local Parquet cache")
     clean: Literal["none", "drop", "ffill"] = Field(
@@ -66,10 +68,11 @@ class DataConfig(_Strict):
         if self.fallback and not network:
             raise ValueError("data.fallback lists network sources to try after a network "
                              "`source`; set source: yahoo (or alphavantage, alpaca, ib)")
-        if network and self.interval in ("1wk", "1mo"):
-            raise ValueError(f"data.interval {self.interval} is for files (weekly / monthly "
-                             "bars); network sources fetch 1m, 5m, 15m, 1h or 1d bars")
-        if self.interval != "1d" and self.source == "bundled":
+        if network and self.interval in ("30m", "1wk", "1mo"):
+            raise ValueError(f"data.interval {self.interval} is for files (30-minute, weekly "
+                             "or monthly bars); network sources fetch 1m, 5m, 15m, 1h or 1d "
+                             "bars")
+        if self.interval not in (None, "1d") and self.source == "bundled":
             raise ValueError("data.interval applies to network sources and files (the "
                              "file's declared interval); bundled sets are daily")
         if not network and self.source != "bundled" and self.path is None:
@@ -78,6 +81,11 @@ class DataConfig(_Strict):
         if self.start and self.end and self.start > self.end:
             raise ValueError(f"data.start {self.start} is after data.end {self.end}")
         return self
+
+    @property
+    def bar_interval(self) -> str:
+        """The interval to fetch or poll: data.interval, 1d when unset."""
+        return self.interval or "1d"
 
 
 class TuneConfig(_Strict):
@@ -94,7 +102,8 @@ class TuneConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """Which registered model to train (see `mltrader models`) and its hyper-parameters."""
+    """Which registered model to train (`mltrader backtest --help` lists them) and its
+    hyper-parameters."""
 
     name: str = Field("lightgbm", description="lightgbm, ridge, linear, decision_tree, "
                       "random_forest, svm, lightgbm_classifier, logistic, svm_classifier")
@@ -348,6 +357,8 @@ def _format_error(err: ValidationError, source: str,
     e = err.errors()[0]
     loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
     flag = _origin(loc, e["msg"], origins or {})
+    if flag is None and e["type"] == "extra_forbidden":  # an unknown section set by --set
+        flag = next((f for k, f in (origins or {}).items() if k.startswith(f"{loc}.")), None)
     if flag is not None:
         return _format_cli_error(e, loc, flag)
     if e["type"] == "extra_forbidden":

@@ -20,10 +20,10 @@ from mltrader.backtest.metrics import benchmark_metrics, compute_metrics, period
 from mltrader.backtest.result import BacktestResult
 from mltrader.config import ModelConfig, RunConfig
 from mltrader.data.bars import Bars
-from mltrader.data.calendars import resolve_calendar, session_ids
+from mltrader.data.calendars import resolve_calendar, session_ids, weekend_hint
 from mltrader.data.datasets import DATASETS, load_bundled
 from mltrader.data.fetch import NETWORK_SOURCES
-from mltrader.data.intervals import detect_interval
+from mltrader.data.intervals import check_interval, detect_interval
 from mltrader.errors import ConfigError
 from mltrader.features.labels import (
     forward_price,
@@ -104,10 +104,10 @@ def load_data(cfg: RunConfig) -> tuple[Bars, list[str]]:
             from mltrader.data.cache import BarCache
 
             cache = BarCache()
-        res = fetch_bars(list(d.symbols), d.start, d.end, d.interval, d.adjusted,
+        res = fetch_bars(list(d.symbols), d.start, d.end, d.bar_interval, d.adjusted,
                          [d.source, *d.fallback], cache=cache)
         bars = res.bars
-        notes.append(f"Data ({d.interval}, {'adjusted' if d.adjusted else 'raw'} prices) "
+        notes.append(f"Data ({d.bar_interval}, {'adjusted' if d.adjusted else 'raw'} prices) "
                      f"served by {res.describe()}.")
     else:
         bars, local_notes = _load_local(cfg)
@@ -144,11 +144,7 @@ def _load_local(cfg: RunConfig) -> tuple[Bars, list[str]]:
 
         bars, report = load_file_report(d.path, clean=d.clean)
         notes += list(report.notes)
-        if d.interval != "1d" and d.interval != report.interval:
-            raise ConfigError(f"{d.path}: data.interval is {d.interval} but the bars are "
-                              f"{report.interval} apart (detected from their spacing); set "
-                              f"data.interval: {report.interval} (--interval {report.interval})"
-                              " or check the file")
+        check_interval(d.path, d.interval, report.interval)
         if report.interval != "1d":
             notes.append(f"{d.path}: {report.interval} bars (detected from their spacing).")
     symbols = None if d.symbols == "all" else list(d.symbols)
@@ -488,6 +484,9 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
                  f"({s_ret:+.1%} vs {b_ret:+.1%}); Sharpe {s_sharpe or 0:.2f} vs "
                  f"{b_sharpe or 0:.2f}.")
     warnings = []
+    off_calendar = weekend_hint(cal, idx, interval)
+    if off_calendar:
+        warnings.append(off_calendar + ".")
     if metrics["annualised_from_under_a_year"]:
         warnings.append(f"The out-of-sample period is {oos['bars']} bars (< one year of "
                         f"{ppy:,.{0 if float(ppy).is_integer() else 1}f}): CAGR, volatility "

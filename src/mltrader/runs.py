@@ -59,7 +59,11 @@ def new_run_dir(base: Path, name: str, now: dt.datetime | None = None) -> Path:
     while path.exists():
         n += 1
         path = base / f"{stamp}-{name}-{n}"
-    path.mkdir(parents=True)
+    try:
+        path.mkdir(parents=True)
+    except OSError as e:  # e.g. a read-only or special file system that os.access passed
+        raise MltraderError(f"cannot create the run folder {path} ({e.strerror or e}); choose "
+                            "another --output-dir (-o)") from None
     return path
 
 

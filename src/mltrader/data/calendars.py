@@ -43,6 +43,7 @@ __all__ = [
     "resolve_calendar",
     "session_ids",
     "symbol_calendar",
+    "weekend_hint",
 ]
 
 CRYPTO, FX = "24/7", "24/5"
@@ -259,6 +260,34 @@ def fx_closed(index: pd.DatetimeIndex) -> np.ndarray:
     """True for times in the FX weekend close (Friday 17:00 to Sunday 17:00 New York)."""
     days = session_ids(MarketCalendar(FX), index)
     return (days + 3) % 7 >= 5  # 1970-01-01 was a Thursday; Monday = 0
+
+
+_DAY_NAMES = ("Mondays", "Tuesdays", "Wednesdays", "Thursdays", "Fridays", "Saturdays",
+              "Sundays")
+
+
+def weekend_hint(cal: MarketCalendar | str, index: pd.DatetimeIndex, interval: str,
+                 how: str = "data.calendar: {cal} (--set data.calendar={cal})") -> str | None:
+    """A warning when bars of an exchange calendar fall on weekdays it never trades (crypto or
+    FX data whose symbols named no calendar, e.g. a Binance or MetaTrader export): those bars
+    would be annualised and grouped into days as that exchange's sessions. None when at most
+    5% of the dates with bars are such days, for weekly / monthly bars, and for 24/7 / 24/5.
+    ``how`` says how to set the calendar, with ``{cal}`` for the suggested one."""
+    cal = _as_calendar(cal)
+    if not cal.is_exchange or interval in ("1wk", "1mo") or len(index) == 0:
+        return None
+    trading = np.unique(pd.DatetimeIndex(_exchange_schedule(cal.name).index).day_of_week)
+    days = np.unique(_utc_ns(index).asi8 // _NS_DAY)
+    weekday = (days + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+    off = ~np.isin(weekday, trading)
+    n = int(off.sum())
+    if n == 0 or n <= 0.05 * len(days):
+        return None
+    names = " and ".join(_DAY_NAMES[d] for d in np.unique(weekday[off]))
+    return (f"{n} of the {len(days)} dates with bars are {names}, when {cal.name} never "
+            f"trades, but time is counted on {cal.name} (annualisation, the daily limits): for "
+            f"a market that trades every day (crypto) set {how.format(cal=CRYPTO)}, Sunday to "
+            f"Friday (FX) {how.format(cal=FX)}")
 
 
 # --------------------------------------------------------------------------- gaps

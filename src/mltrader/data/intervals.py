@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["INTERVALS", "detect_interval"]
+__all__ = ["INTERVALS", "check_interval", "detect_interval"]
 
 INTERVALS = ("1m", "5m", "15m", "30m", "1h", "1d", "1wk", "1mo")
 
@@ -43,3 +43,17 @@ def detect_interval(index: pd.DatetimeIndex) -> str:
         return "1d"
     gaps = np.diff(ticks) / _PER_SECOND[idx.unit]
     return _bucket(float(np.median(gaps)))
+
+
+def check_interval(file: object, stated: str | None, detected: str,
+                   how: str = "data.interval") -> str:
+    """The bars' interval: ``detected`` when nothing is stated, else ``stated``, which must
+    agree with it (a daily file declared weekly would be annualised, and gap-checked, as
+    weekly). ``how`` names where the stated one came from, for the error."""
+    from mltrader.errors import DataError
+
+    if stated is None or stated == detected:
+        return detected
+    raise DataError(f"{file}: {how} says {stated} bars but they are {detected} apart (detected "
+                    f"from their spacing); state {detected} (data.interval: {detected}, "
+                    f"--interval {detected}) or leave it out, or check the file")

@@ -146,10 +146,17 @@ class RecentRowsSVC(ClassifierMixin, BaseEstimator):
         return self.model_.predict(x)
 
 
-def _torch(cls_name: str) -> Callable[[dict[str, Any], int], BaseEstimator]:
+def _torch(name: str, cls_name: str) -> Callable[[dict[str, Any], int], BaseEstimator]:
     def make(params: dict[str, Any], seed: int) -> BaseEstimator:
-        from mltrader.models import torch_models
-
+        try:
+            from mltrader.models import torch_models
+        except ImportError as e:  # torch is an optional extra
+            if (e.name or "").split(".")[0] != "torch":
+                raise
+            raise ConfigError(f"model {name!r} is a PyTorch network and PyTorch is not installed: "
+                              "pip install 'mltrader[torch]' (or torch==2.13.0; never an "
+                              "unpinned torch, a multi-GB CUDA build), or choose a model "
+                              "without it, e.g. lightgbm or ridge (--model ridge)") from None
         return getattr(torch_models, cls_name)(seed=seed, **params)
 
     return make
@@ -165,9 +172,9 @@ MODELS: dict[str, Callable[[dict[str, Any], int], BaseEstimator]] = {
     "lightgbm_classifier": _lightgbm_classifier,
     "logistic": _logistic,
     "svm_classifier": _svm_classifier,
-    "lstm": _torch("LSTMRegressor"),
-    "cnn": _torch("CNNClassifier"),
-    "cnn_lstm": _torch("CNNLSTMRegressor"),
+    "lstm": _torch("lstm", "LSTMRegressor"),
+    "cnn": _torch("cnn", "CNNClassifier"),
+    "cnn_lstm": _torch("cnn_lstm", "CNNLSTMRegressor"),
 }
 CLASSIFIERS = frozenset({"lightgbm_classifier", "logistic", "svm_classifier", "cnn"})
 # sequence models see each symbol's last `model.window` bars of features, not one row
