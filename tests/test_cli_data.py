@@ -75,3 +75,19 @@ def test_check_passes_clean_data_and_fails_an_unadjusted_split(tmp_path):
 
     save_file(Bars.from_frames(frames, source="t"), bad)
     assert_one_line_error(invoke("data", "check", bad), "fatal")
+
+
+def test_check_says_how_the_file_read(tmp_path):
+    """The first line: layout, symbols, bars and span, fields, separator and decimal mark;
+    then the loader's notes, and missing prices handled as --clean says (counted)."""
+    p = tmp_path / "eu.csv"
+    p.write_text("Date;Open;High;Low;Close;Volume\n2024-01-02;10,5;11;10;10,75;100\n"
+                 "2024-01-03;10,75;12;10,5;NA;200\n2024-01-04;11;12;10,5;11,5;300\n")
+    r = invoke("data", "check", p)
+    assert_one_line_error(r, "1 missing", "data check --clean drop or --clean ffill")
+    r = invoke("data", "check", p, "--clean", "ffill")
+    assert r.exit_code == 0, r.output
+    text = plain(r.output)
+    assert (f"{p}: single layout, 1 symbol(s) (EU), 3 bars 2024-01-02 .. 2024-01-04, OHLCV, "
+            "semicolon-separated, decimal ','") in text
+    assert "forward-filled" in text and "judged against calendar XNYS" in text

@@ -165,3 +165,19 @@ def test_usage_errors_are_one_line_from_the_command(args: list[str], needle: str
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert needle in lines[0] and "--help`" in lines[0], lines[0]
+
+
+def test_compare_and_sensitivity_take_data_and_overrides(tmp_path: Path, prices: Path) -> None:
+    out = tmp_path / "runs"
+    res = invoke("compare", "-c", ROOT / "configs" / "compare.yaml", "--data", prices,
+                 "--first-test-year", "2016", "--set", "compare=[{name: ridge}, {name: linear}]",
+                 "--set", "walk_forward.min_train_rows=50", "-o", out)
+    assert res.exit_code == 0, res.output
+    board = (_run_folder(out) / "leaderboard.csv").read_text()
+    assert "ridge" in board and "linear" in board
+    out2 = tmp_path / "runs2"
+    res = invoke("sensitivity", "-c", ROOT / "configs" / "crossover.yaml", "--data", prices,
+                 "--set", "walk_forward.first_test_year=null", "--set", "strategy.fast=5",
+                 "--grid", "slow=20,40", "-o", out2)
+    assert res.exit_code == 0, res.output
+    assert (_run_folder(out2) / "sensitivity.html").stat().st_size > 0

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from mltrader import __version__
 from mltrader.cli_options import (
+    DataOpt,
     FirstTestYearOpt,
     InitialCashOpt,
     Overrides,
@@ -217,9 +218,7 @@ def backtest(
     config: Annotated[Path, typer.Option("--config", "-c", help="Run config (YAML); every key is "
                                          "checked. Example: -c configs/default.yaml")] = Path(
         "configs/default.yaml"),
-    data: Annotated[Path | None, typer.Option(
-        "--data", help="Your own OHLCV or close-only file (CSV or Parquet, long or wide "
-        "format) instead of the config's data. Example: --data prices.csv")] = None,
+    data: DataOpt = None,
     symbols: Annotated[str | None, typer.Option(
         help="Comma-separated symbols to trade (default: the config's). "
         "Example: --symbols AAPL,MSFT,JPM")] = None,
@@ -249,16 +248,14 @@ def backtest(
     """Train walk-forward, trade the out-of-sample predictions, compare with buy-and-hold.
 
     Writes runs/<timestamp>-<name>/ with config.yaml, metrics.json, equity.parquet,
-    trades.parquet and report.html, and prints the metrics table.
+    trades.parquet, fills.parquet, orders.parquet, predictions.parquet, report.html (and the
+    last fold's model under artifacts/ for a model run), and prints the metrics table.
     """
     from mltrader.pipeline import run
     from mltrader.runs import check_writable, new_run_dir, write_run
     from mltrader.strategy.registry import get_strategy
 
-    ov = Overrides()
-    if data is not None:
-        ov.set("data.source", "file", f"--data {data}")
-        ov.set("data.path", str(data), f"--data {data}")
+    ov = Overrides().data(data)
     if symbols is not None:
         ov.set("data.symbols", _symbol_list(symbols), f"--symbols {symbols}")
     if start:
@@ -310,6 +307,7 @@ def compare(
     symbols: Annotated[str | None, typer.Option(
         help="Comma-separated symbols (default: the config's). Example: --symbols AAPL,MSFT")
                        ] = None,
+    data: DataOpt = None,
     output_dir: Annotated[Path | None, typer.Option(
         "--output-dir", "-o",
         help="Where run folders go (default: runs/). Example: -o /tmp/runs")] = None,
@@ -327,7 +325,7 @@ def compare(
     from mltrader.compare import compare as run_compare
     from mltrader.runs import check_writable, new_run_dir, write_compare
 
-    ov = Overrides()
+    ov = Overrides().data(data)
     if symbols is not None:
         ov.set("data.symbols", _symbol_list(symbols), f"--symbols {symbols}")
     if output_dir is not None:
@@ -376,6 +374,7 @@ def sensitivity(
     symbols: Annotated[str | None, typer.Option(
         help="Comma-separated symbols (default: the config's). Example: --symbols AAPL,MSFT")
                        ] = None,
+    data: DataOpt = None,
     output_dir: Annotated[Path | None, typer.Option(
         "--output-dir", "-o", help="Where run folders go (default: runs/).")] = None,
     first_test_year: FirstTestYearOpt = None,
@@ -396,7 +395,7 @@ def sensitivity(
     if not grid:
         _fail("give at least one --grid, e.g. --grid threshold=0.005:0.03:6")
     axes = [parse_grid(g) for g in grid or []]
-    ov = Overrides()
+    ov = Overrides().data(data)
     if symbols is not None:
         ov.set("data.symbols", _symbol_list(symbols), f"--symbols {symbols}")
     if output_dir is not None:
@@ -566,6 +565,7 @@ def data_check(
         if "data.clean" not in str(e):
             raise
         raise DataError(f"{e} (here: data check --clean drop or --clean ffill)") from None
+    out.print(escape(_describe_load(bars, loaded)), highlight=False)
     for note in loaded.notes:
         out.print(f"- {escape(note)}", highlight=False)
     cal = resolve_calendar(calendar, bars.symbols)  # the same rules as `backtest`
@@ -579,6 +579,26 @@ def data_check(
     if report.fatal:
         _fail(f"{path}: {sum(1 for i in report.issues if i.fatal)} fatal problem(s) (listed "
               "above); fix the data or set data.clean (drop / ffill) in the config", 1)
+
+
+def _describe_load(bars: Any, loaded: Any) -> str:
+    """How a file read: layout, symbols, bars and span, fields, separator and decimal mark."""
+    from mltrader.data._sniff import SEP_NAMES
+
+    syms = list(bars.symbols)
+    shown = ", ".join(syms[:8]) + (f" ... and {len(syms) - 8} more" if len(syms) > 8 else "")
+    fields = "close only" if bars.close_only else "OHLC" + ("V" if bars.volume is not None
+                                                            else "")
+    how = ""
+    if loaded.separator is not None:
+        sep = SEP_NAMES.get(loaded.separator, loaded.separator)
+        how = f", {sep}-separated, decimal {loaded.decimal!r}"
+    idx = bars.index
+    daily = bool((idx == idx.normalize()).all())
+    first, last = (str(idx[0].date()), str(idx[-1].date())) if daily else (
+        idx[0].strftime("%Y-%m-%d %H:%M %Z"), idx[-1].strftime("%Y-%m-%d %H:%M %Z"))
+    return (f"{loaded.path}: {loaded.layout} layout, {len(syms)} symbol(s) ({shown}), "
+            f"{len(bars)} bars {first} .. {last}, {fields}{how}")
 
 
 @data_app.command("cache", epilog="Example:  mltrader data cache --clear")

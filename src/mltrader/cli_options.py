@@ -26,6 +26,10 @@ InitialCashOpt = Annotated[float | None, typer.Option(
 StrategyOpt = Annotated[str | None, typer.Option(
     "--strategy", help="Strategy by name, with its default parameters (replaces the config's "
     "strategy section; `mltrader strategies` lists them). Example: --strategy crossover")]
+DataOpt = Annotated[Path | None, typer.Option(
+    "--data", help="Your own prices instead of the config's data: a CSV / TSV / Parquet file "
+    "(long, wide or one symbol's OHLCV) or a folder of one file per symbol. `mltrader data "
+    "check FILE` shows how it reads. Example: --data prices.csv")]
 SmokeOpt = Annotated[bool, typer.Option(
     "--smoke", help="Check that the config runs, on a small budget: a few folds, 1 epoch, "
     "<= 20 trees; the same code path, figures that are not a result.")]
@@ -43,6 +47,13 @@ class Overrides:
         self.values.pop(key, None)  # re-insert: a later option wins and applies later
         self.values[key] = value
         self.origins[key] = flag
+
+    def data(self, path: Path | None) -> Overrides:
+        """--data: the user's file or folder instead of the config's data."""
+        if path is not None:
+            self.set("data.source", "file", f"--data {path}")
+            self.set("data.path", str(path), f"--data {path}")
+        return self
 
     def common(self, *, first_test_year: int | None = None, initial_cash: float | None = None,
                strategy: str | None = None, sets: list[str] | None = None) -> Overrides:

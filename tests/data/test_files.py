@@ -153,7 +153,7 @@ def test_file_not_found(tmp_path: Path) -> None:
 
 def test_unsupported_extension(tmp_path: Path) -> None:
     msg = error(write(tmp_path, "date,A\n2020-01-01,1\n", "prices.xlsx"))
-    assert "unsupported file type" in msg and ".csv, .csv.gz, .parquet" in msg
+    assert "unsupported file type" in msg and ".csv, .csv.gz, .tsv, .tsv.gz, .parquet" in msg
 
 
 def test_folder_is_loaded_as_one_file_per_symbol(tmp_path: Path) -> None:

@@ -349,3 +349,21 @@ def test_report_fields(tmp_path: Path) -> None:
     _, rep = load_file_report(write(tmp_path, PLAIN_OHLCV))
     assert rep == LoadReport(path=str(tmp_path / "prices.csv"), layout="single", rows=3,
                              separator=",", decimal=".", interval="1d")
+
+
+@pytest.mark.parametrize("name", ["p.tsv", "p.tsv.gz"])
+def test_tsv_round_trips_tab_separated(tmp_path: Path, name: str) -> None:
+    """A .tsv loads like .csv (the separator sniffed); save_file writes it tab-separated.
+    A .txt export is refused with the rename that makes it load."""
+    from mltrader.data.files import load_file_report, save_file
+    from mltrader.testing import synthetic_bars
+
+    bars = synthetic_bars(30, 2, seed=1, ohlc=True)
+    save_file(bars, tmp_path / name)
+    got, report = load_file_report(tmp_path / name)
+    assert report.separator == "\t"
+    assert got.symbols == bars.symbols and got.index.equals(bars.index)
+    np.testing.assert_allclose(got.close, bars.close)
+    (tmp_path / "p.txt").write_text((tmp_path / name).read_text() if name == "p.tsv" else "x")
+    with pytest.raises(DataError, match=r"unsupported file type \(a text export: rename it "):
+        load_file_report(tmp_path / "p.txt")

@@ -40,7 +40,8 @@ def test_folder_union_of_dates_symbols_from_file_names(tmp_path: Path) -> None:
     np.testing.assert_array_equal(b.close, [[1, np.nan, np.nan], [2, 5.5, np.nan],
                                             [np.nan, 6, 7]])
     assert rep.layout == "folder" and rep.rows == 5 and rep.separator == "mixed"
-    assert rep.notes[0] == f"{d}: not loaded (not .csv, .csv.gz, .parquet files): 'readme.txt'"
+    assert rep.notes[0] == (f"{d}: not loaded (not .csv, .csv.gz, .tsv, .tsv.gz, .parquet "
+                            "files): 'readme.txt'")
 
 
 def test_folder_fields_every_file_has(tmp_path: Path) -> None:
@@ -66,7 +67,7 @@ def test_folder_errors(tmp_path: Path) -> None:
     empty.mkdir()
     assert error(empty) == (f"{empty}: the folder holds no data file; put one file per symbol "
                             "in it, named after the symbol (aapl.csv, BTC-USD.parquet), with a "
-                            "supported extension: .csv, .csv.gz, .parquet")
+                            "supported extension: .csv, .csv.gz, .tsv, .tsv.gz, .parquet")
     d = folder(tmp_path, {"a.xlsx": "", "b.txt": ""})
     assert "no data file (found 'a.xlsx', 'b.txt')" in error(d)
     (d / "a.csv").write_text("date,close\n2024-01-02,-1\n")

@@ -23,7 +23,11 @@ from mltrader.data._sniff import (
 )
 from mltrader.errors import DataError
 
-SUFFIXES: dict[str, str] = {".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet"}
+# .txt is not a data type here: a folder of prices often holds a readme.txt (a MetaTrader
+# .txt export loads once renamed .csv or .tsv; the unsupported-type error says so)
+SUFFIXES: dict[str, str] = {".csv": "csv", ".csv.gz": "csv", ".tsv": "csv", ".tsv.gz": "csv",
+                            ".parquet": "parquet"}
+TAB_SUFFIXES = (".tsv", ".tsv.gz")  # save_file writes these tab-separated
 CELL_CHARS = 80  # longest cell / column name echoed in a message
 LIST_NAMES = 8  # most names listed in a message
 

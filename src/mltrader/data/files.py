@@ -20,6 +20,7 @@ from mltrader.data._clean import CLEAN_MODES, Fixed, fix_rows, fix_wide
 from mltrader.data._layout import Layout, detect
 from mltrader.data._parse import (
     SUFFIXES,
+    TAB_SUFFIXES,
     Table,
     clip,
     file_kind,
@@ -94,7 +95,8 @@ def load_file_report(path: str | Path, clean: str = "none",
                                      f"{clip(e, 200)}); check that it is readable")) from None
     kind = file_kind(p)
     if kind is None:
-        raise DataError(f"{file}: unsupported file type; use one of {SUPPORTED}")
+        txt = " (a text export: rename it .csv or .tsv)" if p.suffix.lower() == ".txt" else ""
+        raise DataError(f"{file}: unsupported file type{txt}; use one of {SUPPORTED}")
     try:
         if p.stat().st_size == 0:
             raise DataError(f"{file}: the file is empty (0 bytes); give a header line such as "
@@ -126,7 +128,8 @@ def _not_found(p: Path) -> str:
 
 
 def save_file(bars: Bars, path: str | Path) -> Path:
-    """Write `bars` in long format (CSV, .csv.gz or Parquet, by extension); `load_file` reads
+    """Write `bars` in long format (CSV, .tsv / .txt tab-separated, gzipped with .gz, or
+    Parquet, by extension); `load_file` reads
     it back exactly (index in UTC). Refuses panels that long format cannot hold losslessly."""
     p = Path(path)
     file = str(p)
@@ -142,7 +145,8 @@ def save_file(bars: Bars, path: str | Path) -> Path:
     df["date"] = df["date"].dt.tz_convert("UTC")
     try:
         if kind == "csv":
-            df.to_csv(p, index=False)
+            tab = p.name.lower().endswith(TAB_SUFFIXES)
+            df.to_csv(p, index=False, sep="\t" if tab else ",")
         else:
             df.to_parquet(p, index=False)
     except OSError as e:
