@@ -69,10 +69,10 @@ def _now() -> pd.Timestamp:
 def _check_fresh(history: Bars, cfg: RunConfig, calendar: str, allow: bool) -> None:
     """Refuse to trade on a history that ends sessions before today: the features and the
     strategy would run across the gap (a 200-day average spanning years)."""
-    from mltrader.live.session import MarketHours
+    from mltrader.live.session import market_hours
 
     last = history.index[-1]
-    gap = MarketHours(calendar).sessions_since(last, _now())
+    gap = market_hours(calendar).sessions_since(last, _now())
     if gap <= MAX_STALE_SESSIONS:
         return
     what = (f"the history ends {last.date()}, {gap} {calendar} sessions before the last "
@@ -474,8 +474,10 @@ def live(
     ib_client_id: IbClient = 1,
     max_bars: Annotated[int | None, typer.Option(
         "--max-bars", help="Stop after N bar times (default: until Ctrl-C).")] = None,
-    calendar: Annotated[str, typer.Option(
-        help="Exchange calendar for market hours (XNYS, XNAS, ...).")] = "XNYS",
+    calendar: Annotated[str | None, typer.Option(
+        help="Calendar for market hours: an exchange (XNYS, XNAS, XLON, ...), \"24/7\" "
+        "(crypto) or \"24/5\" (FX). Default: the config's data.calendar, else by the "
+        "symbols' suffix, as in a backtest.")] = None,
     allow_stale_history: Annotated[bool, typer.Option(
         "--allow-stale-history", help=f"Trade even when the config's history ends more "
         f"than {MAX_STALE_SESSIONS} sessions before the last close (it is refused by "
@@ -497,12 +499,17 @@ def live(
     name = _check_broker(broker, BROKERS_LIVE)
     if max_bars is not None and max_bars < 0:
         _fail(f"--max-bars must be >= 0, got {max_bars}")
-    cfg = load_config(config or Path("configs/default.yaml"))
+    given = {"data.calendar": calendar} if calendar else {}  # the runner's sessions follow it
+    cfg = load_config(config or Path("configs/default.yaml"), given,
+                      {"data.calendar": f"--calendar {calendar}"})
     keys = alpaca_keys() if name == "alpaca" else None
     if live_money:
         _confirm_live(name)
     mode = "live" if live_money else "paper"
     history, _ = load_data(cfg)  # refused before anything is opened when it is stale
+    from mltrader.data.calendars import resolve_calendar
+
+    calendar = resolve_calendar(cfg.data.calendar, history.symbols).name
     _check_fresh(history, cfg, calendar, allow_stale_history)
     adapter = _make_broker(name, live_money, keys, ib_host, ib_port, ib_client_id)
     try:

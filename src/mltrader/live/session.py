@@ -304,6 +304,18 @@ def _calendar(calendar: Any) -> Any:
                           "code such as XNYS (NYSE), XNAS, XLON, XTKS") from None
 
 
+def market_hours(calendar: Any = "XNYS") -> Any:
+    """The hours of a run's calendar: an exchange's (`MarketHours`), or round the clock for
+    "24/7" and "24/5" (`hours.ContinuousHours`)."""
+    from mltrader.data.calendars import CONTINUOUS
+
+    if isinstance(calendar, str) and calendar in CONTINUOUS:
+        from mltrader.live.hours import ContinuousHours
+
+        return ContinuousHours(calendar)
+    return MarketHours(calendar)
+
+
 class MarketHours:
     """Whether a bar falls inside the exchange's hours, and when the market opens next."""
 
@@ -416,7 +428,7 @@ def live_session(runner: Any, feed: Feed, calendar: Any = "XNYS",
     journal (action "bar_failed") and the loop goes on. On the way out (end, Ctrl-C, a
     feed error) the feed is closed, `runner.finish()` runs and the runner's journal is
     closed; the broker stays open for the caller."""
-    hours = MarketHours(calendar)
+    hours = market_hours(calendar)
     interval = interval or getattr(feed, "interval", None) or "1d"
     wanted = set(symbols if symbols is not None else runner.history.symbols)
     result = LiveResult()
