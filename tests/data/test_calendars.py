@@ -194,3 +194,22 @@ def test_expected_bars_keeps_the_last_period() -> None:
     start, end = pd.Timestamp("2019-01-01", tz="UTC"), pd.Timestamp("2023-12-31", tz="UTC")
     got = expected_bars("24/7", start, end, "1d")
     assert got[0] == start and got[-1] == end and len(got) == 1826
+
+
+@pytest.mark.parametrize("name", ["XTKS", "XASX", "CMES", "XNYS"])
+def test_daily_bars_at_midnight_utc_are_their_date(name) -> None:
+    """The fast path for daily bars (no schedule look-up, the live runner's per-bar cost)
+    rests on this: where 00:00 UTC falls inside a session (Tokyo's open, Sydney's in
+    summer, CME's evening), that session is labelled the same date."""
+    from mltrader.data.quality import calendar_schedule
+
+    idx = pd.date_range("2019-01-01", "2023-12-31", freq="D", tz="UTC")
+    assert (session_ids(name, idx) == idx.as_unit("ns").asi8 // 86_400_000_000_000).all()
+    sched = calendar_schedule(name, idx[0], idx[-1])
+    opens = pd.DatetimeIndex(sched["open"]).tz_convert("UTC")
+    closes = pd.DatetimeIndex(sched["close"]).tz_convert("UTC")
+    labels = pd.DatetimeIndex(sched.index)
+    for o, c, lab in zip(opens, closes, labels, strict=True):
+        midnight = c.normalize()
+        if o <= midnight < c:
+            assert lab.date() == midnight.date(), (name, o, c, lab)

@@ -243,6 +243,10 @@ def session_ids(cal: MarketCalendar | str, index: pd.DatetimeIndex) -> np.ndarra
         return (t // _NS_DAY).astype(np.int64)
     if cal.name == FX:
         return _local_days(idx, FX_TZ, _FX_SHIFT).astype(np.int64)
+    if not (t % _NS_DAY).any():
+        # daily bars stamped 00:00 UTC (the standard label) are their date: a session that
+        # holds 00:00 UTC (Tokyo's open, Sydney's in summer) is labelled that local date too
+        return (t // _NS_DAY).astype(np.int64)
     sched = calendar_schedule(cal.name, pd.Timestamp(t.min(), tz="UTC") - pd.Timedelta(days=2),
                               pd.Timestamp(t.max(), tz="UTC") + pd.Timedelta(days=1))
     opens = pd.DatetimeIndex(sched["open"]).as_unit("ns").asi8
