@@ -633,7 +633,7 @@ def test_cli_does_not_import_sqlalchemy_at_load() -> None:
     assert proc.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("delay", [0.05, 0.5])
+@pytest.mark.parametrize("delay", [0.05, 0.5, 1.0])
 def test_ctrl_c_while_starting_is_one_line(delay: float, tmp_path: Path) -> None:
     """An interrupt that lands while the libraries load (before any command runs) or while
     the command works: exit 130 and one line, never a traceback."""

@@ -628,24 +628,34 @@ def data_cache(
 
 
 def main() -> None:
-    """Console-script entry point. A usage error (a bad option value, an unknown option, a
-    missing argument) is one `error:` line naming the command's --help, like every other
-    error, instead of Typer's multi-line box."""
+    """Console-script entry point: runs the command itself (Typer's public get_command, then
+    click's make_context / invoke) so that every way out is one `error:` line: a usage error
+    (a bad option value, an unknown option, a missing argument) names the command's --help
+    instead of Typer's multi-line box, and a Ctrl-C that lands while the options are parsed
+    says "interrupted" instead of exiting silently."""
+    command = typer.main.get_command(app)
     try:
-        code = app(prog_name="mltrader", standalone_mode=False)
-    except typer.Abort:
+        with command.make_context("mltrader", sys.argv[1:]) as ctx:
+            command.invoke(ctx)
+    except typer.Exit as e:  # --help, --version, a command's own exit code
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err.print("[bold red]error:[/] interrupted", highlight=False)
+        sys.exit(130)
+    except (typer.Abort, EOFError):
         err.print("[bold red]error:[/] aborted", highlight=False)
         sys.exit(1)
     except typer.TyperException as e:  # Typer's (vendored click's) ClickException family
-        if type(e).__name__ == "NoArgsIsHelpError":  # `mltrader data`: show its help
-            app(prog_name="mltrader")
+        if type(e).__name__ == "NoArgsIsHelpError":  # `mltrader`, `mltrader data`: the help
+            err.print(e.format_message())  # type: ignore[attr-defined]
+            sys.exit(2)
         ctx = getattr(e, "ctx", None)
         where = ctx.command_path if ctx is not None else "mltrader"
         message = _one_line(e.format_message())  # type: ignore[attr-defined]
         err.print(f"[bold red]error:[/] {escape(message)} (see `{escape(where)} --help`)",
                   highlight=False, soft_wrap=True)
         sys.exit(getattr(e, "exit_code", 2))
-    sys.exit(code if isinstance(code, int) else 0)
+    sys.exit(0)
 
 
 # the trading commands (paper, live, status, flatten, parity) register themselves on `app`
