@@ -16,11 +16,10 @@ import pandas as pd
 
 from mltrader.backtest.deflated import deflated_sharpe_ratio
 from mltrader.backtest.engine import run_backtest
-from mltrader.backtest.metrics import compute_metrics, periods_per_year
+from mltrader.backtest.metrics import compute_metrics
 from mltrader.backtest.result import BacktestResult
 from mltrader.config import ModelConfig, RunConfig
 from mltrader.data.bars import Bars
-from mltrader.data.calendars import resolve_calendar, session_ids
 from mltrader.errors import ConfigError
 from mltrader.models.evaluation import prediction_stats
 from mltrader.models.registry import CLASSIFIERS
@@ -31,6 +30,7 @@ from mltrader.pipeline import (
     engine_settings,
     load_bars,
     resolve_fill,
+    run_clock,
     trade_targets,
 )
 from mltrader.risk.guards import Guards
@@ -93,9 +93,8 @@ def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars 
         dup = next(x for x in labels if labels.count(x) > 1)
         raise ConfigError(f"compare lists {dup!r} twice; give each entry a distinct `label`")
     fill = resolve_fill(cfg, bars)
-    cal = resolve_calendar(cfg.data.calendar, bars.symbols)
-    ppy = periods_per_year(bars.index, cal)
-    sessions = session_ids(cal, bars.index)
+    clock = run_clock(cfg, bars)
+    ppy, sessions = clock.periods_per_year, clock.sessions
     settings = engine_settings(cfg, fill, ppy)
     rows, results = [], {}
     trials: dict[str, int] = {}
@@ -106,7 +105,7 @@ def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars 
         sig = compute_signals(bars, cfg.model_copy(update={"model": mc}), progress)
         start = sig.start
         trials[_label(mc)] = sig.n_trials
-        sized = trade_targets(sig, bars, cfg)
+        sized = trade_targets(sig, bars, cfg, ppy)
         res = run_backtest(bars, sized.values, settings, start=start, unit=sized.unit,
                            sessions=sessions)
         results[_label(mc)] = res

@@ -20,7 +20,7 @@ from mltrader.backtest.metrics import benchmark_metrics, compute_metrics, period
 from mltrader.backtest.result import BacktestResult
 from mltrader.config import ModelConfig, RunConfig
 from mltrader.data.bars import Bars
-from mltrader.data.calendars import resolve_calendar, session_ids, weekend_hint
+from mltrader.data.calendars import MarketCalendar, resolve_calendar, session_ids, weekend_hint
 from mltrader.data.datasets import DATASETS, load_bundled
 from mltrader.data.fetch import NETWORK_SOURCES
 from mltrader.data.intervals import check_interval, detect_interval
@@ -89,6 +89,26 @@ class RunOutput:
     warnings: list[str]
     sizing: pd.DataFrame | None = None  # every cap that resized a target (risk/sizing.py)
     stress: dict[str, pd.DataFrame] | None = None  # crisis and regime tables
+
+
+@dataclass(frozen=True)
+class RunClock:
+    """How a run counts time on its bars: the calendar, the bar interval, the bars a year that
+    annualise returns, and each bar's trading session (for the daily risk guards)."""
+
+    calendar: MarketCalendar
+    interval: str
+    periods_per_year: float
+    sessions: np.ndarray
+
+
+def run_clock(cfg: RunConfig, bars: Bars) -> RunClock:
+    """The run's clock: `data.calendar` (else the symbols' default) and the detected interval;
+    backtest, compare and sensitivity all count time through this one function."""
+    cal = resolve_calendar(cfg.data.calendar, bars.symbols)
+    interval = detect_interval(bars.index)
+    return RunClock(cal, interval, periods_per_year(bars.index, cal, interval),
+                    session_ids(cal, bars.index))
 
 
 def load_data(cfg: RunConfig) -> tuple[Bars, list[str]]:
@@ -335,9 +355,12 @@ def sizing_rules(cfg: RunConfig, ppy: float = 252.0) -> SizingRules:
         periods_per_year=ppy)
 
 
-def trade_targets(sig: Signals, bars: Bars, cfg: RunConfig) -> SizedTargets:
-    """The strategy's weights sized and capped by the risk rules: what the engine trades."""
-    ppy = periods_per_year(bars.index, resolve_calendar(cfg.data.calendar, bars.symbols))
+def trade_targets(sig: Signals, bars: Bars, cfg: RunConfig, ppy: float | None = None
+                  ) -> SizedTargets:
+    """The strategy's weights sized and capped by the risk rules: what the engine trades.
+    ``ppy``: the run's bars a year (`run_clock`), computed here when not given."""
+    if ppy is None:
+        ppy = periods_per_year(bars.index, resolve_calendar(cfg.data.calendar, bars.symbols))
     return size_targets(sig.weights, bars, sizing_rules(cfg, ppy))
 
 
@@ -412,14 +435,13 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
     if bars is None:
         bars, data_notes = load_data(cfg)
     # the calendar decides annualisation and what a "day" is for the daily risk guards
-    cal = resolve_calendar(cfg.data.calendar, bars.symbols)
-    interval = detect_interval(bars.index)
+    clock = run_clock(cfg, bars)
+    cal, interval, ppy, sessions = (clock.calendar, clock.interval, clock.periods_per_year,
+                                    clock.sessions)
     sig = compute_signals(bars, cfg, progress)
     start = sig.start
-    ppy = periods_per_year(bars.index, cal, interval)
-    sessions = session_ids(cal, bars.index)
     settings = engine_settings(cfg, sig.fill, ppy)
-    sized = trade_targets(sig, bars, cfg)
+    sized = trade_targets(sig, bars, cfg, ppy)
     strat = run_backtest(bars, sized.values, settings, start=start, unit=sized.unit,
                          sessions=sessions)
     # buy-and-hold holds: same costs and fills, but no stop, target or guard ever sells it

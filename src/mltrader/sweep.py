@@ -19,10 +19,8 @@ from typing import Any
 import pandas as pd
 
 from mltrader.backtest.engine import run_backtest
-from mltrader.backtest.metrics import periods_per_year
 from mltrader.config import CostsConfig, ExecutionConfig, RiskConfig, RunConfig, load_config
 from mltrader.data.bars import Bars
-from mltrader.data.calendars import resolve_calendar, session_ids
 from mltrader.errors import ConfigError
 from mltrader.pipeline import (
     ProgressFactory,
@@ -31,6 +29,7 @@ from mltrader.pipeline import (
     judged_start,
     load_bars,
     run,
+    run_clock,
     trade_targets,
 )
 from mltrader.sensitivity import GridAxis, check_grid, default_split, run_grid
@@ -110,9 +109,8 @@ def sensitivity(p: SweepPlan, progress: ProgressFactory | None = None,
     """Backtest every cell of a checked grid out of sample; see the module docstring."""
     bars = p.bars
     sig = None if p.retrain else compute_signals(bars, p.base, progress)
-    cal = resolve_calendar(p.base.data.calendar, bars.symbols)
-    ppy = periods_per_year(bars.index, cal)
-    sessions = session_ids(cal, bars.index)
+    clock = run_clock(p.base, bars)
+    ppy, sessions = clock.periods_per_year, clock.sessions
 
     def evaluate(cell: dict[str, object]) -> pd.Series:
         cfg = p.configs[_key(cell)]
@@ -121,7 +119,7 @@ def sensitivity(p: SweepPlan, progress: ProgressFactory | None = None,
         inputs = StrategyInputs(bars=bars, predictions=sig.members or {}, regimes=sig.regimes)
         weights = run_strategy(cfg.strategy.name, inputs, cfg.strategy.params)
         cell_sig = dataclasses.replace(sig, weights=weights)
-        sized = trade_targets(cell_sig, bars, cfg)
+        sized = trade_targets(cell_sig, bars, cfg, ppy)
         res = run_backtest(bars, sized.values, engine_settings(cfg, sig.fill, ppy), start=sig.start,
                            unit=sized.unit, sessions=sessions)
         return res.equity
