@@ -21,10 +21,12 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
+	$(BIN)/lint-imports --no-logo
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
+	$(BIN)/lint-imports --no-logo  # the one-way layers and no import cycles (pyproject.toml)
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis .import_linter_cache .grimp_cache

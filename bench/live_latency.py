@@ -24,8 +24,8 @@ import numpy as np
 
 from mltrader.config import load_config
 from mltrader.data.feeds import ReplayFeed
+from mltrader.live.brokers.paper import PaperBroker
 from mltrader.live.journal import Journal
-from mltrader.live.paper import PaperBroker
 from mltrader.live.runner import Runner
 from mltrader.pipeline import engine_settings, load_bars, resolve_fill
 

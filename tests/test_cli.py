@@ -144,7 +144,7 @@ def test_every_command_help_reflows_its_paragraphs() -> None:
 
 
 def test_reflow_keeps_lists_and_joins_prose() -> None:
-    from mltrader.cli import reflow
+    from mltrader.cli_app import reflow
 
     doc = """First line.
 
@@ -569,7 +569,7 @@ def test_read_only_journal_in_paper_and_flatten(paper_session: Path, tmp_path: P
 def _guarded_app(exc: BaseException):  # noqa: ANN202 - a typer app
     import typer
 
-    from mltrader.cli import guarded
+    from mltrader.cli_app import guarded
 
     tiny = typer.Typer()
 

@@ -1,6 +1,6 @@
 """The trading commands end to end (Typer's CliRunner): paper, status, flatten, parity, live.
 
-`live --broker alpaca` talks to the fake Alpaca Trading API of tests/live/test_alpaca_broker.py
+`live --broker alpaca` talks to the fake Alpaca Trading API of tests/live/brokers/test_alpaca.py
 on 127.0.0.1; nothing here touches the network.
 """
 
@@ -203,7 +203,7 @@ pytest.importorskip("alpaca")
 try:  # the shared fake Alpaca Trading API (tests/live/fake_alpaca.py)
     from tests.live import fake_alpaca as alpaca_fake
 except ImportError:  # older layout: the fake lived in the adapter's test module
-    from tests.live import test_alpaca_broker as alpaca_fake  # type: ignore[no-redef]
+    from tests.live.brokers import test_alpaca as alpaca_fake  # type: ignore[no-redef]
 KEY, SECRET = alpaca_fake.KEY, alpaca_fake.SECRET
 
 
@@ -347,7 +347,7 @@ def test_live_ib_polls_ibs_own_bars_over_the_brokers_connection(files):
     from mltrader.config import load_config
     from mltrader.data.feeds import PollingFeed
     from mltrader.data.sources.ib import IBSource
-    from mltrader.live.ib_broker import IBBroker
+    from mltrader.live.brokers.ib import IBBroker
     from tests.data.sources.test_ib import FakeIB
 
     ib = FakeIB()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mltrader.backtest.metrics import bar_returns, periods_per_year
+from mltrader.backtest.metrics import bar_returns
 from mltrader.config import config_from_dict
 from mltrader.data.bars import Bars
-from mltrader.data.calendars import bars_per_year
+from mltrader.data.calendars import bars_per_year, periods_per_year
 from mltrader.pipeline import run
 
 

@@ -26,7 +26,7 @@ def available() -> tuple[bool, str]:
 
 
 def settings(initial_cash: float):
-    from mltrader.backtest.settings import EngineSettings
+    from mltrader.core.settings import EngineSettings
 
     return EngineSettings(initial_cash=initial_cash, fill="next_open", whole_shares=True,
                           commission_bps=COMMISSION * 1e4, size_fraction=SIZE_FRACTION,

@@ -1,8 +1,8 @@
 """The trading commands of the `mltrader` command line: paper, live, status, flatten, parity.
 
-Registered on `mltrader.cli.app` (cli.py imports this module at its end). The loops live in
+Registered on `mltrader.cli_app.app` (cli.py imports this module at its end). The loops live in
 `mltrader.live.session`, the journal facts in `mltrader.live.status`, the backtest-vs-journal
-comparison in `mltrader.live.parity`; the commands here only parse, confirm and print.
+comparison in `mltrader.parity`; the commands here only parse, confirm and print.
 Safety rules: a paper account is the default everywhere; real money (`--live`) needs the
 word LIVE typed at a terminal; keys come only from the environment or ./.env and are never
 printed; `flatten` asks first unless --yes.
@@ -24,7 +24,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mltrader.cli import _fail, app, err, guarded, out
+from mltrader.cli_app import _fail, app, err, guarded, out
 from mltrader.cli_options import Overrides, SetOpt, SmokeOpt, load_run_config
 from mltrader.errors import MltraderError
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from mltrader.config import RunConfig
     from mltrader.data.bars import Bars
     from mltrader.data.feeds import Feed
-    from mltrader.live.broker import Broker
+    from mltrader.live.brokers.base import Broker
 
 PANEL = "Paper and live trading"
 BROKERS_LIVE = ("alpaca", "ib")
@@ -189,12 +189,12 @@ def _make_broker(name: str, live: bool, keys: tuple[str, str] | None, ib_host: s
                  ib_port: int | None, ib_client_id: int) -> Broker:
     """An Alpaca or IB adapter, paper account unless `live` (already confirmed)."""
     if name == "alpaca":
-        from mltrader.live.alpaca_broker import AlpacaBroker
+        from mltrader.live.brokers.alpaca import AlpacaBroker
 
         key, secret = keys if keys is not None else alpaca_keys()
         return AlpacaBroker(key, secret, paper=not live, live_confirmed=live,
                             url_override=ALPACA_URL)
-    from mltrader.live.ib_broker import IBBroker
+    from mltrader.live.brokers.ib import IBBroker
 
     port = ib_port if ib_port is not None else (7496 if live else 7497)
     if not 1 <= port <= 65535:
@@ -390,7 +390,8 @@ def paper(
     broker.db (the paper account); run the same command again to continue it.
     """
     from mltrader.live.session import paper_session
-    from mltrader.pipeline import judged_start, load_data
+    from mltrader.pipeline import load_data
+    from mltrader.plan import judged_start
     from mltrader.runs import check_writable, new_run_dir
 
     if session is not None and output_dir is not None:
@@ -420,7 +421,7 @@ def paper(
         folder = session
     start = judged_start(bars, cfg)
     position = {t: i for i, t in enumerate(bars.index[start:], start=1)}
-    from mltrader.cli import _progress
+    from mltrader.cli_app import _progress
 
     with _progress("paper", len(bars) - start, transient=True) as advance:
         state: dict[str, Any] = {"done": 0, "last": None}
@@ -627,7 +628,8 @@ def flatten(
     from mltrader.live.journal import Journal
     from mltrader.live.runner import Runner
     from mltrader.live.session import BROKER_FILE, journal_url, session_config, session_lock
-    from mltrader.pipeline import engine_settings, load_data, resolve_fill
+    from mltrader.pipeline import load_data
+    from mltrader.plan import engine_settings, resolve_fill
 
     name = _check_broker(broker, BROKERS_ALL)
     if session is not None and journal:
@@ -650,7 +652,7 @@ def flatten(
             stack.enter_context(session_lock(session))
             cfg = session_config(session)
             bars, _ = load_data(cfg)
-            from mltrader.live.paper import PaperBroker
+            from mltrader.live.brokers.paper import PaperBroker
 
             adapter: Broker = PaperBroker(engine_settings(cfg, resolve_fill(cfg, bars)),
                                           bars.close_only, state_path=session / BROKER_FILE)
@@ -735,7 +737,7 @@ def parity(
     Trades are matched by symbol and fill bar; execution.size_at must be "decision" for a
     share-for-share comparison. Exits 1 when a trade is unmatched or differs.
     """
-    from mltrader.live.parity import parity_report
+    from mltrader.parity import parity_report
 
     rep = parity_report(run, tolerance)
     for note in rep.notes:

@@ -27,12 +27,11 @@ from mltrader.pipeline import (
     ProgressFactory,
     buy_and_hold_targets,
     compute_signals,
-    engine_settings,
     load_bars,
-    resolve_fill,
     run_clock,
     trade_targets,
 )
+from mltrader.plan import engine_settings, resolve_fill
 from mltrader.risk.guards import Guards
 from mltrader.strategy.registry import get_strategy
 

@@ -25,13 +25,12 @@ from mltrader.errors import ConfigError
 from mltrader.pipeline import (
     ProgressFactory,
     compute_signals,
-    engine_settings,
-    judged_start,
     load_bars,
     run,
     run_clock,
     trade_targets,
 )
+from mltrader.plan import engine_settings, judged_start
 from mltrader.sensitivity import GridAxis, check_grid, default_split, run_grid
 from mltrader.strategy.base import StrategyInputs
 from mltrader.strategy.registry import get_strategy, run_strategy

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mltrader.backtest.engine import run_backtest, run_signals
-from mltrader.backtest.settings import EngineSettings
+from mltrader.core.settings import EngineSettings
 from mltrader.testing import synthetic_bars
 
 T, N = 80, 3

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from mltrader.backtest.engine import run_backtest, run_signals
-from mltrader.backtest.settings import EngineSettings
+from mltrader.core.settings import EngineSettings
 from mltrader.data.bars import Bars
 from mltrader.errors import MltraderError
 

@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mltrader.backtest.metrics import periods_per_year
 from mltrader.data.calendars import (
     ANNUALISATION_YEARS,
     MarketCalendar,
     bars_per_year,
     expected_bars,
+    periods_per_year,
     resolve_calendar,
     session_ids,
     symbol_calendar,
@@ -201,7 +201,7 @@ def test_daily_bars_at_midnight_utc_are_their_date(name) -> None:
     """The fast path for daily bars (no schedule look-up, the live runner's per-bar cost)
     rests on this: where 00:00 UTC falls inside a session (Tokyo's open, Sydney's in
     summer, CME's evening), that session is labelled the same date."""
-    from mltrader.data.quality import calendar_schedule
+    from mltrader.data.schedules import calendar_schedule
 
     idx = pd.date_range("2019-01-01", "2023-12-31", freq="D", tz="UTC")
     assert (session_ids(name, idx) == idx.as_unit("ns").asi8 // 86_400_000_000_000).all()

@@ -24,8 +24,8 @@ import pytest
 import yaml
 
 from mltrader.data.files import save_file
+from mltrader.live.brokers.paper import PaperBroker
 from mltrader.live.journal import Journal
-from mltrader.live.paper import PaperBroker
 from mltrader.pipeline import engine_settings, resolve_fill
 from mltrader.testing import synthetic_bars
 

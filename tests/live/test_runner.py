@@ -8,8 +8,8 @@ import pytest
 
 from mltrader.config import config_from_dict
 from mltrader.data.feeds import ReplayFeed
+from mltrader.live.brokers.paper import PaperBroker
 from mltrader.live.journal import Journal
-from mltrader.live.paper import PaperBroker
 from mltrader.live.runner import Runner
 from mltrader.pipeline import engine_settings, resolve_fill, run, run_folds
 from mltrader.testing import synthetic_bars

@@ -27,7 +27,7 @@ pytest.importorskip("alpaca")
 from mltrader.config import config_from_dict  # noqa: E402
 from mltrader.data.feeds import BarEvent  # noqa: E402
 from mltrader.live import runner as runner_module  # noqa: E402
-from mltrader.live.alpaca_broker import AlpacaBroker  # noqa: E402
+from mltrader.live.brokers.alpaca import AlpacaBroker  # noqa: E402
 from mltrader.live.journal import Journal  # noqa: E402
 from mltrader.live.runner import Runner  # noqa: E402
 from mltrader.testing import synthetic_bars  # noqa: E402

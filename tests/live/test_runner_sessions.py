@@ -13,7 +13,7 @@ from mltrader.config import config_from_dict
 from mltrader.data.bars import Bars
 from mltrader.data.calendars import MarketCalendar, expected_bars, session_ids
 from mltrader.data.feeds import ReplayFeed
-from mltrader.live.paper import PaperBroker
+from mltrader.live.brokers.paper import PaperBroker
 from mltrader.live.runner import Runner, _day
 from mltrader.pipeline import engine_settings, resolve_fill, run, trade_targets
 

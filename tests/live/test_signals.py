@@ -12,8 +12,8 @@ from mltrader.config import config_from_dict
 from mltrader.data.bars import Bars
 from mltrader.data.feeds import ReplayFeed
 from mltrader.errors import ConfigError
+from mltrader.live.brokers.paper import PaperBroker
 from mltrader.live.journal import Journal
-from mltrader.live.paper import PaperBroker
 from mltrader.live.runner import Runner
 from mltrader.live.signals import WalkForwardSignal, fast_tail
 from mltrader.pipeline import compute_signals, engine_settings, resolve_fill, run, run_folds

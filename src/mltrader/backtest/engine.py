@@ -13,15 +13,23 @@ import pandas as pd
 
 from mltrader.backtest import kernel as K
 from mltrader.backtest.result import BacktestResult, LazyBacktestResult
-from mltrader.backtest.settings import EngineSettings
+from mltrader.core.params import (
+    LIMIT,
+    MODE_SIGNALS,
+    MODE_TARGETS,
+    ORDER_TYPES,
+    STOP,
+    STOP_LIMIT,
+    pack,
+)
+from mltrader.core.settings import EngineSettings
 from mltrader.data.bars import Bars
 from mltrader.errors import MltraderError
 from mltrader.risk.guards import G_DAILY_LOSS, G_KILL, GUARD_NAMES
 
 __all__ = ["EngineSettings", "run_backtest", "run_signals"]
 
-_ORDER_TYPES = {"market": K.MARKET, "limit": K.LIMIT, "stop": K.STOP, "stop_limit": K.STOP_LIMIT}
-_TYPE_NAMES = {v: k for k, v in _ORDER_TYPES.items()}
+_TYPE_NAMES = {v: k for k, v in ORDER_TYPES.items()}
 FILL_REASONS = {K.R_ORDER: "order", K.R_STOP: "stop_loss", K.R_TARGET: "take_profit",
                 K.R_TRAIL: "trailing_stop", K.R_END: "end", K.R_DAILY_LOSS: "daily_loss_limit",
                 K.R_KILL: "kill_switch", K.R_TIME: "time_stop"}
@@ -38,43 +46,6 @@ REASONS = {
 }
 ORIGINS = {K.ORIGIN_STRATEGY: "strategy", G_DAILY_LOSS: "daily loss limit",
            G_KILL: "kill switch"}
-
-
-def _params(s: EngineSettings, mode: int, close_only: bool, unit_shares: bool = False
-            ) -> tuple[np.ndarray, np.ndarray]:
-    ip = np.zeros(K.N_IP, dtype=np.int64)
-    ip[K.IP_UNIT_SHARES] = int(unit_shares)
-    ip[K.IP_GUARDS] = int(s.guards.active)
-    ip[K.IP_SIZE_DECISION] = int(s.size_at == "decision")
-    ip[K.IP_NEXT_OPEN] = int(s.fill == "next_open")
-    ip[K.IP_WHOLE] = int(s.whole_shares)
-    ip[K.IP_SHORT] = int(s.allow_short)
-    ip[K.IP_ORDER_TYPE] = _ORDER_TYPES[s.order_type]
-    ip[K.IP_GTC] = int(s.tif == "gtc")
-    ip[K.IP_WAIT] = int(s.remainder == "wait")
-    ip[K.IP_REJECT] = int(s.oversize == "reject")
-    ip[K.IP_MODE] = mode
-    fp = np.zeros(K.N_FP)
-    fp[K.FP_CASH] = s.initial_cash
-    fp[K.FP_LIMIT_OFF] = s.limit_offset_bps
-    fp[K.FP_STOP_OFF] = s.stop_offset_bps
-    fp[K.FP_SL] = s.stop_loss or 0.0
-    fp[K.FP_TP] = s.take_profit or 0.0
-    fp[K.FP_TS] = s.trailing_stop or 0.0
-    fp[K.FP_COMM_BPS] = s.commission_bps
-    fp[K.FP_COMM_PS] = s.commission_per_share
-    fp[K.FP_COMM_MIN] = s.commission_min
-    fp[K.FP_COMM_FIXED] = s.commission_fixed
-    fp[K.FP_SLIP_BPS] = s.slippage_bps
-    fp[K.FP_SLIP_RANGE] = 0.0 if close_only else s.slippage_range_frac
-    fp[K.FP_SPREAD] = s.half_spread_bps
-    fp[K.FP_BORROW] = s.borrow_bps_per_year * 1e-4 / s.periods_per_year
-    fp[K.FP_VOL_SHARE] = s.max_volume_share or 0.0
-    fp[K.FP_LEVERAGE] = s.max_gross_leverage
-    fp[K.FP_SIZE_FRAC] = s.size_fraction
-    fp[K.FP_SIZE_BUF] = s.size_buffer
-    fp[K.FP_BAND] = s.rebalance_band
-    return ip, fp
 
 
 def _prices(bars: Bars) -> tuple[np.ndarray, ...]:
@@ -116,7 +87,7 @@ def _simulate(bars: Bars, settings: EngineSettings, mode: int, tw: np.ndarray,
     n = bars.shape[1]
     book_of = np.arange(n, dtype=np.int64) if independent else np.zeros(n, dtype=np.int64)
     n_books = n if independent else 1
-    ip, fp = _params(settings, mode, bars.close_only, unit_shares)
+    ip, fp = pack(settings, mode, bars.close_only, unit_shares)
     cap = _capacity(mode, tw, sig, n, settings)
     day = session_days(bars.index, sessions)
     gp = settings.guards.vector()
@@ -131,7 +102,7 @@ def _simulate(bars: Bars, settings: EngineSettings, mode: int, tw: np.ndarray,
 def _capacity(mode: int, tw: np.ndarray, sig: tuple[np.ndarray, ...], n: int,
               s: EngineSettings) -> int:
     """Room for orders, fills and trades: an upper bound in the usual cases, so one run does."""
-    if mode == K.MODE_SIGNALS:
+    if mode == MODE_SIGNALS:
         decisions = sum(int(np.count_nonzero(a)) for a in sig)
     else:
         decisions = int(np.count_nonzero(~np.isnan(tw)))
@@ -212,9 +183,9 @@ def _result(bars: Bars, s: EngineSettings, start: int, independent: bool, eq: np
             "intent": pd.Categorical.from_codes(od_i[:, 4],
                                                 categories=["target_weight", "enter"]),
             "value": od_f[:, 0],
-            "limit_price": np.where((typ == K.LIMIT) | (typ == K.STOP_LIMIT), od_f[:, 1],
+            "limit_price": np.where((typ == LIMIT) | (typ == STOP_LIMIT), od_f[:, 1],
                                     np.nan),
-            "stop_price": np.where((typ == K.STOP) | (typ == K.STOP_LIMIT), od_f[:, 2],
+            "stop_price": np.where((typ == STOP) | (typ == STOP_LIMIT), od_f[:, 2],
                                    np.nan),
             "filled_qty": od_f[:, 3],
             "status": names(od_i[:, 5], STATUS),
@@ -270,7 +241,7 @@ def run_backtest(bars: Bars, targets: pd.DataFrame, settings: EngineSettings, st
         raise MltraderError("share targets are negative but short selling is off; set "
                             "allow_short or use targets >= 0")
     empty = np.zeros((1, 1), dtype=np.bool_)
-    return _simulate(bars, settings, K.MODE_TARGETS, np.ascontiguousarray(tgt),
+    return _simulate(bars, settings, MODE_TARGETS, np.ascontiguousarray(tgt),
                      (empty, empty, empty, empty), independent, start, unit == "shares",
                      sessions)
 
@@ -305,5 +276,5 @@ def run_signals(bars: Bars, entries: np.ndarray, exits: np.ndarray, settings: En
            _as_bool("short_entries", short_entries, shape),
            _as_bool("short_exits", short_exits, shape))
     tw = np.zeros((1, 1))
-    return _simulate(bars, settings, K.MODE_SIGNALS, tw, sig, independent, start,
+    return _simulate(bars, settings, MODE_SIGNALS, tw, sig, independent, start,
                      sessions=sessions)

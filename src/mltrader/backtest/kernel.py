@@ -2,7 +2,9 @@
 
 Everything here is numba-compiled (``cache=True``) and works on plain numpy arrays: no
 per-bar Python objects. `engine.py` packs settings into the `IP_*` / `FP_*` parameter
-vectors, calls `simulate`, and turns the record arrays into DataFrames.
+vectors (`core.params.pack`), calls `simulate`, and turns the record arrays into DataFrames.
+How an order fills and what it costs (`core.fills`) and how a target becomes shares
+(`core.orders`) come from the execution core, which the paper broker uses too.
 
 Per bar t (from `start`): borrow fees on shorts; working orders try to fill (orders that
 reduce exposure first, then the rest); stops / targets / trailing stops of positions opened
@@ -15,6 +17,43 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from mltrader.core.fills import commission, order_price, slipped
+from mltrader.core.orders import cash_room, leverage_room, order_delta, target_shares
+from mltrader.core.params import (
+    FP_BAND,
+    FP_BORROW,
+    FP_CASH,
+    FP_COMM_BPS,
+    FP_COMM_FIXED,
+    FP_COMM_MIN,
+    FP_COMM_PS,
+    FP_LEVERAGE,
+    FP_LIMIT_OFF,
+    FP_SIZE_BUF,
+    FP_SIZE_FRAC,
+    FP_SL,
+    FP_SLIP_BPS,
+    FP_SPREAD,
+    FP_STOP_OFF,
+    FP_TP,
+    FP_TS,
+    FP_VOL_SHARE,
+    IP_GTC,
+    IP_GUARDS,
+    IP_MODE,
+    IP_NEXT_OPEN,
+    IP_ORDER_TYPE,
+    IP_REJECT,
+    IP_SHORT,
+    IP_SIZE_DECISION,
+    IP_UNIT_SHARES,
+    IP_WAIT,
+    IP_WHOLE,
+    LIMIT,
+    MARKET,
+    MODE_SIGNALS,
+    MODE_TARGETS,
+)
 from mltrader.risk.exits import exit_levels
 from mltrader.risk.guards import (
     G_DAILY_LOSS,
@@ -32,20 +71,7 @@ from mltrader.risk.guards import (
     start_bar,
     time_stop_due,
 )
-from mltrader.risk.orders import cash_room, leverage_room, order_delta, target_shares
 
-# ---- integer parameters
-(IP_NEXT_OPEN, IP_WHOLE, IP_SHORT, IP_ORDER_TYPE, IP_GTC, IP_WAIT, IP_REJECT, IP_MODE,
- IP_UNIT_SHARES, IP_GUARDS, IP_SIZE_DECISION) = range(11)
-N_IP = 11
-# ---- float parameters
-(FP_CASH, FP_LIMIT_OFF, FP_STOP_OFF, FP_SL, FP_TP, FP_TS, FP_COMM_BPS, FP_COMM_PS,
- FP_COMM_MIN, FP_COMM_FIXED, FP_SLIP_BPS, FP_SLIP_RANGE, FP_SPREAD, FP_BORROW, FP_VOL_SHARE,
- FP_LEVERAGE, FP_SIZE_FRAC, FP_SIZE_BUF, FP_BAND) = range(19)
-N_FP = 19
-
-MODE_TARGETS, MODE_SIGNALS = 0, 1
-MARKET, LIMIT, STOP, STOP_LIMIT = 0, 1, 2, 3
 KIND_TARGET, KIND_ENTER = 0, 1
 # fill / trade-exit reasons
 R_ORDER, R_STOP, R_TARGET, R_TRAIL, R_END, R_DAILY_LOSS, R_KILL, R_TIME = range(8)
@@ -60,74 +86,6 @@ W_MAX_POSITION = W_GUARD + G_MAX_POSITION
 ORIGIN_STRATEGY = 0
 
 _EPS = 1e-9
-
-
-@njit(cache=True, error_model="numpy")
-def _commission(qty: float, value: float, fp: np.ndarray) -> float:
-    per_share = abs(qty) * fp[FP_COMM_PS]
-    if per_share < fp[FP_COMM_MIN]:
-        per_share = fp[FP_COMM_MIN]
-    return per_share + value * fp[FP_COMM_BPS] * 1e-4 + fp[FP_COMM_FIXED]
-
-
-@njit(cache=True, error_model="numpy")
-def _slipped(price: float, side: float, hi: float, lo: float, fp: np.ndarray) -> float:
-    """Fill price after slippage (bps + share of the bar's range) and the half-spread."""
-    rng = hi - lo
-    if not rng > 0.0:
-        rng = 0.0
-    adj = price * (fp[FP_SLIP_BPS] + fp[FP_SPREAD]) * 1e-4 + fp[FP_SLIP_RANGE] * rng
-    return price + side * adj
-
-
-@njit(cache=True, error_model="numpy")
-def _limit_price(side: float, lim: float, o: float, h: float, lo: float) -> float:
-    """A limit order's fill: the open if it is already better, else the limit if touched."""
-    if side > 0:
-        if o <= lim:
-            return o
-        if lo <= lim:
-            return lim
-    else:
-        if o >= lim:
-            return o
-        if h >= lim:
-            return lim
-    return np.nan
-
-
-@njit(cache=True, error_model="numpy")
-def _order_price(typ: int, side: float, lim: float, stp: float, trig: np.ndarray, i: int,
-                 o: float, h: float, lo: float) -> float:
-    """Reference fill price of a working order on a bar (NaN if it does not fill)."""
-    if typ == MARKET:
-        return o
-    if typ == LIMIT:
-        return _limit_price(side, lim, o, h, lo)
-    if trig[i] == 1:  # an already triggered stop fills at the open; a stop-limit is a limit
-        return o if typ == STOP else _limit_price(side, lim, o, h, lo)
-    # the stop triggers first: at the open on a gap through it, else at the stop price
-    if side > 0:
-        if o >= stp:
-            px = o
-        elif h >= stp:
-            px = stp
-        else:
-            return np.nan
-    else:
-        if o <= stp:
-            px = o
-        elif lo <= stp:
-            px = stp
-        else:
-            return np.nan
-    trig[i] = 1
-    if typ == STOP:
-        return px
-    # stop-limit: fill at the trigger price only if it is within the limit
-    if (side > 0 and px <= lim) or (side < 0 and px >= lim):
-        return px
-    return np.nan
 
 
 @njit(cache=True, error_model="numpy")
@@ -280,7 +238,7 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                                             0.0 if od_i[r, 9] == 1 else fp[FP_BAND])
                     else:  # entry sized from cash at the fill price
                         ref = bo if typ == MARKET else (od_f[r, 1] if typ == LIMIT else od_f[r, 2])
-                        paid = _slipped(ref, val, bh, bl, fp)  # size at the price paid
+                        paid = slipped(ref, val, bh, bl, fp)  # size at the price paid
                         q = fp[FP_SIZE_FRAC] * cash[b] / (paid * (1.0 + fp[FP_SIZE_BUF]))
                         if whole:
                             q = np.floor(q)
@@ -297,7 +255,7 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                         any_orders -= 1
                         continue
                     side = 1.0 if delta > 0 else -1.0
-                    ref_px = _order_price(typ, side, od_f[r, 1], od_f[r, 2], trig, i, bo, bh, bl)
+                    ref_px = order_price(typ, side, od_f[r, 1], od_f[r, 2], trig, i, bo, bh, bl)
                     status_reason = W_NONE
                     if ref_px == ref_px and guards:
                         g = gate_fill(gs, gp, not reduces, ref_px, last[i])
@@ -325,7 +283,7 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                             if abs(delta) > cap_q:
                                 rest = delta - side * cap_q
                                 delta = side * cap_q
-                        fpx = _slipped(ref_px, side, bh, bl, fp)
+                        fpx = slipped(ref_px, side, bh, bl, fp)
                         # cash and leverage limits on trades that add exposure
                         if not reduces and delta != 0.0:
                             q_ok = abs(delta)
@@ -381,9 +339,9 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                             for leg in range(legs):
                                 q = q1 if leg == 0 else delta + s0
                                 value = abs(q) * fpx
-                                comm = _commission(q, value, fp)
+                                comm = commission(q, value, fp)
                                 if legs == 2:
-                                    whole_fee = _commission(delta, abs(delta) * fpx, fp)
+                                    whole_fee = commission(delta, abs(delta) * fpx, fp)
                                     comm = whole_fee * abs(q) / abs(delta)
                                 flow = -q * fpx - comm
                                 cash[b] += flow
@@ -504,8 +462,8 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                         break
                     q = -sh[i]
                     side = 1.0 if q > 0 else -1.0
-                    fpx = _slipped(px, side, hi, li, fp)
-                    comm = _commission(q, abs(q) * fpx, fp)
+                    fpx = slipped(px, side, hi, li, fp)
+                    comm = commission(q, abs(q) * fpx, fp)
                     flow = -q * fpx - comm
                     b = book_of[i]
                     cash[b] += flow

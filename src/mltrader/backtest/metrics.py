@@ -25,15 +25,11 @@ Conventions (kept in one place so strategy and benchmark are measured identicall
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from mltrader.backtest.result import BacktestResult
-
-if TYPE_CHECKING:
-    from mltrader.data.calendars import MarketCalendar
 
 METRIC_KEYS: tuple[str, ...] = (
     "total_return", "cagr", "annual_volatility", "sharpe", "sortino", "max_drawdown",
@@ -51,34 +47,6 @@ BENCHMARK_KEYS: tuple[str, ...] = (
 _MIN_STD = 1e-12
 
 
-def periods_per_year(index: pd.DatetimeIndex, calendar: MarketCalendar | str | None = None,
-                     interval: str | None = None) -> float:
-    """Bars per year; annualised return, volatility and Sharpe follow it.
-
-    With a `calendar` (data/calendars.py): that calendar's bars a year of `interval`
-    (detected from the index when None), e.g. XNYS daily ~252, 24/7 daily 365, 24/5 hourly
-    6,240. Without one (the old rule): 252 sessions x the median bars per session for
-    intraday data (390 for 1-minute bars of a 6.5-hour session, 7 for hourly), 252 for
-    daily, 52 weekly, 12 monthly."""
-    if calendar is not None:
-        from mltrader.data.calendars import bars_per_year
-        from mltrader.data.intervals import detect_interval
-
-        return bars_per_year(calendar, interval or detect_interval(index))
-    if len(index) < 3:
-        return 252.0
-    local = index.tz_localize(None) if index.tz is not None else index
-    days = local.normalize()
-    per_day = pd.Series(1, index=days).groupby(level=0).size()
-    if per_day.median() > 1:
-        return 252.0 * float(per_day.median())
-    gap = float(np.median(np.diff(days.to_numpy()).astype("timedelta64[s]").astype(float)))
-    gap /= 86_400.0
-    if gap >= 27:
-        return 12.0
-    if gap >= 6:
-        return 52.0
-    return 252.0
 
 
 def bar_returns(equity: pd.Series, initial_cash: float) -> np.ndarray:

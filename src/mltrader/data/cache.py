@@ -40,6 +40,7 @@ from urllib.parse import quote, unquote
 import pandas as pd
 
 from mltrader.data.calendars import CONTINUOUS
+from mltrader.data.schedules import calendar_schedule
 from mltrader.data.sources.base import (
     COLUMNS,
     INTERVAL_MINUTES,
@@ -334,8 +335,6 @@ class BarCache:
             if calendar != "24/7":  # crypto trades every day; FX (and no calendar) weekdays
                 keep &= days.day_of_week < 5
             return days[keep]
-        from mltrader.data.quality import calendar_schedule
-
         sched = calendar_schedule(calendar, g0, g1)
         return sched.index[(sched["close"] <= now).to_numpy()]
 
@@ -348,8 +347,6 @@ class BarCache:
             return min(end, now - pd.Timedelta(days=1) - self.settle)
         if end < now - pd.Timedelta(days=3) - self.settle:
             return end  # every session up to `end` closed long ago
-        from mltrader.data.quality import calendar_schedule
-
         sched = calendar_schedule(calendar, min(end, now) - pd.Timedelta(days=10),
                                   now + pd.Timedelta(days=10))
         late = sched.index[(sched["close"] + self.settle > now).to_numpy()]

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mltrader.data.intervals import INTERVALS
-from mltrader.data.quality import calendar_schedule, calendar_sessions, get_calendar
+from mltrader.data.intervals import INTERVALS, detect_interval
+from mltrader.data.schedules import calendar_schedule, calendar_sessions, get_calendar
 from mltrader.errors import DataError
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "MarketCalendar",
     "bars_per_year",
     "expected_bars",
+    "periods_per_year",
     "resolve_calendar",
     "session_ids",
     "symbol_calendar",
@@ -333,3 +334,30 @@ def interval_minutes(interval: str) -> int:
     if interval not in _MINUTES:
         raise DataError(f"interval {interval!r} has no fixed length in minutes")
     return _MINUTES[interval]
+
+
+def periods_per_year(index: pd.DatetimeIndex, calendar: MarketCalendar | str | None = None,
+                     interval: str | None = None) -> float:
+    """Bars per year; annualised return, volatility and Sharpe follow it.
+
+    With a `calendar` (data/calendars.py): that calendar's bars a year of `interval`
+    (detected from the index when None), e.g. XNYS daily ~252, 24/7 daily 365, 24/5 hourly
+    6,240. Without one (the old rule): 252 sessions x the median bars per session for
+    intraday data (390 for 1-minute bars of a 6.5-hour session, 7 for hourly), 252 for
+    daily, 52 weekly, 12 monthly."""
+    if calendar is not None:
+        return bars_per_year(calendar, interval or detect_interval(index))
+    if len(index) < 3:
+        return 252.0
+    local = index.tz_localize(None) if index.tz is not None else index
+    days = local.normalize()
+    per_day = pd.Series(1, index=days).groupby(level=0).size()
+    if per_day.median() > 1:
+        return 252.0 * float(per_day.median())
+    gap = float(np.median(np.diff(days.to_numpy()).astype("timedelta64[s]").astype(float)))
+    gap /= 86_400.0
+    if gap >= 27:
+        return 12.0
+    if gap >= 6:
+        return 52.0
+    return 252.0

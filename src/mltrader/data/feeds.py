@@ -12,8 +12,9 @@ as finished), in time order, each bar once:
   minute ends (typically 20-100 ms later), so every streamed bar is complete. Late trades
   produce "updatedBars" 30 s later, which this feed does not subscribe to.
 
-A bar's end (`bar_end`): start + interval for intraday bars; for daily bars (stamped 00:00 UTC
-of the session date) the 16:00 New York close of that date.
+A bar's end (`bar_end`, from the sources' conventions in sources/base.py): start + interval
+for intraday bars; for daily bars (stamped 00:00 UTC of the session date) the 16:00 New York
+close of that date.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -37,36 +38,18 @@ from mltrader.data.sources.base import (
     Source,
     SourceError,
     as_utc,
+    bar_end,
     check_interval,
+    interval_span,
     standardize,
 )
 from mltrader.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-NEW_YORK = "America/New_York"
-_T = TypeVar("_T", pd.Timestamp, pd.DatetimeIndex)
-
 
 def _now_utc() -> pd.Timestamp:
     return pd.Timestamp.now(tz="UTC")
-
-
-def interval_span(interval: str) -> pd.Timedelta:
-    """The length of one bar (a calendar day for daily bars)."""
-    check_interval(interval)
-    return pd.Timedelta(days=1) if interval == "1d" else pd.Timedelta(
-        minutes=INTERVAL_MINUTES[interval])
-
-
-def bar_end(start: _T, interval: str) -> _T:
-    """When a bar that starts at `start` (UTC) is complete: start + interval, or for a daily
-    bar the 16:00 New York close of its session date. Works on a Timestamp or an index."""
-    check_interval(interval)
-    if interval != "1d":
-        return start + interval_span(interval)
-    day = start.tz_convert("UTC").tz_localize(None).normalize()
-    return (day + pd.Timedelta(hours=16)).tz_localize(NEW_YORK).tz_convert("UTC")
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mltrader.data._load import LoadReport, load_one
 from mltrader.data._parse import SUFFIXES, file_kind, file_stem, name_list
 from mltrader.data.bars import FIELDS, Bars
-from mltrader.data.files import LoadReport, load_file_report
 from mltrader.data.intervals import detect_interval
 from mltrader.errors import DataError
 
@@ -63,7 +63,7 @@ def load_folder(folder: Path, clean: str = "none") -> tuple[Bars, LoadReport]:
             raise DataError(f"{p}: symbol {symbol} also comes from {owner[symbol].name}; keep "
                             "one file per symbol")
         owner[symbol] = p
-        bars, rep = load_file_report(p, clean=clean)
+        bars, rep = load_one(p, clean)
         parts.append(_one_symbol(p, bars, symbol))
         reports.append(rep)
         notes += rep.notes

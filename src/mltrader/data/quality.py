@@ -38,7 +38,7 @@ its old level within six weeks, is such a case). Real crashes of exactly
 -50 % or -67 % can still be flagged; check such a date against the company's split history.
 
 Gaps are judged only between each symbol's own first and last bar (a listing or delisting is
-not a gap). Calendars come from `exchange-calendars` (imported only when needed); "24/7"
+not a gap). Exchange sessions come from `mltrader.data.schedules` (exchange-calendars); "24/7"
 (crypto: every period) and "24/5" (FX: every period but Friday 17:00 to Sunday 17:00 New
 York) are judged against `mltrader.data.calendars.expected_bars`, a missing day being a
 ``missing_session`` and a partly missing one ``missing_bars``.
@@ -49,14 +49,15 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from mltrader.data.bars import FIELDS, Bars
+from mltrader.data.calendars import expected_bars, interval_minutes, session_ids
 from mltrader.data.intervals import INTERVALS
+from mltrader.data.schedules import calendar_schedule, calendar_sessions
 from mltrader.errors import DataError
 
 __all__ = [
@@ -64,12 +65,9 @@ __all__ = [
     "FATAL_KINDS",
     "Issue",
     "QualityReport",
-    "calendar_schedule",
-    "calendar_sessions",
     "check_bars",
     "check_frame",
     "clean",
-    "get_calendar",
 ]
 
 DEFAULT_SPLIT_RATIOS: tuple[float, ...] = (
@@ -200,83 +198,6 @@ def _issue(kind: str, symbol: str, time: Any, detail: str) -> Issue:
                  kind in FATAL_KINDS)
 
 
-# --------------------------------------------------------------------------- calendars
-@lru_cache(maxsize=16)
-def _calendar(name: str, first_year: int, last_year: int) -> Any:
-    try:
-        import exchange_calendars as xcals
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise DataError(
-            "exchange-calendars is not installed; it is needed for calendar checks: "
-            "pip install 'exchange-calendars>=4.5' (or pass calendar=None)"
-        ) from e
-    try:
-        with warnings.catch_warnings():
-            # exchange-calendars 4.13.2 uses Series.values on tz-aware data: a Pandas4Warning
-            # (a DeprecationWarning) on pandas 3.1; harmless, and not ours to fix
-            warnings.simplefilter("ignore", DeprecationWarning)
-            # some calendars record holidays for a bounded range only (XSHG to 2026, XTKS
-            # from 1997): ask for the part of the years that the calendar can give
-            kind = type(xcals.get_calendar(name))
-            lo, hi = kind.bound_min(), kind.bound_max()
-            start, end = pd.Timestamp(f"{first_year}-01-01"), pd.Timestamp(f"{last_year}-12-31")
-            start = start if lo is None else max(start, pd.Timestamp(lo))
-            end = end if hi is None else min(end, pd.Timestamp(hi))
-            return xcals.get_calendar(name, start=start, end=end)
-    except xcals.errors.InvalidCalendarName as e:
-        raise DataError(
-            f"unknown exchange calendar {name!r}; use an exchange-calendars code such as XNYS, "
-            "XNAS, XLON, XTKS, XHKG (exchange_calendars.get_calendar_names() lists them)"
-        ) from e
-
-
-def get_calendar(name: str, start: pd.Timestamp | None = None,
-                 end: pd.Timestamp | None = None) -> Any:
-    """An exchange-calendars calendar covering at least [start, end] (built once, cached)."""
-    this_year = pd.Timestamp.now(tz="UTC").year
-    first = min(1970, pd.Timestamp(start).year) if start is not None else 1970
-    last = max(this_year + 1, pd.Timestamp(end).year) if end is not None else this_year + 1
-    return _calendar(name, first, last)
-
-
-def _utc(t: Any) -> pd.Timestamp:
-    ts = pd.Timestamp(t)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
-@lru_cache(maxsize=16)
-def _schedule_arrays(cal: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Session labels, opens and closes of a calendar as int64 ns since the epoch (UTC)."""
-    sched = cal.schedule
-
-    def ns(values: Any) -> np.ndarray:
-        d = pd.DatetimeIndex(getattr(values, "array", values))
-        d = d.tz_localize("UTC") if d.tz is None else d.tz_convert("UTC")
-        return d.as_unit("ns").asi8
-
-    return ns(sched.index), ns(sched["open"]), ns(sched["close"])
-
-
-def calendar_schedule(name: str, start: Any, end: Any) -> pd.DataFrame:
-    """Sessions whose date lies in [start's date, end]: index = session label (00:00 UTC),
-    columns ``open`` and ``close`` (UTC timestamps, early closes included)."""
-    start, end = _utc(start), _utc(end)
-    labels, opens, closes = _schedule_arrays(get_calendar(name, start, end))
-    a = np.searchsorted(labels, start.normalize().as_unit("ns").value, side="left")
-    b = np.searchsorted(labels, end.as_unit("ns").value, side="right")
-
-    def utc(x: np.ndarray) -> pd.DatetimeIndex:
-        return pd.DatetimeIndex(x.astype("datetime64[ns]")).tz_localize("UTC")
-
-    return pd.DataFrame({"open": utc(opens[a:b]), "close": utc(closes[a:b])},
-                        index=utc(labels[a:b]))
-
-
-def calendar_sessions(name: str, start: Any, end: Any) -> pd.DatetimeIndex:
-    """Session labels (00:00 UTC of the session date) with start's date <= label <= end."""
-    return calendar_schedule(name, start, end).index
-
-
 # --------------------------------------------------------------------------- checks
 def _robust_sigma(r: np.ndarray) -> float:
     """1.4826 x MAD (a normal's sigma); falls back to the mean absolute deviation if MAD = 0."""
@@ -390,8 +311,6 @@ def check_frame(
         if interval == "1d":
             issues += _calendar_daily(times, symbol, calendar)
         else:
-            from mltrader.data.calendars import interval_minutes
-
             issues += _calendar_intraday(times, symbol, calendar, interval_minutes(interval))
 
     issues += _return_checks(df["close"].to_numpy(np.float64), times, symbol, outlier_sigma,
@@ -455,8 +374,6 @@ def _calendar_continuous(times: pd.DatetimeIndex, symbol: str, calendar: str,
                          interval: str) -> list[Issue]:
     """24/7 and 24/5 (data/calendars.py): bars in the FX weekend close, and missing periods
     (a whole day missing: ``missing_session``; part of one: ``missing_bars``)."""
-    from mltrader.data.calendars import expected_bars, interval_minutes, session_ids
-
     out: list[Issue] = []
     minutes = interval_minutes(interval)
     p = minutes * 60 * 10**9

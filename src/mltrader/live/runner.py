@@ -8,7 +8,7 @@ Per bar, in this order (the backtest kernel's order within a bar):
    the decision); size it with the risk rules;
 3. feed the close to the risk guards (daily loss limit, kill switch): a tripped guard turns
    the bar's orders into flattening orders; otherwise the targets become share deltas at
-   this close with the engine's own rule (`risk.orders.decision_orders`), each checked by
+   this close with the engine's own rule (`core.orders.decision_orders`), each checked by
    the guards (kill switch, halt, orders per symbol) as the kernel checks them; a due time
    stop closes the position;
 4. journal every intent BEFORE sending (one transaction, deterministic client order ids), send;
@@ -41,27 +41,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mltrader.backtest.metrics import periods_per_year
 from mltrader.config import RunConfig
+from mltrader.core.orders import decision_orders
 from mltrader.data.bars import Bars
-from mltrader.data.calendars import MarketCalendar, resolve_calendar, session_ids
+from mltrader.data.calendars import MarketCalendar, periods_per_year, resolve_calendar, session_ids
 from mltrader.data.feeds import BarEvent
-from mltrader.live.broker import (
+from mltrader.live.brokers.base import (
     UNTRIGGERABLE_BUY_STOP,
     Broker,
     BrokerError,
-    Fill,
     Order,
     OrderRejected,
     OrderRequest,
-    OrderUpdate,
     client_order_id,
 )
 from mltrader.live.crashpoints import checkpoint
 from mltrader.live.exits import ExitBook, ExitPlan
 from mltrader.live.journal import Journal, hash_config
+from mltrader.live.sync import JournalSync
 from mltrader.risk.guards import RiskGate
-from mltrader.risk.orders import decision_orders
 from mltrader.risk.sizing import size_targets
 from mltrader.strategy.base import StrategyInputs
 from mltrader.strategy.registry import get_strategy, run_strategy
@@ -96,13 +94,13 @@ class _FillGate:
         r.gate.filled()
 
 
-class Runner:
+class Runner(JournalSync):
     """Trades one config's strategy on a broker, bar by bar; see the module docstring."""
 
     def __init__(self, cfg: RunConfig, broker: Broker, history: Bars,
                  journal: Journal | None = None, signal: SignalFn | None = None,
                  mode: str = "paper", *, run_id: int | None = None) -> None:
-        from mltrader.pipeline import engine_settings, guards, resolve_fill, sizing_rules
+        from mltrader.plan import engine_settings, guards, resolve_fill, sizing_rules
 
         self.cfg = cfg
         self.broker = broker
@@ -152,238 +150,6 @@ class Runner:
         else:
             self.run_id = journal.start_run(cfg.strategy.name, broker.name, mode,
                                             self.config_hash)
-
-    # ------------------------------------------------------------------ restart
-    @staticmethod
-    def resume_point(journal: Journal, cfg: RunConfig, broker_name: str
-                     ) -> tuple[int, pd.Timestamp | None] | None:
-        """The newest journaled run of this config at this broker and the last bar it
-        completed (None when it never completed one), or None when there is no such run."""
-        run_id = journal.find_run(hash_config(cfg.model_dump(mode="json")), broker_name)
-        if run_id is None:
-            return None
-        state = journal.runner_state(run_id)
-        return run_id, (state[0] if state else None)
-
-    def _restore(self, journal: Journal, run_id: int) -> None:
-        saved = journal.runner_state(run_id)
-        if saved is not None:
-            self._last_done, st = saved
-            self.gate.restore(np.asarray(st["gate"], dtype=np.float64),
-                              np.asarray(st["orders"], dtype=np.int64))
-            self.exits.restore(st.get("exits", {}))
-            self._held = {k: float(v) for k, v in st.get("held", {}).items()}
-            self._exit_orders = dict(st.get("exit_orders", {}))
-            self._last_close = {k: float(v) for k, v in st.get("last_close", {}).items()}
-            self._eq_last = float(st.get("eq_last", self._eq_last))
-            self.bars_digest = str(st.get("bars_digest", ""))
-        dec = journal.decisions_frame(run_id)
-        if len(dec):  # what the model said on the bars already traded (strategies look back)
-            syms = list(self.history.symbols)
-            for t, grp in dec.groupby("bar_time"):
-                rows: dict[str, np.ndarray] = {}
-                main = np.full(len(syms), np.nan)
-                for _, r in grp.iterrows():
-                    if r["symbol"] not in syms:
-                        continue
-                    j = syms.index(r["symbol"])
-                    main[j] = np.nan if pd.isna(r["prediction"]) else r["prediction"]
-                    for k, v in (r["features"] or {}).items():
-                        if k.startswith("member:"):
-                            rows.setdefault(k[7:], np.full(len(syms), np.nan))[j] = (
-                                np.nan if v is None else v)
-                rows["model"] = main
-                self._pred_rows[pd.Timestamp(t)] = rows
-
-    def reconcile(self) -> dict[str, int]:
-        """Bring journal and broker into agreement before the first bar; returns counts."""
-        counts = {"orders_checked": 0, "fills_recovered": 0, "cancelled": 0, "adopted": 0,
-                  "left_for_rerun": 0, "position_mismatches": 0}
-        if self.journal is None:
-            return counts
-        j = self.journal
-        for row in j.pending_orders():
-            cid = row["client_order_id"]
-            counts["orders_checked"] += 1
-            try:
-                order = self.broker.get_order(cid)
-            except BrokerError as e:
-                log.warning("reconcile: cannot look up %s (%s); will retry next bar", cid, e)
-                self._unconfirmed[cid] = pd.Timestamp(row["bar_time"] or pd.Timestamp.min)
-                continue
-            if order is None:
-                bar = row["bar_time"]
-                if row["status"] == "pending" and bar is not None and (
-                        self._last_done is None or pd.Timestamp(bar) > self._last_done):
-                    counts["left_for_rerun"] += 1  # its bar runs again: sent then, once
-                    self._unconfirmed[cid] = pd.Timestamp(bar)
-                    continue
-                self._cancel_unsent(cid, row)
-                counts["cancelled"] += 1
-                continue
-            counts["fills_recovered"] += self._recover_fills(order)
-            j.update_order(order)
-        for order in self.broker.open_orders():
-            if j.order_row(order.client_order_id) is None:
-                j.update_order(order)  # adopted (run_id NULL), audited by the journal
-                counts["adopted"] += 1
-                log.warning("reconcile: adopted open order %s (%s %s %g) the journal did "
-                            "not know", order.client_order_id, order.side, order.symbol,
-                            order.qty)
-        held = {s: p.qty for s, p in self.broker.positions().items()}
-        implied = self._journal_positions()
-        for sym in sorted(set(held) | set(implied)):
-            if abs(held.get(sym, 0.0) - implied.get(sym, 0.0)) > 1e-6:
-                counts["position_mismatches"] += 1
-                log.warning("reconcile: %s: broker holds %g, the journal's fills imply %g; "
-                            "trading from the broker's position", sym, held.get(sym, 0.0),
-                            implied.get(sym, 0.0))
-        self._held = dict(held)
-        self.exits.sync(held)
-        j.audit("reconciled", counts, run_id=self.run_id)
-        log.info("reconciled journal and broker: %s", counts)
-        return counts
-
-    def _journal_positions(self) -> dict[str, float]:
-        assert self.journal is not None
-        fills = self.journal.fills_for(self.run_id)  # this run's (a journal may hold others)
-        if not len(fills):
-            return {}
-        signed = np.where(fills["side"] == "buy", 1.0, -1.0) * fills["qty"]
-        out = signed.groupby(fills["symbol"]).sum()
-        return {str(k): float(v) for k, v in out.items() if abs(v) > 1e-9}
-
-    def _cancel_unsent(self, cid: str, row: Mapping[str, Any]) -> None:
-        assert self.journal is not None
-        self.journal.update_order(Order(cid, "", row["symbol"], row["side"], row["qty"], 0.0,
-                                        "cancelled", row["type"],
-                                        reason="never reached the broker"))
-        log.warning("order %s never reached the broker: cancelled in the journal", cid)
-
-    def _recover_fills(self, order: Order) -> int:
-        """Journal fills the broker has and the journal lacks (lost in a crash)."""
-        assert self.journal is not None
-        q, notional, comm = self._totals(order.client_order_id) or (0.0, 0.0, 0.0)
-        missing = order.filled_qty - q
-        if missing <= _EPS:
-            return 0
-        listed = getattr(self.broker, "fills", None)
-        n = 0
-        if callable(listed):
-            for f in listed(order.client_order_id):
-                if self._record_fill(f, order):
-                    n += 1
-            return n
-        avg = order.avg_fill_price or 0.0
-        price = (order.filled_qty * avg - notional) / missing if avg else avg
-        fill = Fill(order.client_order_id, order.broker_id,
-                    f"{order.broker_id}:{order.filled_qty:g}:reconciled", order.symbol,
-                    order.side, missing, price, max(order.commission - comm, 0.0),
-                    order.submitted_at or pd.Timestamp.now(tz="UTC"))
-        return int(self._record_fill(fill, order))
-
-    # ------------------------------------------------------------------ events
-    def _record_fill(self, fill: Fill, order: Order) -> bool:
-        """Journal a fill, clipped to what the broker's cumulative total leaves unjournaled
-        (a broker that re-reports an execution under a new id never counts it twice)."""
-        assert self.journal is not None
-        totals = self._totals(fill.client_order_id)
-        if totals is not None:
-            q, notional, _ = totals
-            if order.filled_qty > 0:
-                missing = order.filled_qty - q
-                if missing <= _EPS:
-                    return False
-                if missing < fill.qty - _EPS:  # part of it is journaled already
-                    avg = order.avg_fill_price or fill.price
-                    price = (order.filled_qty * avg - notional) / missing
-                    share = missing / fill.qty
-                    fill = Fill(fill.client_order_id, fill.broker_id, fill.fill_id,
-                                fill.symbol, fill.side, missing, price,
-                                fill.commission * share, fill.time)
-        if not self.journal.record_fill(fill):
-            return False
-        q, notional, comm = totals or (0.0, 0.0, 0.0)
-        self._fill_totals[fill.client_order_id] = (q + fill.qty, notional + fill.qty * fill.price,
-                                                   comm + fill.commission)
-        self._apply_fill(fill)
-        return True
-
-    def _totals(self, cid: str) -> tuple[float, float, float] | None:
-        """Journaled (qty, notional, commission) of an order's fills; None when the journal
-        does not know the order. Cached: this runner is the journal's only writer of fills."""
-        assert self.journal is not None
-        got = self._fill_totals.get(cid)
-        if got is None and self.journal.order_row(cid) is not None:
-            got = self._fill_totals[cid] = self.journal.filled_totals(cid)
-        return got
-
-    def _apply_fill(self, fill: Fill) -> None:
-        signed = fill.qty if fill.side == "buy" else -fill.qty
-        before = self._held.get(fill.symbol, 0.0)
-        self.exits.on_fill(fill.symbol, signed, fill.price, fill.time, before)
-        after = before + signed
-        if abs(after) < 1e-10 * max(1.0, abs(signed)):
-            self._held.pop(fill.symbol, None)
-        else:
-            self._held[fill.symbol] = after
-
-    def _drain(self, now: pd.Timestamp) -> None:
-        """Journal the broker's order events (one transaction) and settle unconfirmed sends."""
-        updates: list[OrderUpdate] = list(self.broker.updates())
-        checkpoint("updates_taken")
-        if self.journal is None:
-            for u in updates:
-                if u.fill is not None:
-                    self._apply_fill(u.fill)
-                self._forget_exit(u.order)
-            return
-        try:
-            with self.journal.batch():
-                for u in updates:
-                    if u.fill is not None:
-                        self._record_fill(u.fill, u.order)
-                    self._update_order(u.order)
-                    self._unconfirmed.pop(u.order.client_order_id, None)
-                    self._forget_exit(u.order)
-        except BaseException:
-            self._fill_totals.clear()  # rolled back: the caches may hold what was not written
-            self._order_views.clear()
-            raise
-        checkpoint("drained")
-        for cid, bar in list(self._unconfirmed.items()):
-            if bar >= now:
-                continue  # its bar is being run again: the re-run sends it once
-            try:
-                order = self.broker.get_order(cid)
-            except BrokerError as e:
-                log.warning("order %s: still cannot ask the broker (%s)", cid, e)
-                continue
-            del self._unconfirmed[cid]
-            if order is None:
-                row = self.journal.order_row(cid)
-                if row is not None and row["status"] == "pending":
-                    self._cancel_unsent(cid, row)
-            else:
-                self._recover_fills(order)
-                self.journal.update_order(order)
-
-    def _update_order(self, order: Order) -> None:
-        """Journal the broker's view of an order unless this runner journaled exactly that
-        view already (a broker echoes an accepted order as a "new" event)."""
-        assert self.journal is not None
-        view = (order.status, order.filled_qty, order.avg_fill_price, order.broker_id,
-                order.qty, order.limit_price, order.stop_price, order.reason)
-        if self._order_views.get(order.client_order_id) == view:
-            return
-        self.journal.update_order(order)
-        self._order_views[order.client_order_id] = view
-
-    def _forget_exit(self, order: Order) -> None:
-        if order.done:
-            for sym, ex in list(self._exit_orders.items()):
-                if ex["cid"] == order.client_order_id:
-                    del self._exit_orders[sym]
 
     # ------------------------------------------------------------------ guards
     def _broker_time(self) -> pd.Timestamp:
@@ -439,7 +205,7 @@ class Runner:
         members = self._predictions(w, time)
         regimes = None
         if self.spec.needs_regimes:
-            from mltrader.pipeline import strategy_regimes
+            from mltrader.plan import strategy_regimes
 
             regimes = strategy_regimes(w, self.cfg)
         weights = run_strategy(self.cfg.strategy.name, StrategyInputs(w, members, regimes),

@@ -143,7 +143,7 @@ def paper_session(cfg: RunConfig, bars: Bars, session_dir: str | Path, speed: fl
     test bars are replayed (`speed` 0: as fast as possible, s: s x real time), each into the
     paper broker, then the runner. `progress(t)` is called after each bar. resume=False
     refuses a folder that already holds a session instead of continuing it."""
-    from mltrader.pipeline import judged_start
+    from mltrader.plan import judged_start
 
     folder = Path(session_dir)
     if not resume and ((folder / JOURNAL_FILE).exists() or (folder / BROKER_FILE).exists()):
@@ -221,10 +221,10 @@ def _check_same_bars(bars: Bars, start: int, last: pd.Timestamp, digest: str) ->
 
 def _replay(cfg: RunConfig, bars: Bars, folder: Path, start: int, speed: float,
             progress: Callable[[pd.Timestamp], None] | None) -> SessionResult:
+    from mltrader.live.brokers.paper import PaperBroker
     from mltrader.live.journal import Journal
-    from mltrader.live.paper import PaperBroker
     from mltrader.live.runner import Runner
-    from mltrader.pipeline import engine_settings, resolve_fill
+    from mltrader.plan import engine_settings, resolve_fill
 
     journal = Journal(journal_url(folder))
     broker = None

@@ -2,7 +2,7 @@
 
 `WalkForwardSignal(cfg, history)` is the runner's ``signal=`` callable. On each newest bar it
 finds the walk-forward fold that covers that bar with the backtest's own rule
-(`mltrader.pipeline.run_folds` on the window's index), and when that fold is not the one its
+(`mltrader.plan.run_folds` on the window's index), and when that fold is not the one its
 model serves (the first call, or the first bar of a new yearly / quarterly / monthly period)
 it retrains through `mltrader.models.walkforward.walk_forward_predict` on that fold alone:
 the same training rows (train_start / train_stop, the label horizon + embargo cut), label
@@ -50,7 +50,7 @@ from mltrader.models.walkforward import (
     stack,
     walk_forward_predict,
 )
-from mltrader.pipeline import resolve_fill, run_folds, tuned_params
+from mltrader.plan import resolve_fill, run_folds, tuned_params
 
 log = logging.getLogger("mltrader.live.signals")
 

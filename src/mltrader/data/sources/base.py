@@ -9,7 +9,8 @@ Standard frame (what `Source.fetch` returns):
   session date (the convention of the bundled data). Intraday bars: the bar's START time,
   in UTC.
 - columns: open, high, low, close, volume as float64 (volume NaN when the source has none);
-  only COMPLETED bars (a bar still forming is never returned).
+  only COMPLETED bars (a bar still forming is never returned): a bar is complete at
+  `bar_end` (start + interval; a daily bar at the 16:00 New York close of its date).
 - adjusted=True: prices adjusted for splits and dividends (the source's own adjustment);
   adjusted=False: raw traded prices.
 - no rows = an empty frame with those columns (not an error): the range simply had no bars.
@@ -20,7 +21,7 @@ the source's own bounded retries.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 import pandas as pd
 
@@ -30,6 +31,8 @@ Interval = Literal["1m", "5m", "15m", "1h", "1d"]
 INTERVALS: tuple[str, ...] = ("1m", "5m", "15m", "1h", "1d")
 COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 INTERVAL_MINUTES = {"1m": 1, "5m": 5, "15m": 15, "1h": 60, "1d": 390}
+NEW_YORK = "America/New_York"
+_T = TypeVar("_T", pd.Timestamp, pd.DatetimeIndex)
 
 
 class SourceError(DataError):
@@ -79,6 +82,23 @@ def check_interval(interval: str) -> str:
         raise SourceError(f"interval {interval!r} is not supported; use one of "
                           f"{', '.join(INTERVALS)}")
     return interval
+
+
+def interval_span(interval: str) -> pd.Timedelta:
+    """The length of one bar (a calendar day for daily bars)."""
+    check_interval(interval)
+    return pd.Timedelta(days=1) if interval == "1d" else pd.Timedelta(
+        minutes=INTERVAL_MINUTES[interval])
+
+
+def bar_end(start: _T, interval: str) -> _T:
+    """When a bar that starts at `start` (UTC) is complete: start + interval, or for a daily
+    bar the 16:00 New York close of its session date. Works on a Timestamp or an index."""
+    check_interval(interval)
+    if interval != "1d":
+        return start + interval_span(interval)
+    day = start.tz_convert("UTC").tz_localize(None).normalize()
+    return (day + pd.Timedelta(hours=16)).tz_localize(NEW_YORK).tz_convert("UTC")
 
 
 def as_utc(value: str | dt.date | pd.Timestamp | None, default: pd.Timestamp) -> pd.Timestamp:

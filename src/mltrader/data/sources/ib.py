@@ -36,9 +36,9 @@ from typing import Any
 
 import pandas as pd
 
-from mltrader.data.feeds import bar_end
 from mltrader.data.sources.base import (
     SourceError,
+    bar_end,
     check_interval,
     empty_frame,
     now_utc,

@@ -13,8 +13,8 @@ import pytest
 from mltrader.config import config_from_dict
 from mltrader.data.files import save_file
 from mltrader.errors import MltraderError
-from mltrader.live.parity import compare_fills, parity_frame, parity_report
 from mltrader.live.session import paper_session
+from mltrader.parity import compare_fills, parity_frame, parity_report
 from mltrader.pipeline import load_data
 from mltrader.testing import synthetic_bars
 

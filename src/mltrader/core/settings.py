@@ -1,4 +1,6 @@
-"""`EngineSettings`: every execution, cost, liquidity and exit rule of the backtest engine.
+"""`EngineSettings`: every execution, cost, liquidity and exit rule of the execution core.
+
+The backtest engine and the paper broker take the same object, so one config trades one way.
 
 Money amounts are in the account currency; rates in bps are basis points (1e-4) of traded
 value unless said otherwise; fractions are plain (0.03 = 3%).
@@ -47,7 +49,7 @@ class EngineSettings:
 
     Sizing for signal entries: floor?(`size_fraction` x cash / (price x (1 + `size_buffer`))).
     Target weights become shares at the fill price (`size_at="fill"`) or at the decision close
-    (`"decision"`: what a live bot can do; the live runner uses the same rule, risk/orders.py).
+    (`"decision"`: what a live bot can do; the live runner uses the same rule, core/orders.py).
 
     Guards (`guards`, risk/guards.py): daily loss limit, kill switch, trade and order limits,
     price sanity, max position, time stop; the same compiled checks the live runner calls.

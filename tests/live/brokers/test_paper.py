@@ -10,8 +10,8 @@ import pytest
 
 from mltrader.backtest.engine import EngineSettings, run_backtest
 from mltrader.data.feeds import ReplayFeed
-from mltrader.live.broker import Broker, OrderRejected, OrderRequest
-from mltrader.live.paper import PaperBroker
+from mltrader.live.brokers.base import Broker, OrderRejected, OrderRequest
+from mltrader.live.brokers.paper import PaperBroker
 from mltrader.testing import synthetic_bars
 
 COSTS = dict(slippage_bps=5, half_spread_bps=2, commission_bps=1, commission_per_share=0.005,
@@ -116,7 +116,7 @@ def test_limit_orders_fill_only_when_reached():
 @pytest.mark.parametrize("fill", ["next_open", "next_close"])
 @pytest.mark.parametrize("whole", [False, True])
 def test_weights_sized_at_the_decision_close_trade_the_same_in_paper_and_backtest(fill, whole):
-    from mltrader.risk.orders import decision_orders
+    from mltrader.core.orders import decision_orders
 
     bars = synthetic_bars(120, 4, seed=9, ohlc=True)
     settings = EngineSettings(fill=fill, whole_shares=whole, rebalance_band=0.02,

@@ -27,18 +27,8 @@ through SQLAlchemy Core. The runner's contract with it:
   open one (late, out-of-order broker events are audited and ignored).
 
 Secrets never land in the journal: ``audit()`` details, ``record_decision()`` features and
-``start_run(config=...)`` are scrubbed before they are written:
-
-1. the value under any key that *looks* secret is replaced by ``"***"`` (key names split on
-   ``_``/``-``/camelCase; a part equal to key, secret, token, password, passwd, pwd,
-   passphrase, apikey, authorization, auth, credential(s), or a name ending in "key",
-   "secret", "token" or "password"), in nested dicts and lists;
-2. any string that contains the value of an environment variable whose NAME contains KEY,
-   SECRET, TOKEN, PASSWORD or PASSWD (values of 6+ characters), the password of the
-   database URL, or a value passed in ``secrets=``, has that value replaced by ``"***"``,
-   whatever the field is called: an API key pasted under ``"note"`` is still masked.
-
-The database URL's password is masked in ``repr``/``str`` and in log lines.
+``start_run(config=...)`` are scrubbed before they are written (see ``journal.redact``), and
+the database URL's password is masked in ``repr``/``str`` and in log lines.
 
 Times are stored in UTC and come back as tz-aware UTC timestamps (microsecond precision).
 Open one ``Journal`` per process; several processes may share one SQLite file.
@@ -46,326 +36,48 @@ Open one ``Journal`` per process; several processes may share one SQLite file.
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
 import logging
 import math
-import os
-import re
 import time as _time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, is_dataclass
-from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
-import pandas as pd
-from sqlalchemy import (
-    JSON,
-    CheckConstraint,
-    Column,
-    DateTime,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    create_engine,
-    event,
-    func,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import create_engine, event, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
-from sqlalchemy.types import TypeDecorator
 
-from mltrader.errors import MltraderError
-from mltrader.live.broker import FINAL_STATUSES, Fill, Order, OrderRequest, Position
+from mltrader.live.brokers.base import FINAL_STATUSES, Fill, Order, OrderRequest, Position
+from mltrader.live.journal.errors import JournalError, db_error, driver_message, is_locked
+from mltrader.live.journal.reads import JournalReads
+from mltrader.live.journal.redact import (
+    MIN_SECRET_LEN,
+    env_secret_values,
+    hash_config,
+    mask_url,
+    scrub,
+    to_jsonable,
+)
+from mltrader.live.journal.schema import (
+    create_schema,
+    t_audit,
+    t_decisions,
+    t_equity,
+    t_fills,
+    t_orders,
+    t_positions,
+    t_runner_state,
+    t_runs,
+    utc_now,
+)
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("mltrader.live.journal")  # the name the CLI's log filter knows
 
-SCHEMA_VERSION = 1
-MASK = "***"
-_MIN_SECRET_LEN = 6
-_PG_LOCK_KEY = 0x6D6C7472  # "mltr": serialises schema creation between processes
 _T = TypeVar("_T")
-
-
-class JournalError(MltraderError):
-    """The journal cannot be opened or written (closed, locked, newer schema, bad URL)."""
-
-
-# --------------------------------------------------------------------------- types
-
-
-class UTCDateTime(TypeDecorator):
-    """A timestamp stored in UTC: tz-aware in, tz-aware UTC out (naive input is UTC)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: Any, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        ts = pd.Timestamp(value)
-        if ts is pd.NaT:
-            return None
-        ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-        dt = ts.to_pydatetime(warn=False)
-        # SQLite has no time zones: store naive UTC (its text format sorts correctly)
-        return dt.replace(tzinfo=None) if dialect.name == "sqlite" else dt
-
-    def process_result_value(self, value: Any, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
-
-
-# --------------------------------------------------------------------------- schema
-
-metadata = MetaData()
-
-t_schema_version = Table(
-    "schema_version", metadata,
-    Column("version", Integer, primary_key=True, autoincrement=False),
-    Column("applied_at", UTCDateTime, nullable=False),
-)
-
-t_runs = Table(
-    "runs", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("started_at", UTCDateTime, nullable=False),
-    Column("config_hash", String(128), nullable=False),
-    Column("strategy", String(200), nullable=False),
-    Column("broker", String(100), nullable=False),
-    Column("mode", String(8), nullable=False),
-    CheckConstraint("mode IN ('paper', 'live')", name="ck_runs_mode"),
-    sqlite_autoincrement=True,
-)
-
-t_decisions = Table(
-    "decisions", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
-    Column("bar_time", UTCDateTime, nullable=False),
-    Column("symbol", String(64), nullable=False),
-    Column("features", JSON, nullable=False),
-    Column("prediction", Float),
-    Column("target", Float),
-    Column("model_artifact_hash", String(128), nullable=False),
-    Column("created_at", UTCDateTime, nullable=False),
-    Index("ix_decisions_run_bar", "run_id", "bar_time", "symbol"),
-    sqlite_autoincrement=True,
-)
-
-t_orders = Table(
-    "orders", metadata,
-    Column("client_order_id", String(64), primary_key=True),
-    Column("run_id", Integer, ForeignKey("runs.id")),  # NULL: adopted, not sent by a run
-    Column("bar_time", UTCDateTime),
-    Column("symbol", String(64), nullable=False),
-    Column("side", String(4), nullable=False),
-    Column("qty", Float, nullable=False),
-    Column("type", String(16), nullable=False),
-    Column("limit_price", Float),
-    Column("stop_price", Float),
-    Column("status", String(24), nullable=False),
-    Column("broker_id", String(128)),
-    Column("filled_qty", Float, nullable=False),
-    Column("avg_fill_price", Float),
-    Column("reason", Text, nullable=False),
-    Column("created_at", UTCDateTime, nullable=False),
-    Column("updated_at", UTCDateTime, nullable=False),
-    CheckConstraint("side IN ('buy', 'sell')", name="ck_orders_side"),
-    Index("ix_orders_status", "status"),
-    Index("ix_orders_run", "run_id"),
-)
-
-t_fills = Table(
-    "fills", metadata,
-    Column("fill_id", String(128), primary_key=True),
-    Column("client_order_id", String(64), ForeignKey("orders.client_order_id"),
-           nullable=False),
-    Column("broker_id", String(128)),
-    Column("symbol", String(64), nullable=False),
-    Column("side", String(4), nullable=False),
-    Column("qty", Float, nullable=False),
-    Column("price", Float, nullable=False),
-    Column("commission", Float, nullable=False),
-    Column("time", UTCDateTime, nullable=False),
-    CheckConstraint("side IN ('buy', 'sell')", name="ck_fills_side"),
-    Index("ix_fills_order", "client_order_id"),
-)
-
-t_positions = Table(
-    "positions", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
-    Column("time", UTCDateTime, nullable=False),
-    Column("symbol", String(64), nullable=False),
-    Column("qty", Float, nullable=False),
-    Column("avg_price", Float),
-    Index("ix_positions_run_time", "run_id", "time"),
-    sqlite_autoincrement=True,
-)
-
-t_equity = Table(
-    "equity", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
-    Column("time", UTCDateTime, nullable=False),
-    Column("cash", Float, nullable=False),
-    Column("equity", Float, nullable=False),
-    Index("ix_equity_run_time", "run_id", "time"),
-    sqlite_autoincrement=True,
-)
-
-t_runner_state = Table(
-    "runner_state", metadata,  # what a restarted runner needs: guard counters, exit levels
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
-    Column("time", UTCDateTime, nullable=False),
-    Column("state", JSON, nullable=False),
-    Index("ix_runner_state_run", "run_id", "id"),
-    sqlite_autoincrement=True,
-)
-
-t_audit = Table(
-    "audit", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("time", UTCDateTime, nullable=False),
-    Column("run_id", Integer, ForeignKey("runs.id")),
-    Column("actor", String(64), nullable=False),
-    Column("action", String(64), nullable=False),
-    Column("detail", JSON, nullable=False),
-    Index("ix_audit_run", "run_id"),
-    sqlite_autoincrement=True,  # ids are never reused
-)
-
-_SQLITE_AUDIT_TRIGGERS = (
-    "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit "
-    "BEGIN SELECT RAISE(ABORT, 'audit is append-only: UPDATE refused'); END",
-    "CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit "
-    "BEGIN SELECT RAISE(ABORT, 'audit is append-only: DELETE refused'); END",
-)
-_PG_AUDIT_FUNCTION = (
-    "CREATE OR REPLACE FUNCTION mltrader_audit_append_only() RETURNS trigger "
-    "LANGUAGE plpgsql AS $$ BEGIN "
-    "RAISE EXCEPTION USING MESSAGE = 'audit is append-only: ' || TG_OP || ' refused', "
-    "ERRCODE = 'insufficient_privilege'; "
-    "END $$"
-)
-_PG_AUDIT_TRIGGERS = {
-    "audit_no_update_delete": "CREATE TRIGGER audit_no_update_delete BEFORE UPDATE OR DELETE "
-                              "ON audit FOR EACH ROW EXECUTE FUNCTION "
-                              "mltrader_audit_append_only()",
-    "audit_no_truncate": "CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit "
-                         "FOR EACH STATEMENT EXECUTE FUNCTION mltrader_audit_append_only()",
-}
-
-# --------------------------------------------------------------------------- scrubbing
-
-_SECRET_PARTS = frozenset({
-    "key", "secret", "token", "password", "passwd", "pwd", "passphrase", "apikey",
-    "authorization", "auth", "credential", "credentials",
-})
-_SECRET_SUFFIXES = ("key", "keys", "secret", "secrets", "token", "tokens", "password")
-_SECRET_ENV_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD", re.IGNORECASE)
-_CAMEL = re.compile(r"([a-z0-9])([A-Z])")
-
-
-def is_secret_key(name: object) -> bool:
-    """Whether a field name looks like it holds a credential (see the module docstring)."""
-    return _is_secret_name(str(name))
-
-
-@functools.lru_cache(maxsize=4096)
-def _is_secret_name(raw: str) -> bool:
-    parts = [p for p in re.split(r"[^a-z0-9]+", _CAMEL.sub(r"\1_\2", raw).lower()) if p]
-    if any(p in _SECRET_PARTS for p in parts):
-        return True
-    flat = "".join(parts)
-    return bool(flat) and flat.endswith(_SECRET_SUFFIXES)
-
-
-def env_secret_values(environ: Mapping[str, str] | None = None) -> set[str]:
-    """Values (6+ chars) of environment variables whose name contains KEY/SECRET/TOKEN/
-    PASSWORD/PASSWD: masked wherever they appear in journaled text."""
-    env = os.environ if environ is None else environ
-    return {v for k, v in env.items() if _SECRET_ENV_NAME.search(k) and len(v) >= _MIN_SECRET_LEN}
-
-
-def scrub(obj: Any, secrets: Iterable[str] = ()) -> Any:
-    """A JSON-ready copy of ``obj`` with secret-looking keys' values and every occurrence of
-    the given secret strings replaced by ``"***"`` (nested dicts/lists included)."""
-    ordered = sorted({s for s in secrets if s}, key=len, reverse=True)
-
-    def walk(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: (MASK if is_secret_key(k) and v is not None else walk(v))
-                    for k, v in value.items()}
-        if isinstance(value, list):
-            return [walk(v) for v in value]
-        if isinstance(value, str):
-            for secret in ordered:
-                if secret in value:
-                    value = value.replace(secret, MASK)
-            return value
-        return value
-
-    return walk(to_jsonable(obj))
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Plain JSON types: numpy scalars/arrays unwrapped, NaN/inf -> None, times -> ISO."""
-    if obj is None or isinstance(obj, bool | int | str):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, np.generic):
-        return to_jsonable(obj.item())
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | set | frozenset):
-        return [to_jsonable(v) for v in obj]
-    if obj is pd.NaT:
-        return None
-    if isinstance(obj, datetime | date | pd.Timestamp):
-        return obj.isoformat()
-    if isinstance(obj, pd.Timedelta):
-        return obj.isoformat()
-    if is_dataclass(obj) and not isinstance(obj, type):
-        return to_jsonable(asdict(obj))
-    return str(obj)
-
-
-def hash_config(config: Mapping[str, Any]) -> str:
-    """sha256 of a config's canonical JSON: how a restarted runner finds its run."""
-    canonical = json.dumps(to_jsonable(config), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def mask_url(url: str) -> str:
-    """The database URL with its password (if any) replaced by ``***``."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # unparsable: show nothing that could be a credential
-        return re.sub(r"//[^@/]*@", "//***@", str(url))
 
 
 def _num(value: Any) -> float | None:
@@ -381,50 +93,10 @@ def _truthy(value: Any) -> bool:
     return str(value).lower() in ("1", "true", "yes", "on")
 
 
-def _now() -> pd.Timestamp:
-    return pd.Timestamp.now(tz="UTC")
-
-
-def _is_locked(exc: OperationalError) -> bool:
-    msg = str(getattr(exc, "orig", exc)).lower()
-    return "locked" in msg or "busy" in msg
-
-
-def driver_message(exc: BaseException) -> str:
-    """The database driver's own message of a SQLAlchemy error, on one line: no SQL
-    statement, no parameters, no "(Background on this error at: ...)" link."""
-    orig = getattr(exc, "orig", None)
-    text_ = str(orig if orig is not None else exc)
-    text_ = re.sub(r"\s*\(Background on this error at:[^)]*\)", "", text_)
-    text_ = re.split(r"\n\s*\[SQL:", text_, maxsplit=1)[0]
-    lines = [ln.strip() for ln in text_.splitlines() if ln.strip()]
-    return lines[0] if lines else type(orig if orig is not None else exc).__name__
-
-
-# (substring of the driver's message, what it means, the fix): SQLite's wording
-_SQLITE_PROBLEMS = (
-    (("file is not a database", "malformed", "not a database", "corrupt"),
-     "is not a readable database",
-     "restore it from a backup or point --journal / --session at another one"),
-    (("readonly", "read-only"),
-     "is read-only", "make the file and its folder writable"),
-    (("unable to open",),
-     "cannot be opened",
-     "check that the path names a file (not a folder) and that the file and its folder "
-     "exist and are readable and writable"),
-    (("disk is full", "database or disk is full"),
-     "cannot be written: the disk is full", "free some disk space"),
-    (("disk i/o error",),
-     "cannot be read or written (disk I/O error)",
-     "check the disk and the file's permissions, or point --journal / --session at "
-     "another journal"),
-)
-
-
 # --------------------------------------------------------------------------- journal
 
 
-class Journal:
+class Journal(JournalReads):
     """The run journal (see the module docstring). Use as a context manager or call close().
 
     ``url``: ``sqlite:///path.db`` (default ``sqlite:///journal.db``; parent folders are
@@ -454,7 +126,7 @@ class Journal:
         self.backend = backend
         self._lock_retries = max(0, int(lock_retries))
         self._extra_secrets = {str(s) for s in secrets if s}
-        if parsed.password and len(str(parsed.password)) >= _MIN_SECRET_LEN:
+        if parsed.password and len(str(parsed.password)) >= MIN_SECRET_LEN:
             self._extra_secrets.add(str(parsed.password))
         self._closed = False
         self._batch: Connection | None = None
@@ -531,27 +203,7 @@ class Journal:
     def _db_error(self, exc: BaseException) -> JournalError:
         """A driver / SQLAlchemy error as ONE line naming the journal (password masked),
         the driver's message (no SQL, no parameters) and the fix."""
-        msg = driver_message(exc)
-        for secret in sorted(self._extra_secrets, key=len, reverse=True):
-            msg = msg.replace(secret, MASK)
-        low = msg.lower()
-        where = f"journal {self._safe_url}"
-        if self.backend == "sqlite":
-            for needles, what, fix in _SQLITE_PROBLEMS:
-                if any(n in low for n in needles):
-                    return JournalError(f"{where} {what} ({msg}): {fix}")
-            return JournalError(f"{where}: database error ({msg}): check the file, or point "
-                                "--journal / --session at another journal")
-        if "permission denied" in low or "must be owner" in low:
-            return JournalError(f"{where}: permission denied ({msg}): grant the database user "
-                                "rights to create and write tables, or use another user")
-        if isinstance(exc, OperationalError) and (
-                getattr(exc, "statement", None) is None or "connect" in low
-                or "server closed" in low or getattr(exc, "connection_invalidated", False)):
-            return JournalError(f"{where}: cannot connect ({msg}): start the server or fix "
-                                "the URL")
-        return JournalError(f"{where}: database error ({msg}): check the database and the "
-                            "user's rights")
+        return db_error(exc, self.backend, self._safe_url, self._extra_secrets)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -579,7 +231,7 @@ class Journal:
             except IntegrityError:
                 raise  # a constraint the journal's own code broke: a bug, not the database
             except OperationalError as exc:
-                if self.backend != "sqlite" or not _is_locked(exc):
+                if self.backend != "sqlite" or not is_locked(exc):
                     raise self._db_error(exc) from exc
                 if attempt >= self._lock_retries:
                     raise JournalError(
@@ -606,36 +258,12 @@ class Journal:
         return scrub(obj, self._secrets())
 
     def _init_schema(self) -> None:
-        def create(conn: Connection) -> None:
-            if self.backend == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
-            metadata.create_all(conn)
-            if self.backend == "sqlite":
-                for ddl in _SQLITE_AUDIT_TRIGGERS:
-                    conn.exec_driver_sql(ddl)
-            else:
-                conn.exec_driver_sql(_PG_AUDIT_FUNCTION)
-                have = set(conn.execute(text(
-                    "SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass('audit') "
-                    "AND NOT tgisinternal")).scalars())
-                for name, ddl in _PG_AUDIT_TRIGGERS.items():
-                    if name not in have:
-                        conn.exec_driver_sql(ddl)
-            current = conn.execute(select(func.max(t_schema_version.c.version))).scalar()
-            if current is None or current < SCHEMA_VERSION:
-                conn.execute(t_schema_version.insert().values(version=SCHEMA_VERSION,
-                                                            applied_at=_now()))
-            elif current > SCHEMA_VERSION:
-                raise JournalError(
-                    f"journal {self._safe_url} has schema version {current}, newer than "
-                    f"this mltrader's {SCHEMA_VERSION}: upgrade mltrader to read it")
-
-        self._run(create)
+        self._run(lambda conn: create_schema(conn, self.backend, self._safe_url))
 
     def _insert_audit(self, conn: Connection, action: str, detail: Mapping[str, Any],
                       actor: str = "runner", run_id: int | None = None) -> int:
         result = conn.execute(t_audit.insert().values(
-            time=_now(), run_id=run_id, actor=str(actor), action=str(action),
+            time=utc_now(), run_id=run_id, actor=str(actor), action=str(action),
             detail=self._scrub(dict(detail))))
         return int(result.inserted_primary_key[0])
 
@@ -678,7 +306,7 @@ class Journal:
             raise JournalError(f"run mode {mode!r}: use 'paper' or 'live'")
         if not config_hash and config is not None:
             config_hash = hash_config(config)
-        when = _now() if started_at is None else started_at
+        when = utc_now() if started_at is None else started_at
 
         def write(conn: Connection) -> int:
             run_id = int(conn.execute(t_runs.insert().values(
@@ -699,7 +327,7 @@ class Journal:
         row = dict(run_id=run_id, bar_time=bar_time, symbol=symbol,
                    features=self._scrub(dict(features)), prediction=_num(prediction),
                    target=_num(target), model_artifact_hash=model_artifact_hash or "",
-                   created_at=_now() if created_at is None else created_at)
+                   created_at=utc_now() if created_at is None else created_at)
         self._run(lambda conn: conn.execute(t_decisions.insert().values(**row)))
 
     def record_decisions(self, run_id: int, bar_time: Any,
@@ -708,7 +336,7 @@ class Journal:
                          model_artifact_hash: str = "") -> None:
         """Several decisions of one bar, (symbol, features, prediction, target) each, in one
         statement; features scrubbed as in `record_decision`."""
-        now = _now()
+        now = utc_now()
         values = [dict(run_id=run_id, bar_time=bar_time, symbol=sym,
                        features=self._scrub(dict(feats)), prediction=_num(pred),
                        target=_num(target), model_artifact_hash=model_artifact_hash or "",
@@ -720,7 +348,7 @@ class Journal:
                             actor: str = "runner") -> bool:
         """Journal an order BEFORE it is sent (status "pending"), with its audit row, in one
         transaction. False when the client order id is already journaled: do not send."""
-        now = _now()
+        now = utc_now()
         detail = {"client_order_id": request.client_order_id, "symbol": request.symbol,
                   "side": request.side, "qty": request.qty, "type": request.type,
                   "time_in_force": request.time_in_force, "limit_price": request.limit_price,
@@ -749,7 +377,7 @@ class Journal:
         replaced by an open one (a late event); status/fill changes are audited."""
 
         def write(conn: Connection) -> bool:
-            now = _now()
+            now = utc_now()
             cid = order.client_order_id
             current = conn.execute(select(t_orders.c.status, t_orders.c.filled_qty).where(
                 t_orders.c.client_order_id == cid)).first()
@@ -789,7 +417,7 @@ class Journal:
         average price come from ``update_order`` (the broker's totals), not from here."""
 
         def write(conn: Connection) -> bool:
-            now = _now()
+            now = utc_now()
             known = conn.execute(select(t_orders.c.client_order_id).where(
                 t_orders.c.client_order_id == fill.client_order_id)).first()
             if known is None:
@@ -858,7 +486,7 @@ class Journal:
                 tx = conn.begin()
                 break
             except OperationalError as exc:
-                if self.backend != "sqlite" or not _is_locked(exc):
+                if self.backend != "sqlite" or not is_locked(exc):
                     raise self._db_error(exc) from exc
                 if attempt >= self._lock_retries:
                     raise JournalError(f"journal {self._safe_url}: cannot start a write "
@@ -899,132 +527,8 @@ class Journal:
         with self.batch():
             return [self.record_order_intent(r, run_id, bar_time, actor) for r in reqs]
 
-    def order_row(self, client_order_id: str) -> dict[str, Any] | None:
-        """The journal's row of one order, or None."""
-        rows = self._rows(select(t_orders).where(
-            t_orders.c.client_order_id == client_order_id))
-        return rows[0] if rows else None
-
-    def filled_totals(self, client_order_id: str) -> tuple[float, float, float]:
-        """(quantity, notional, commission) of the journaled fills of one order."""
-        stmt = select(func.coalesce(func.sum(t_fills.c.qty), 0.0),
-                      func.coalesce(func.sum(t_fills.c.qty * t_fills.c.price), 0.0),
-                      func.coalesce(func.sum(t_fills.c.commission), 0.0)).where(
-            t_fills.c.client_order_id == client_order_id)
-        row = self._run(lambda conn: conn.execute(stmt).first(), read=True)
-        return float(row[0]), float(row[1]), float(row[2])
-
     def save_runner_state(self, run_id: int, time: Any, state: Mapping[str, Any]) -> None:
         """The runner's own state after a bar (guard counters, exit levels, ...)."""
         data = to_jsonable(dict(state))
         self._run(lambda conn: conn.execute(t_runner_state.insert().values(
             run_id=run_id, time=time, state=data)))
-
-    def runner_state(self, run_id: int) -> tuple[pd.Timestamp, dict[str, Any]] | None:
-        """The newest saved runner state of a run: (bar time, state), or None."""
-        stmt = (select(t_runner_state.c.time, t_runner_state.c.state)
-                .where(t_runner_state.c.run_id == run_id)
-                .order_by(t_runner_state.c.id.desc()).limit(1))
-        rows = self._rows(stmt)
-        if not rows:
-            return None
-        return pd.Timestamp(rows[0]["time"]), dict(rows[0]["state"])
-
-    def find_run(self, config_hash: str, broker: str) -> int | None:
-        """The newest run with this config hash at this broker (what a restart continues)."""
-        stmt = (select(t_runs.c.id).where(t_runs.c.config_hash == config_hash,
-                                          t_runs.c.broker == broker)
-                .order_by(t_runs.c.id.desc()).limit(1))
-        rows = self._rows(stmt)
-        return int(rows[0]["id"]) if rows else None
-
-    # ---------------------------------------------------------------- reads
-
-    def _rows(self, stmt: Any) -> list[dict[str, Any]]:
-        return self._run(lambda conn: [dict(r._mapping) for r in conn.execute(stmt)],
-                         read=True)
-
-    def pending_orders(self) -> list[dict[str, Any]]:
-        """Orders not in a final status (pending, new, accepted, partially_filled, unknown),
-        oldest first, as dicts of the orders columns: what a restart must reconcile."""
-        stmt = (select(t_orders).where(t_orders.c.status.not_in(sorted(FINAL_STATUSES)))
-                .order_by(t_orders.c.created_at, t_orders.c.client_order_id))
-        return self._rows(stmt)
-
-    def known_client_ids(self) -> set[str]:
-        return {r["client_order_id"] for r in self._rows(select(t_orders.c.client_order_id))}
-
-    def fills_for(self, run_id: int | None = None) -> pd.DataFrame:
-        """Fills (of one run, or all), oldest first, with the order's run_id."""
-        stmt = (select(*t_fills.c, t_orders.c.run_id)
-                .join(t_orders, t_fills.c.client_order_id == t_orders.c.client_order_id)
-                .order_by(t_fills.c.time, t_fills.c.fill_id))
-        if run_id is not None:
-            stmt = stmt.where(t_orders.c.run_id == run_id)
-        cols = [c.name for c in t_fills.c] + ["run_id"]
-        return _frame(self._rows(stmt), cols, times=["time"],
-                      floats=["qty", "price", "commission"])
-
-    def orders_frame(self, run_id: int | None = None,
-                     status: str | Iterable[str] | None = None) -> pd.DataFrame:
-        stmt = select(t_orders).order_by(t_orders.c.created_at, t_orders.c.client_order_id)
-        if run_id is not None:
-            stmt = stmt.where(t_orders.c.run_id == run_id)
-        if status is not None:
-            wanted = [status] if isinstance(status, str) else list(status)
-            stmt = stmt.where(t_orders.c.status.in_(wanted))
-        return _frame(self._rows(stmt), [c.name for c in t_orders.c],
-                      times=["bar_time", "created_at", "updated_at"],
-                      floats=["qty", "limit_price", "stop_price", "filled_qty",
-                              "avg_fill_price"])
-
-    def equity_frame(self, run_id: int) -> pd.DataFrame:
-        """cash and equity of a run, indexed by time (UTC)."""
-        stmt = (select(t_equity.c.time, t_equity.c.cash, t_equity.c.equity)
-                .where(t_equity.c.run_id == run_id).order_by(t_equity.c.time, t_equity.c.id))
-        df = _frame(self._rows(stmt), ["time", "cash", "equity"], times=["time"],
-                    floats=["cash", "equity"])
-        return df.set_index("time")
-
-    def positions_frame(self, run_id: int) -> pd.DataFrame:
-        stmt = (select(t_positions.c.time, t_positions.c.symbol, t_positions.c.qty,
-                       t_positions.c.avg_price)
-                .where(t_positions.c.run_id == run_id)
-                .order_by(t_positions.c.time, t_positions.c.symbol))
-        return _frame(self._rows(stmt), ["time", "symbol", "qty", "avg_price"],
-                      times=["time"], floats=["qty", "avg_price"])
-
-    def decisions_frame(self, run_id: int | None = None) -> pd.DataFrame:
-        stmt = select(t_decisions).order_by(t_decisions.c.bar_time, t_decisions.c.symbol,
-                                            t_decisions.c.id)
-        if run_id is not None:
-            stmt = stmt.where(t_decisions.c.run_id == run_id)
-        return _frame(self._rows(stmt), [c.name for c in t_decisions.c],
-                      times=["bar_time", "created_at"], floats=["prediction", "target"])
-
-    def runs_frame(self) -> pd.DataFrame:
-        return _frame(self._rows(select(t_runs).order_by(t_runs.c.id)),
-                      [c.name for c in t_runs.c], times=["started_at"])
-
-    def audit_frame(self, run_id: int | None = None,
-                    action: str | None = None) -> pd.DataFrame:
-        """Audit events in insertion order; ``detail`` is a dict."""
-        stmt = select(t_audit).order_by(t_audit.c.id)
-        if run_id is not None:
-            stmt = stmt.where(t_audit.c.run_id == run_id)
-        if action is not None:
-            stmt = stmt.where(t_audit.c.action == action)
-        return _frame(self._rows(stmt), [c.name for c in t_audit.c], times=["time"])
-
-
-def _frame(rows: list[dict[str, Any]], columns: list[str], times: Iterable[str] = (),
-           floats: Iterable[str] = ()) -> pd.DataFrame:
-    df = pd.DataFrame.from_records(rows, columns=columns)
-    for col in ("id", "run_id"):  # nullable integers stay integers
-        if col in df.columns:
-            df[col] = df[col].astype("Int64")
-    for col in times:
-        df[col] = pd.to_datetime(df[col], utc=True)
-    for col in floats:
-        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
-    return df

@@ -5,7 +5,7 @@ The live ports 7496 / 4001 need `live_confirmed=True` (the CLI asks for a typed
 confirmation); without it, a connection whose account is not a paper account (paper account
 ids start with "D": DU..., DF...) is closed again at once, whatever the port.
 
-How IB's model maps onto ours:
+How IB's model maps onto ours (statuses, fills, broker ids: ib_wire.py):
 - IB's `orderId` is per session and client; the deterministic client order id travels in
   `Order.orderRef`, which TWS keeps on open orders, completed orders and executions. Every
   look-up goes by orderRef, so a reconnect or a restarted process finds its orders again.
@@ -14,16 +14,6 @@ How IB's model maps onto ours:
   for executions with it (`fills()`, and once per connection `reqExecutions()`), and returns
   that order instead of placing a second one. After a dropped connection during
   `placeOrder` it reconnects and looks again before resending.
-- `broker_id` is IB's permId (stable across sessions); before TWS assigns one it is
-  `oid:<orderId>`.
-- OrderStatus.status: PendingSubmit/ApiPending/PendingCancel -> pending, PreSubmitted ->
-  accepted, Submitted/ApiUpdate/ValidationError -> new (partially_filled once something
-  filled), Filled -> filled, Cancelled/ApiCancelled -> cancelled, or rejected when an order
-  error (e.g. 201 "Order rejected - reason: ...") came with it and nothing filled,
-  Inactive -> rejected (cancelled when partly filled). Errors come from `errorEvent` and
-  from `trade.log` (ib_async records order errors there with their code).
-- Fills: one per IB execution, `fill_id` = execId, qty = shares, price, the execution time,
-  commission from the CommissionReport (which IB sends separately).
 
 `updates()` diffs the trades and fills ib_async keeps (after `ib.sleep(0)` lets it process
 what arrived) against what this adapter already reported, for the orders it submitted or
@@ -32,10 +22,6 @@ reconnect). A fill is held back until its commission report is there (it may com
 after the execution) or `commission_wait` seconds have passed; then it is reported with
 commission 0 and a warning. An execution *correction* (same execId up to the last ".")
 is not counted a second time: it is logged for manual reconciliation.
-
-Connection loss: every call checks the connection and reconnects, at most `max_reconnects`
-attempts with exponential backoff, then raises TransientBrokerError. No ib_async exception
-type ever leaves the adapter.
 
 Protective exits (`OrderRequest.type == "stop"` with `take_profit`): two IB orders in one
 OCA group (`ocaGroup` = the client order id, `ocaType` 1: a fill of one cancels the other,
@@ -50,22 +36,24 @@ sell, >= 1e11 for a buy) carries a take-profit alone: one limit order (orderRef 
 order id). `replace(cid, qty=..., stop_price=...)` modifies the stop leg in place (and the
 take-profit leg's quantity with it). Exit prices are rounded to the tick ($0.01, $0.0001
 below $1). `fills(cid)` lists an order's executions (both legs) for the runner's reconcile.
+
+The TWS session (connecting, reconnects, calls) is ib_session.py; order errors, commission
+reports and the look-ups by orderRef, ib_lookup.py; reading IB's objects and building its
+orders, ib_wire.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import pandas as pd
 
-from mltrader.live.broker import (
+from mltrader.live.brokers.base import (
     Account,
     BrokerError,
     Fill,
@@ -75,9 +63,25 @@ from mltrader.live.broker import (
     OrderUpdate,
     Position,
     TransientBrokerError,
-    exit_kind,
     merge_exit_legs,
     us_tick,
+)
+from mltrader.live.brokers.ib_lookup import IBLookups
+from mltrader.live.brokers.ib_wire import (
+    _CANCELLED,
+    TP_SUFFIX,
+    _broker_id,
+    _exec_base,
+    _exit_kind,
+    _hint,
+    _num,
+    _ts,
+    account_tags,
+    order_from_fills,
+    to_fill,
+    to_ib_order,
+    to_order,
+    to_positions,
 )
 
 log = logging.getLogger("mltrader.live.ib")
@@ -86,33 +90,8 @@ PAPER_PORTS = frozenset({7497, 4002})  # TWS paper, IB Gateway paper
 LIVE_PORTS = frozenset({7496, 4001})  # TWS live, IB Gateway live
 INSTALL_HINT = 'pip install "mltrader[live]"'
 
-_UNSET = 1e300  # ib_async marks unset doubles with sys.float_info.max
-# ib_async order states that mean "sent, not acknowledged yet"
-_WAITING = frozenset({"PendingSubmit", "ApiPending", ""})
-_CANCELLED = frozenset({"Cancelled", "ApiCancelled", "Inactive"})
-# error codes ib_async treats as warnings (the order stays live), plus 2100-2199
-_WARNING_CODES = frozenset({105, 110, 165, 321, 329, 399, 404, 434, 492, 10167})
-# errors that go with a cancel (ours or IB's), not with a refused order
-_CANCEL_CODES = frozenset({202, 10147, 10148, 161})
 _STATUS_EVENT = {"cancelled": "canceled", "rejected": "rejected", "expired": "expired"}
 _FINAL = frozenset({"filled", "cancelled", "rejected", "expired", "replaced"})
-TP_SUFFIX = "-tp"  # orderRef of an OCA exit's take-profit leg: <client order id>-tp
-_ORDER_TYPES = {"MKT": "market", "LMT": "limit", "STP": "stop", "STP LMT": "stop_limit"}
-_LOG_ERROR = re.compile(r"^(?:Error|Warning) (-?\d+), reqId -?\d+: (.*?)(?:, contract: .*)?$",
-                        re.DOTALL)
-# Substring of IB's message (lower case) -> what to do about it (first match wins).
-_HINTS: tuple[tuple[str, str], ...] = (
-    ("margin", "not enough equity/buying power: reduce the quantity or free buying power"),
-    ("equity with loan", "not enough equity/buying power: reduce the quantity or free "
-                         "buying power"),
-    ("short", "the shares cannot be shorted now (no locate or no permission): sell at most "
-              "the shares held"),
-    ("security definition", "IB does not know this symbol as a US stock on SMART: check it"),
-    ("price variation", "round the price to the contract's tick size ($0.01 above $1)"),
-    ("permission", "the account lacks trading permission for this product or exchange"),
-    ("precautionary", "IB's precautionary settings refused it (size/value limits): change "
-                      "them in TWS (Global Configuration > Presets) or send less"),
-)
 
 
 @dataclass
@@ -126,52 +105,7 @@ class _Track:
     request: OrderRequest | None = None
 
 
-def _num(value: Any) -> float | None:
-    """A number from ib_async, None when absent or 'unset' (float max)."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    if out != out or abs(out) >= _UNSET:
-        return None
-    return out
-
-
-def _ts(value: Any) -> pd.Timestamp | None:
-    """A UTC timestamp from an ib_async datetime; None for missing or the 1970 'unset'."""
-    if not isinstance(value, datetime):
-        return None
-    ts = pd.Timestamp(value)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return ts if ts.year > 1970 else None
-
-
-def _hint(message: str) -> str:
-    low = message.lower()
-    for needle, hint in _HINTS:
-        if needle in low:
-            return hint
-    return "check the order in TWS (Orders > Trade log) and the account's permissions"
-
-
-def _exec_base(exec_id: str) -> str:
-    """An execId without its last part: IB's corrections differ only there."""
-    return exec_id.rsplit(".", 1)[0] if exec_id.count(".") >= 2 else exec_id
-
-
-def _is_warning(code: int) -> bool:
-    return code in _WARNING_CODES or 2100 <= code < 2200
-
-
-def _exit_kind(request: OrderRequest) -> str:
-    """plain | oca (stop + take-profit) | take_profit (a take-profit alone)."""
-    kind = exit_kind(request)
-    return "oca" if kind == "bracket" else kind
-
-
-class IBBroker:
+class IBBroker(IBLookups):
     """`Broker` for Interactive Brokers through TWS / IB Gateway. See the module docstring."""
 
     name = "ib"
@@ -234,383 +168,15 @@ class IBBroker:
         mode = "LIVE" if self.port in LIVE_PORTS else "paper"
         return f"IBBroker({mode}, {self.host}:{self.port}, client_id={self.client_id})"
 
-    # ------------------------------------------------------------------ events
-
-    def _subscribe(self) -> None:
-        for name, handler in (("errorEvent", self._on_error),
-                              ("commissionReportEvent", self._on_commission)):
-            event = getattr(self._ib, name, None)
-            if event is not None:
-                event += handler
-        self._subscribed = True
-
-    def _unsubscribe(self) -> None:
-        if not self._subscribed:
-            return
-        for name, handler in (("errorEvent", self._on_error),
-                              ("commissionReportEvent", self._on_commission)):
-            event = getattr(self._ib, name, None)
-            if event is not None:
-                try:
-                    event -= handler
-                except (ValueError, KeyError):  # pragma: no cover - already gone
-                    pass
-        self._subscribed = False
-
-    def _on_error(self, req_id: int, code: int, text: str, contract: Any = None) -> None:
-        """ib_async's errorEvent: order errors carry the orderId as reqId."""
-        cid = self._oid_cid.get(req_id)
-        if cid is None and req_id not in (-1, 0, None):
-            for trade in self._safe_trades():
-                if trade.order.orderId == req_id and trade.order.orderRef:
-                    cid = trade.order.orderRef
-                    break
-        if cid is None:
-            if code in (1100, 1300):
-                log.warning("ib: TWS reports: %s (code %s)", text, code)
-            else:
-                log.debug("ib: message %s (reqId %s): %s", code, req_id, text)
-            return
-        if _is_warning(int(code)):
-            log.warning("ib order %s: warning %s: %s", cid, code, text)
-            return
-        log.error("ib order %s: error %s: %s", cid, code, text)
-        self._errors[cid] = (int(code), str(text))
-
-    def _on_commission(self, trade: Any, fill: Any, report: Any) -> None:
-        """ib_async's commissionReportEvent; also covers a report seen before its fill."""
-        exec_id = getattr(report, "execId", "")
-        commission = _num(getattr(report, "commission", None))
-        if exec_id and commission is not None:
-            self._commissions[exec_id] = commission
-            if exec_id in self._emitted and exec_id not in self._late_warned:
-                self._late_warned.add(exec_id)
-                log.warning("ib: commission %.4f for execution %s arrived after its fill "
-                            "was reported (with commission 0); reconcile it by hand",
-                            commission, exec_id)
-
-    # ------------------------------------------------------------------ connection
-
-    def connect(self) -> None:
-        """Connect (or reconnect) now; every call does this on its own when needed."""
-        self._ensure()
-
-    @property
-    def client(self) -> Any:
-        """The ib_async `IB` this adapter talks through (the IB data source shares it)."""
-        return self._ib
-
-    def _connected(self) -> bool:
-        try:
-            return bool(self._ib.isConnected())
-        except Exception:  # noqa: BLE001 - a broken client counts as disconnected
-            return False
-
-    def _ensure(self) -> None:
-        if self._connected():
-            return
-        if self._ever_connected:
-            log.warning("ib: connection to %s:%d lost; reconnecting", self.host, self.port)
-        self._reconnect()
-
-    def _reconnect(self) -> None:
-        last = ""
-        for attempt in range(1, self.max_reconnects + 2):
-            try:
-                if self._ever_connected:
-                    self._ib.disconnect()  # clear the dead session's state first
-                self._ib.connect(self.host, self.port, clientId=self.client_id,
-                                 timeout=self.timeout, account=self._account or "")
-                ok = self._connected()
-                last = "" if ok else "connected but the session is not ready"
-            except BrokerError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - classified below, never leaked
-                ok = False
-                last = f"{type(exc).__name__}: {str(exc)[:200]}"
-            if ok:
-                self._after_connect()
-                return
-            if attempt <= self.max_reconnects:
-                delay = self.backoff * (2 ** (attempt - 1))
-                log.warning("ib: connect to %s:%d failed (%s), attempt %d of %d; retrying in "
-                            "%.1fs", self.host, self.port, last, attempt,
-                            self.max_reconnects + 1, delay)
-                self._sleep(delay)
-        log.error("ib: giving up connecting to %s:%d after %d attempts (last: %s)", self.host,
-                  self.port, self.max_reconnects + 1, last)
-        raise TransientBrokerError(
-            f"ib: cannot reach TWS/IB Gateway at {self.host}:{self.port} (client id "
-            f"{self.client_id}) after {self.max_reconnects + 1} attempts (last: {last}); start "
-            "TWS or IB Gateway and log in, enable the API (Configure > API > Settings: "
-            "'Enable ActiveX and Socket Clients'), check the port, and use a client id no "
-            "other program is using")
-
-    def _after_connect(self) -> None:
-        first = not self._ever_connected
-        self._ever_connected = True
-        self._exec_synced = False
-        accounts: list[str] = []
-        getter = getattr(self._ib, "managedAccounts", None)
-        if getter is not None:
-            try:
-                accounts = [str(a) for a in getter() or []]
-            except Exception:  # noqa: BLE001
-                accounts = []
-        if accounts:
-            if self._account and self._account not in accounts:
-                self._ib.disconnect()
-                raise BrokerError(f"ib: account {self._account} is not managed by this login "
-                                  f"(accounts: {', '.join(accounts)}); pass one of them")
-            if not self._account:
-                if len(accounts) > 1:
-                    self._ib.disconnect()
-                    raise BrokerError("ib: this login manages several accounts ("
-                                      f"{', '.join(accounts)}); pass account=<one of them>")
-                self._account_id = accounts[0]
-            live = [a for a in ([self._account] if self._account else accounts)
-                    if not a.upper().startswith("D")]
-            if live and not self.live_confirmed:
-                self._ib.disconnect()
-                raise BrokerError(f"ib: port {self.port} leads to the LIVE account "
-                                  f"{', '.join(live)} (paper accounts start with 'D'); live "
-                                  "trading needs live_confirmed=True (the CLI asks for it)")
-        log.info("ib: %s to %s:%d as client %d (account %s)",
-                 "connected" if first else "reconnected", self.host, self.port,
-                 self.client_id, self._account_id or "?")
-
-    def _call(self, op: str, fn: Callable[[], Any], cid: str = "") -> Any:
-        """An idempotent ib_async call: reconnect (bounded) and retry on a dropped connection;
-        any other failure becomes a BrokerError."""
-        who = f" {cid}" if cid else ""
-        failures = 0
-        while True:
-            self._ensure()
-            result, fault, transient = self._once(fn)
-            if fault is None:
-                return result
-            if not transient:
-                log.error("ib %s%s: %s", op, who, fault)
-                raise BrokerError(f"ib {op}{who}: {fault}")
-            failures += 1
-            log.warning("ib %s%s: %s (attempt %d)", op, who, fault, failures)
-            if failures > self.max_reconnects:
-                raise TransientBrokerError(f"ib {op}{who}: connection to TWS/IB Gateway kept "
-                                           f"failing ({fault}); try again later")
-
-    @staticmethod
-    def _once(fn: Callable[[], Any]) -> tuple[Any, str | None, bool]:
-        """One call; a failure comes back as (None, text, transient)."""
-        try:
-            return fn(), None, False
-        except (ConnectionError, TimeoutError, OSError, EOFError) as exc:
-            return None, f"connection failed ({type(exc).__name__}: {str(exc)[:200]})", True
-        except BrokerError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - classified, never leaked
-            return None, f"{type(exc).__name__}: {str(exc)[:300]}", False
-
-    def _pump(self) -> None:
-        """Let ib_async process what TWS sent (the sync API only does so while it waits)."""
-        sleeper = getattr(self._ib, "sleep", None)
-        if sleeper is not None:
-            self._call("sleep", lambda: sleeper(0))
-
-    # ------------------------------------------------------------------ look-ups
-
-    def _safe_trades(self) -> list[Any]:
-        try:
-            return list(self._ib.trades())
-        except Exception:  # noqa: BLE001
-            return []
-
-    def _find_trade(self, cid: str) -> Any:
-        """The ib_async Trade with this orderRef: a working one first, else the latest."""
-        trades = [t for t in self._call("trades", self._ib.trades, cid) or []
-                  if getattr(t.order, "orderRef", "") == cid]
-        if not trades:
-            return None
-        working = [t for t in trades if t.orderStatus.status not in _CANCELLED
-                   and t.orderStatus.status != "Filled"]
-        trade = (working or trades)[-1]
-        oid = getattr(trade.order, "orderId", 0)
-        if oid:
-            self._oid_cid[oid] = cid
-        return trade
-
-    def _fills_for(self, cid: str, trade: Any) -> list[Any]:
-        """Executions of one order, one per execId, in arrival order."""
-        perm = getattr(trade.order, "permId", 0) if trade is not None else 0
-        candidates = list(trade.fills) if trade is not None else []
-        candidates += list(self._call("fills", self._ib.fills, cid) or [])
-        candidates += list(self._exec_cache.values())
-        out: dict[str, Any] = {}
-        for fill in candidates:
-            ex = fill.execution
-            if ex.orderRef == cid or (perm and ex.permId == perm):
-                out.setdefault(ex.execId, fill)
-        return list(out.values())
-
-    def _ref_fills(self, cid: str) -> list[Any]:
-        """Executions of a client order id (both legs of an OCA exit) known to ib_async or
-        found by reqExecutions, one per execId, in arrival order."""
-        refs = (cid, cid + TP_SUFFIX)
-        out: dict[str, Any] = {}
-        for fill in (list(self._call("fills", self._ib.fills, cid) or [])
-                     + list(self._exec_cache.values())):
-            if fill.execution.orderRef in refs:
-                out.setdefault(fill.execution.execId, fill)
-        return list(out.values())
-
-    def _executions_lookup(self, cid: str) -> list[Any]:
-        """Fills with this orderRef known to ib_async, else (once per connection) asked of
-        TWS with reqExecutions: an order completed before this session may only be there."""
-        fills = self._ref_fills(cid)
-        if fills or self._exec_synced:
-            return fills
-        found = self._call("executions", self._ib.reqExecutions, cid) or []
-        self._exec_synced = True
-        for fill in found:
-            self._exec_cache.setdefault(fill.execution.execId, fill)
-        return self._ref_fills(cid)
-
-    def _unique_fills(self, fills: list[Any]) -> list[Any]:
-        """Drop execution corrections (a second execId with an already-seen base)."""
-        bases: dict[str, str] = {}
-        out = []
-        for fill in fills:
-            exec_id = fill.execution.execId
-            base = _exec_base(exec_id)
-            first = self._emitted_bases.get(base) or bases.get(base)
-            if first is not None and first != exec_id:
-                continue
-            bases[base] = exec_id
-            out.append(fill)
-        return out
-
-    def _order_error(self, cid: str, trade: Any) -> tuple[int, str] | None:
-        if cid in self._errors:
-            return self._errors[cid]
-        for entry in reversed(list(getattr(trade, "log", None) or [])):
-            code = int(getattr(entry, "errorCode", 0) or 0)
-            message = str(getattr(entry, "message", "") or "")
-            match = _LOG_ERROR.match(message)
-            if not code and match:
-                code = int(match.group(1))
-            if code and not _is_warning(code):
-                text = match.group(2) if match else message
-                self._errors[cid] = (code, text)
-                return code, text
-        return None
-
     # ------------------------------------------------------------------ mapping
 
-    def _commission(self, fill: Any) -> float | None:
-        report = fill.commissionReport
-        if report is not None and getattr(report, "execId", ""):
-            value = _num(report.commission)
-            if value is not None:
-                return value
-        return self._commissions.get(fill.execution.execId)
-
     def _to_order(self, cid: str, trade: Any, fills: list[Any]) -> Order:
-        ib_order, state = trade.order, trade.orderStatus
-        fills = self._unique_fills(fills)
-        fill_qty = sum(float(f.execution.shares) for f in fills)
-        filled = max(_num(state.filled) or 0.0, fill_qty,
-                     _num(getattr(ib_order, "filledQuantity", None)) or 0.0)
-        qty = _num(ib_order.totalQuantity) or filled
-        avg = _num(state.avgFillPrice) if (_num(state.filled) or 0) > 0 else None
-        if not avg and fill_qty > 0:
-            avg = sum(float(f.execution.shares) * float(f.execution.price)
-                      for f in fills) / fill_qty
-        raw = state.status or ""
-        reason = ""
-        if raw == "Filled" or (qty and filled >= qty - 1e-9):
-            status = "filled"
-        elif raw in _CANCELLED:
-            error = self._order_error(cid, trade)
-            refused = raw == "Inactive" or (error is not None and error[0] not in _CANCEL_CODES)
-            status = "rejected" if refused and filled <= 0 else "cancelled"
-            if error is not None:
-                reason = f"IB error {error[0]}: {error[1]}"
-            elif raw == "Inactive":
-                reason = "order inactive at IB (not working; see TWS)"
-            else:
-                reason = f"{raw} at IB"
-        elif raw in ("PendingSubmit", "ApiPending", "PendingCancel", ""):
-            status = "pending"
-        elif raw == "PreSubmitted":
-            status = "partially_filled" if filled > 0 else "accepted"
-        elif raw in ("Submitted", "ApiUpdate", "ValidationError"):
-            status = "partially_filled" if filled > 0 else "new"
-        else:
-            log.warning("ib order %s: unknown order status %r, treated as pending", cid, raw)
-            status = "pending"
-        if not reason and getattr(state, "whyHeld", ""):
-            reason = f"held: {state.whyHeld}"
-        order_type = _ORDER_TYPES.get(ib_order.orderType, (ib_order.orderType or "").lower())
-        limit = _num(ib_order.lmtPrice) if order_type in ("limit", "stop_limit") else None
-        stop = _num(ib_order.auxPrice) if order_type in ("stop", "stop_limit") else None
-        log_entries = list(getattr(trade, "log", None) or [])
-        return Order(
-            client_order_id=cid,
-            broker_id=self._broker_id(ib_order.permId, ib_order.orderId),
-            symbol=trade.contract.symbol,
-            side="sell" if ib_order.action.upper() in ("SELL", "SSHORT") else "buy",
-            qty=qty,
-            filled_qty=filled,
-            status=status,
-            type=order_type or "market",
-            avg_fill_price=round(avg, 6) if avg and filled > 0 else None,
-            limit_price=limit,
-            stop_price=stop,
-            submitted_at=_ts(log_entries[0].time) if log_entries else None,
-            reason=reason,
-        )
+        return to_order(cid, trade, self._unique_fills(fills), self._order_error)
 
     def _order_from_fills(self, cid: str, fills: list[Any]) -> Order:
         """An order TWS no longer lists but whose executions carry its orderRef."""
-        fills = self._unique_fills(fills)
-        first = fills[0].execution
-        filled = sum(float(f.execution.shares) for f in fills)
-        avg = sum(float(f.execution.shares) * float(f.execution.price) for f in fills) / filled
         request = self._tracks[cid].request if cid in self._tracks else None
-        qty = request.qty if request is not None else filled
-        return Order(
-            client_order_id=cid,
-            broker_id=self._broker_id(first.permId, first.orderId),
-            symbol=fills[0].contract.symbol,
-            side="sell" if first.side.upper() in ("SLD", "SELL") else "buy",
-            qty=qty,
-            filled_qty=filled,
-            status="filled" if filled >= qty - 1e-9 else "partially_filled",
-            type=request.type if request is not None else "market",
-            avg_fill_price=round(avg, 6),
-            limit_price=request.limit_price if request is not None else None,
-            stop_price=request.stop_price if request is not None else None,
-            submitted_at=None,
-            reason="known from IB executions only (TWS no longer lists the order)",
-        )
-
-    @staticmethod
-    def _broker_id(perm_id: Any, order_id: Any) -> str:
-        return str(perm_id) if perm_id else f"oid:{order_id}"
-
-    def _to_fill(self, cid: str, order: Order, fill: Any, commission: float) -> Fill:
-        ex = fill.execution
-        when = _ts(ex.time) or _ts(fill.time) or pd.Timestamp.now(tz="UTC")
-        return Fill(
-            client_order_id=cid,
-            broker_id=self._broker_id(ex.permId, ex.orderId) if ex.permId else order.broker_id,
-            fill_id=ex.execId,
-            symbol=order.symbol or fill.contract.symbol,
-            side="sell" if ex.side.upper() in ("SLD", "SELL") else "buy",
-            qty=float(ex.shares),
-            price=float(ex.price),
-            commission=round(commission, 6),
-            time=when,
-        )
+        return order_from_fills(cid, self._unique_fills(fills), request)
 
     def _track(self, cid: str, request: OrderRequest | None = None) -> _Track:
         track = self._tracks.get(cid)
@@ -646,62 +212,15 @@ class IBBroker:
             return self._view(cid, main, take)[0]
         fills = self._executions_lookup(cid)
         return self._order_from_fills(cid, fills) if fills else None
-
-    def _contract(self, symbol: str) -> Any:
-        if symbol in self._contracts:
-            return self._contracts[symbol]
-        from ib_async import Stock
-
-        contract = Stock(symbol, "SMART", "USD")
-        qualify = getattr(self._ib, "qualifyContracts", None)
-        if qualify is not None:
-            result = self._call("qualify", lambda: qualify(contract), symbol) or []
-            if not result or result[0] is None or not getattr(contract, "conId", 0):
-                raise OrderRejected(f"ib: {symbol!r} is not a unique US stock at IB (SMART, "
-                                    "USD): unknown or ambiguous symbol; check it")
-        self._contracts[symbol] = contract
-        return contract
-
-    def _ib_order(self, request: OrderRequest, leg: str = "") -> Any:
-        """The ib_async order for a request; an OCA exit's `leg` is "stop" or "take_profit"."""
-        from ib_async import LimitOrder, MarketOrder, StopLimitOrder, StopOrder
-
-        action = "BUY" if request.side == "buy" else "SELL"
-        qty = float(round(request.qty))
-        cid = request.client_order_id
-        common: dict[str, Any] = dict(orderRef=cid, tif=request.time_in_force.upper(),
-                                      transmit=True)
-        if self._account_id:
-            common["account"] = self._account_id
-        if request.type == "market":
-            return MarketOrder(action, qty, **common)
-        if request.type == "limit":
-            return LimitOrder(action, qty, request.limit_price, **common)
-        if request.type == "stop":
-            kind = _exit_kind(request)
-            if kind == "take_profit":  # the stop cannot trigger: the take-profit alone
-                return LimitOrder(action, qty, us_tick(request.take_profit), **common)
-            if kind == "oca":
-                common.update(ocaGroup=cid, ocaType=1)  # 1: cancel the others, with block
-                if leg == "take_profit":
-                    common["orderRef"] = cid + TP_SUFFIX
-                    return LimitOrder(action, qty, us_tick(request.take_profit), **common)
-            return StopOrder(action, qty, us_tick(request.stop_price), **common)
-        if request.type == "stop_limit":
-            return StopLimitOrder(action, qty, request.limit_price, request.stop_price,
-                                  **common)
-        raise OrderRejected(f"ib submit {request.client_order_id}: order type "
-                            f"{request.type!r} not supported")
-
     # ------------------------------------------------------------------ Broker API
 
     def account(self) -> Account:
         values = list(self._call("account", lambda: self._ib.accountValues(self._account_id))
                       or [])
-        picked = self._account_tags(values)
+        picked = account_tags(values, self._account_id)
         if len(picked) < 3 and hasattr(self._ib, "accountSummary"):
             summary = self._call("account", lambda: self._ib.accountSummary(self._account_id))
-            picked = {**self._account_tags(list(summary or [])), **picked}
+            picked = {**account_tags(list(summary or []), self._account_id), **picked}
         missing = [t for t in ("NetLiquidation", "TotalCashValue", "BuyingPower")
                    if t not in picked]
         if missing:
@@ -711,24 +230,6 @@ class IBBroker:
         currency = picked["NetLiquidation"][1]
         return Account(cash=picked["TotalCashValue"][0], equity=picked["NetLiquidation"][0],
                        buying_power=picked["BuyingPower"][0], currency=currency)
-
-    def _account_tags(self, values: list[Any]) -> dict[str, tuple[float, str]]:
-        """NetLiquidation / TotalCashValue / BuyingPower: USD first, else a real currency
-        (never 'BASE' or the '-S' segment variants)."""
-        out: dict[str, tuple[float, str]] = {}
-        for want_usd in (True, False):
-            for v in values:
-                if v.tag not in ("NetLiquidation", "TotalCashValue", "BuyingPower"):
-                    continue
-                if self._account_id and v.account and v.account != self._account_id:
-                    continue
-                cur = v.currency or ""
-                if (cur == "USD") != want_usd or cur in ("", "BASE"):
-                    continue
-                number = _num(v.value)
-                if number is not None and v.tag not in out:
-                    out[v.tag] = (number, cur)
-        return out
 
     def positions(self) -> dict[str, Position]:
         raws = list(self._call("positions", lambda: self._ib.positions(self._account_id))
@@ -740,22 +241,7 @@ class IBBroker:
                 mv = _num(item.marketValue)
                 if mv is not None:
                     values[item.contract.conId] = mv
-        out: dict[str, Position] = {}
-        for raw in raws:
-            contract = raw.contract
-            if self._account_id and raw.account and raw.account != self._account_id:
-                continue
-            if contract.secType not in ("STK", ""):
-                log.debug("ib positions: skipped %s %s (not a stock)", contract.secType,
-                          contract.localSymbol or contract.symbol)
-                continue
-            qty = _num(raw.position) or 0.0
-            if qty == 0:
-                continue
-            symbol = contract.symbol
-            out[symbol] = Position(symbol=symbol, qty=qty, avg_price=_num(raw.avgCost) or 0.0,
-                                   market_value=values.get(contract.conId))
-        return out
+        return to_positions(raws, values, self._account_id)
 
     def open_orders(self) -> list[Order]:
         out = []
@@ -764,7 +250,7 @@ class IBBroker:
             ref = trade.order.orderRef or ""
             root = ref[:-len(TP_SUFFIX)] if ref.endswith(TP_SUFFIX) else ref  # a TP leg: its exit
             if not root:
-                bid = self._broker_id(trade.order.permId, trade.order.orderId)
+                bid = _broker_id(trade.order.permId, trade.order.orderId)
                 out.append(self._to_order(f"ib:{bid}", trade, self._fills_for(f"ib:{bid}",
                                                                                trade)))
                 continue
@@ -796,7 +282,7 @@ class IBBroker:
             order = self._order_from_fills(cid, raw)
         else:
             order, raw = self._view(cid, main, take)
-        return [self._to_fill(cid, order, f, self._commission(f) or 0.0)
+        return [to_fill(cid, order, f, self._commission(f) or 0.0)
                 for f in self._unique_fills(raw)]
 
     def submit(self, request: OrderRequest) -> Order:
@@ -827,7 +313,8 @@ class IBBroker:
             ("", cid)]
         for leg, ref in legs:
             try:
-                trade = self._place(cid, ref, lambda lg=leg: self._ib_order(request, lg),
+                trade = self._place(cid, ref,
+                                    lambda lg=leg: to_ib_order(request, lg, self._account_id),
                                     contract)
             except TransientBrokerError as e:
                 if leg != "take_profit":
@@ -923,7 +410,8 @@ class IBBroker:
         remaining = _num(main.orderStatus.remaining) or _num(main.order.totalQuantity)
         leg_request = dataclasses.replace(request, qty=remaining or request.qty)
         try:
-            trade = self._place(cid, ref, lambda: self._ib_order(leg_request, "take_profit"),
+            trade = self._place(cid, ref,
+                                lambda: to_ib_order(leg_request, "take_profit", self._account_id),
                                 main.contract)
         except BrokerError as e:
             self._tp_missing[cid] = request
@@ -933,17 +421,6 @@ class IBBroker:
         if trade is not None:
             log.info("ib order %s: take-profit leg placed (orderId %s)", cid,
                      trade.order.orderId)
-
-    def _await_ack(self, trade: Any) -> None:
-        """Give TWS a moment to acknowledge (or reject) a new order."""
-        sleeper = getattr(self._ib, "sleep", None)
-        if sleeper is None:
-            return
-        deadline = self._clock() + self.ack_timeout
-        while trade.orderStatus.status in _WAITING and self._clock() < deadline:
-            _, fault, _ = self._once(lambda: sleeper(self.poll_interval))
-            if fault is not None or not self._connected():
-                return
 
     @staticmethod
     def _checked(request: OrderRequest, order: Order) -> Order:
@@ -1095,7 +572,7 @@ class IBBroker:
             self._emitted.add(exec_id)
             self._emitted_bases.setdefault(base, exec_id)
             track.reported_qty += float(fill.execution.shares)
-            fill_obj = self._to_fill(cid, order, fill, commission)
+            fill_obj = to_fill(cid, order, fill, commission)
             kind = "fill" if order.qty and track.reported_qty >= order.qty - 1e-9 else \
                 "partial_fill"
             events.append(OrderUpdate(order=order, event=kind, fill=fill_obj,

@@ -35,25 +35,39 @@ expired, replaced). Each newly filled quantity becomes a `Fill` whose `fill_id` 
 `<broker order id>:<cumulative filled qty>`, so a replay (e.g. after a restart) produces
 the same ids and a journal that dedups on `fill_id` never counts a fill twice. `fills(cid)`
 gives the same ids for what an order has filled so far (the runner's `reconcile` uses it).
+
+The request layer (timeouts, fault classification, bounded retries, key scrubbing) is
+alpaca_http.py; reading Alpaca's order objects and building its request models,
+alpaca_wire.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
-from enum import Enum
 from typing import Any
 
-import pandas as pd
-
-from mltrader.live.broker import (
+from mltrader.live.brokers.alpaca_http import KEY_ENV, SECRET_ENV, AlpacaRequests
+from mltrader.live.brokers.alpaca_wire import (
+    _OPEN_RAW,
+    _f,
+    _filled_at,
+    _fmt_qty,
+    _hint,
+    _is_oco,
+    _num,
+    _raw_status,
+    _s,
+    _stop_leg,
+    _when,
+    request_model,
+    to_order,
+)
+from mltrader.live.brokers.base import (
     FINAL_STATUSES,
     Account,
     BrokerError,
@@ -63,70 +77,16 @@ from mltrader.live.broker import (
     OrderRequest,
     OrderUpdate,
     Position,
-    TransientBrokerError,
-    exit_kind,
-    merge_exit_legs,
     us_tick,
 )
 
 log = logging.getLogger("mltrader.live.alpaca")
 
-KEY_ENV = ("MLTRADER_ALPACA_KEY", "APCA_API_KEY_ID")
-SECRET_ENV = ("MLTRADER_ALPACA_SECRET", "APCA_API_SECRET_KEY")
-
-# Alpaca order status -> domain status. None: derive from the filled quantity.
-_STATUS: dict[str, str | None] = {
-    "new": "new",
-    "accepted": "accepted",
-    "accepted_for_bidding": "accepted",
-    "pending_new": "pending",
-    "pending_review": "pending",
-    "pending_cancel": "pending",
-    "pending_replace": "pending",
-    "held": "pending",
-    "suspended": "pending",
-    "partially_filled": "partially_filled",
-    "filled": "filled",
-    "canceled": "cancelled",
-    "cancelled": "cancelled",
-    "expired": "expired",
-    "replaced": "replaced",
-    "rejected": "rejected",
-    "done_for_day": None,
-    "calculated": None,
-    "stopped": None,
-}
 _STATUS_EVENT = {"cancelled": "canceled", "rejected": "rejected", "expired": "expired",
                  "replaced": "replaced"}
-
-# Substring of the broker's message -> what to do about it (first match wins).
-_HINTS: tuple[tuple[str, str], ...] = (
-    ("buying power", "reduce the quantity or free buying power (cancel open orders, close "
-                     "positions)"),
-    ("not allowed to short", "the account may not short: sell at most the shares held, or "
-                             "enable shorting for the account"),
-    ("insufficient qty", "the shares are not held or are reserved by other open orders: "
-                         "cancel those or sell less"),
-    ("sub-penny", "round the price to $0.01 (prices >= $1) or $0.0001 (prices < $1)"),
-    ("not shortable", "this symbol cannot be shorted at Alpaca now"),
-    ("not tradable", "this symbol is not tradable at Alpaca"),
-    ("qty", "check the quantity: > 0, whole shares except for market/day orders"),
-    ("notional", "send either qty or notional, not both"),
-)
 _MAX_CID = 128  # Alpaca's limit on client_order_id
 _REPLACED_SUFFIX = re.compile(r"^(?P<root>.+)-r(?P<n>\d+)$")
 _STOP_LEG_SUFFIX = re.compile(r"-sl(?P<n>\d+)$")
-_OPEN_RAW = frozenset({"new", "accepted", "accepted_for_bidding", "pending_new", "held",
-                       "partially_filled", "pending_cancel", "pending_replace", "suspended",
-                       "pending_review", "done_for_day", "calculated", "stopped"})
-
-
-@dataclass(frozen=True)
-class _Fault:
-    kind: str  # transient | not_found | duplicate | rejected | auth | other
-    text: str
-    status: int | None = None
-    retry_after: float | None = None  # seconds, from a Retry-After header
 
 
 @dataclass
@@ -138,90 +98,7 @@ class _Seen:
     announced: bool
 
 
-def _f(obj: Any, name: str, default: Any = None) -> Any:
-    """A field of a raw dict or of an alpaca-py model."""
-    if isinstance(obj, Mapping):
-        value = obj.get(name, default)
-    else:
-        value = getattr(obj, name, default)
-    return default if value is None else value
-
-
-def _s(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, Enum):
-        return str(value.value)
-    return str(value)
-
-
-def _num(value: Any) -> float | None:
-    """Alpaca sends numbers as strings (the real API) or numbers (some mocks): both work."""
-    if value is None or value == "" or isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _ts(value: Any) -> pd.Timestamp | None:
-    if value is None or value == "":
-        return None
-    try:
-        ts = pd.Timestamp(value)
-    except (TypeError, ValueError):
-        return None
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
-def _fmt_qty(qty: float) -> str:
-    text = f"{qty:.9f}".rstrip("0").rstrip(".")
-    return text or "0"
-
-
-def _hint(message: str) -> str:
-    low = message.lower()
-    for needle, hint in _HINTS:
-        if needle in low:
-            return hint
-    return "check the order against Alpaca's rules (symbol, side, qty, price, time in force)"
-
-
-def _exit_kind(request: OrderRequest) -> str:
-    """plain | oco (stop + take-profit) | take_profit (a take-profit alone)."""
-    kind = exit_kind(request)
-    return "oco" if kind == "bracket" else kind
-
-
-def _retry_after(response: Any) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date), else None."""
-    headers = getattr(response, "headers", None)
-    value = headers.get("Retry-After") if headers is not None else None
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except (TypeError, ValueError):
-        pass
-    try:
-        when = parsedate_to_datetime(str(value))
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, (pd.Timestamp(when) - pd.Timestamp.now(tz="UTC")).total_seconds())
-
-
-def _is_oco(raw: Any) -> bool:
-    return (_s(_f(raw, "order_class")) or "").lower() == "oco"
-
-
-def _raw_status(raw: Any) -> str:
-    return (_s(_f(raw, "status")) or "").lower()
-
-
-class AlpacaBroker:
+class AlpacaBroker(AlpacaRequests):
     """`Broker` for Alpaca (paper by default). See the module docstring for the rules."""
 
     name = "alpaca"
@@ -276,135 +153,6 @@ class AlpacaBroker:
         where = f", url={self._scrub(self._url)!r}" if self._url else ""
         return f"AlpacaBroker({mode}{where})"
 
-    # ------------------------------------------------------------------ plumbing
-
-    def _harden_client(self) -> None:
-        """Per-request timeout and no hidden retries inside alpaca-py (both private API of
-        alpaca-py's RESTClient; an injected test double may lack them)."""
-        session = getattr(self._client, "_session", None)
-        if session is not None and hasattr(session, "request"):
-            original = session.request
-            timeout = self.timeout
-
-            def request_with_timeout(method: str, url: str, **kwargs: Any) -> Any:
-                kwargs.setdefault("timeout", timeout)
-                return original(method, url, **kwargs)
-
-            session.request = request_with_timeout
-        elif not isinstance(self._client, Mapping):
-            log.warning("alpaca: client has no requests session; requests run without the "
-                        "adapter's %.1fs timeout", self.timeout)
-        if hasattr(self._client, "_retry"):
-            self._client._retry = 0  # alpaca-py would sleep 3 s per 429/504 on its own
-
-    def _scrub(self, text: Any) -> str:
-        out = str(text)
-        for secret in self._secrets:
-            out = out.replace(secret, "***")
-        return out
-
-    def _delay(self, failures: int) -> float:
-        return min(self.max_backoff, self.backoff * (2 ** (failures - 1)))
-
-    def _classify(self, exc: BaseException) -> _Fault:
-        import requests
-        from alpaca.common.exceptions import APIError
-
-        if isinstance(exc, APIError):
-            status = exc.status_code
-            body = self._scrub(getattr(exc, "_error", None) or str(exc))
-            message = body.strip()
-            try:
-                parsed = json.loads(body)
-                if isinstance(parsed, dict) and parsed.get("message"):
-                    message = str(parsed["message"])
-            except (TypeError, ValueError):
-                pass
-            message = message[:300]
-            text = f"HTTP {status}: {message}" if status else message
-            if status is None or status in (408, 429) or status >= 500:
-                wait = _retry_after(getattr(exc, "response", None)) if status else None
-                if wait is not None:
-                    text += f" (Retry-After {wait:g}s)"
-                return _Fault("transient", text, status, wait)
-            if "client_order_id must be unique" in message.lower():
-                return _Fault("duplicate", text, status)
-            if status == 404:
-                return _Fault("not_found", text, status)
-            if status == 401:
-                return _Fault("auth", text, status)
-            if status in (400, 403, 422):
-                return _Fault("rejected", message, status)
-            return _Fault("other", text, status)
-        if isinstance(exc, requests.exceptions.JSONDecodeError):
-            return _Fault("transient", "unreadable response body (truncated or not JSON)")
-        if isinstance(exc, requests.Timeout):
-            return _Fault("transient", f"no response within {self.timeout:g}s (timeout)")
-        if isinstance(exc, requests.ConnectionError | requests.exceptions.ChunkedEncodingError):
-            return _Fault("transient", f"connection failed or dropped ({type(exc).__name__})")
-        if isinstance(exc, requests.RequestException):
-            return _Fault("other", f"request failed ({type(exc).__name__}: "
-                                   f"{self._scrub(exc)[:200]})")
-        return _Fault("other", f"unexpected reply ({type(exc).__name__}: "
-                               f"{self._scrub(exc)[:200]})")
-
-    def _once(self, fn: Callable[[], Any]) -> tuple[Any, _Fault | None]:
-        """One request; a fault comes back as a value so errors are raised outside any
-        `except` block (no library exception, and no text of it, rides along as context)."""
-        try:
-            return fn(), None
-        except Exception as exc:  # noqa: BLE001 - classified, never swallowed
-            return None, self._classify(exc)
-
-    def _error(self, op: str, cid: str, fault: _Fault) -> BrokerError:
-        who = f" {cid}" if cid else ""
-        if fault.kind == "auth":
-            return BrokerError(f"alpaca {op}{who}: not authorized ({fault.text}); check "
-                               f"{KEY_ENV[0]}/{SECRET_ENV[0]} and that paper keys go with "
-                               "paper=True and live keys with live")
-        return BrokerError(f"alpaca {op}{who}: {fault.text}")
-
-    def _give_up(self, op: str, cid: str, failures: int, fault: _Fault) -> TransientBrokerError:
-        who = f" {cid}" if cid else ""
-        extra = (" The order may or may not be at Alpaca; submitting the same client order id "
-                 "again is safe (it is looked up first)." if op == "submit" else "")
-        # the caller reports what is raised: INFO here keeps it to one line per fault
-        log.info("alpaca %s%s: giving up after %d failed attempts (last: %s)", op, who,
-                 failures, fault.text)
-        return TransientBrokerError(f"alpaca {op}{who}: failed {failures} times in a row "
-                                    f"(last: {fault.text}); Alpaca unreachable or overloaded, "
-                                    f"try again later.{extra}")
-
-    def _retry_wait(self, op: str, cid: str, failures: int, fault: _Fault) -> bool:
-        """Log the fault; sleep before the next attempt. False when retries are used up."""
-        who = f" {cid}" if cid else ""
-        if failures > self.max_retries:
-            return False
-        delay = self._delay(failures)
-        if fault.retry_after is not None:  # the server said how long: at least that
-            delay = min(self.max_backoff, max(delay, fault.retry_after))
-        log.warning("alpaca %s%s: %s (attempt %d of %d); retrying in %.2fs", op, who,
-                    fault.text, failures, self.max_retries + 1, delay)
-        self._sleep(delay)
-        return True
-
-    def _call(self, op: str, fn: Callable[[], Any], cid: str = "",
-              none_if_missing: bool = False) -> Any:
-        """An idempotent request with bounded retries of transient faults."""
-        failures = 0
-        while True:
-            result, fault = self._once(fn)
-            if fault is None:
-                return result
-            if fault.kind == "not_found" and none_if_missing:
-                return None
-            if fault.kind != "transient":
-                log.info("alpaca %s%s: %s", op, f" {cid}" if cid else "", fault.text)
-                raise self._error(op, cid, fault)
-            failures += 1
-            if not self._retry_wait(op, cid, failures, fault):
-                raise self._give_up(op, cid, failures, fault)
-
     # ------------------------------------------------------------------ mapping
 
     def _root_of(self, raw: Any) -> str:
@@ -418,72 +166,7 @@ class AlpacaBroker:
         return cid
 
     def _to_order(self, raw: Any) -> Order:
-        legs = _f(raw, "legs") or []
-        if _is_oco(raw) and legs:
-            return self._oco_order(raw, legs)
-        return self._plain_order(raw)
-
-    @staticmethod
-    def _stop_leg(legs: Iterable[Any]) -> Any:
-        """The working stop leg of an OCO (a replaced leg is history), else the last one."""
-        legs = list(legs or [])
-        stops = [leg for leg in legs
-                 if (_s(_f(leg, "type")) or _s(_f(leg, "order_type")) or "").lower()
-                 in ("stop", "stop_limit")] or legs
-        live = [leg for leg in stops if _raw_status(leg) != "replaced"]
-        return (live or stops)[-1] if stops else None
-
-    def _oco_order(self, raw: Any, legs: list[Any]) -> Order:
-        """An OCO (the take-profit limit order with its stop leg) as ONE domain order."""
-        tp = self._plain_order(raw)
-        leg_raw = self._stop_leg(legs)
-        sl = self._plain_order(leg_raw)
-        order = merge_exit_legs(tp.client_order_id, sl, tp, lead="take")
-        if not order.done and tp.done and _raw_status(leg_raw) == "held":
-            # the stop leg alone still works: Alpaca holds it until it can trigger
-            order = dataclasses.replace(
-                order, status="partially_filled" if order.filled_qty > 0 else "accepted")
-        return order
-
-    def _plain_order(self, raw: Any) -> Order:
-        qty = _num(_f(raw, "qty"))
-        filled = _num(_f(raw, "filled_qty")) or 0.0
-        raw_status = (_s(_f(raw, "status")) or "").lower()
-        if raw_status in _STATUS:
-            status = _STATUS[raw_status]
-        else:
-            log.warning("alpaca: unknown order status %r, treated as pending", raw_status)
-            status = "pending"
-        if status is None:
-            if qty and filled >= qty:
-                status = "filled"
-            else:
-                status = "partially_filled" if filled > 0 else "accepted"
-        avg = _num(_f(raw, "filled_avg_price"))
-        reason = ""
-        for field in ("reject_reason", "reason", "status_message"):
-            if _f(raw, field):
-                reason = self._scrub(_f(raw, field))
-                break
-        if not reason and status in ("rejected", "cancelled", "expired"):
-            when = _f(raw, {"rejected": "failed_at", "cancelled": "canceled_at",
-                            "expired": "expired_at"}[status])
-            reason = f"{raw_status} by Alpaca" + (f" at {when}" if when else "")
-        return Order(
-            client_order_id=self._root_of(raw),
-            broker_id=_s(_f(raw, "id")) or "",
-            symbol=_s(_f(raw, "symbol")) or "",
-            side=(_s(_f(raw, "side")) or "buy").lower(),  # type: ignore[arg-type]
-            qty=qty if qty is not None else filled,
-            filled_qty=filled,
-            status=status,
-            type=(_s(_f(raw, "type")) or _s(_f(raw, "order_type")) or "market").lower(),
-            avg_fill_price=avg if avg and filled > 0 else None,
-            limit_price=_num(_f(raw, "limit_price")),
-            stop_price=_num(_f(raw, "stop_price")),
-            submitted_at=_ts(_f(raw, "submitted_at")),
-            reason=reason,
-        )
+        return to_order(raw, self._root_of, self._scrub)
 
     def _remember(self, raw: Any, root: str | None = None) -> Order:
         """Track an order for `updates()` and return its domain view."""
@@ -501,47 +184,6 @@ class AlpacaBroker:
                 self._current[order.client_order_id] = bid
             self._seen.setdefault(bid, _Seen("", 0.0, None, 0.0, announced=False))
         return order
-
-    def _request_model(self, request: OrderRequest) -> Any:
-        from alpaca.trading.enums import OrderClass, OrderSide, TimeInForce
-        from alpaca.trading.requests import (
-            LimitOrderRequest,
-            MarketOrderRequest,
-            StopLimitOrderRequest,
-            StopLossRequest,
-            StopOrderRequest,
-            TakeProfitRequest,
-        )
-
-        common = dict(symbol=request.symbol, qty=request.qty,
-                      side=OrderSide(request.side),
-                      time_in_force=TimeInForce(request.time_in_force),
-                      client_order_id=request.client_order_id)
-        if request.type == "market":
-            return MarketOrderRequest(**common)
-        if request.type == "limit":
-            return LimitOrderRequest(**common, limit_price=request.limit_price)
-        if request.type == "stop":
-            kind = _exit_kind(request)
-            if kind == "take_profit":  # the stop cannot trigger: the take-profit alone
-                return LimitOrderRequest(**common, limit_price=us_tick(request.take_profit))
-            stop = us_tick(request.stop_price)  # type: ignore[arg-type]
-            if kind == "plain":
-                return StopOrderRequest(**common, stop_price=stop)
-            take = us_tick(request.take_profit)  # type: ignore[arg-type]
-            if (take <= stop) if request.side == "sell" else (take >= stop):
-                where = "above" if request.side == "sell" else "below"
-                raise ValueError(f"the take-profit {take:g} must lie {where} the stop {stop:g} "
-                                 f"of a {request.side} exit")
-            # Alpaca's OCO: a limit order (the take-profit leg) plus the stop-loss leg
-            return LimitOrderRequest(**common, order_class=OrderClass.OCO,
-                                     take_profit=TakeProfitRequest(limit_price=take),
-                                     stop_loss=StopLossRequest(stop_price=stop))
-        if request.type == "stop_limit":
-            return StopLimitOrderRequest(**common, limit_price=request.limit_price,
-                                         stop_price=request.stop_price)
-        raise OrderRejected(f"alpaca submit {request.client_order_id}: order type "
-                            f"{request.type!r} not supported")
 
     @staticmethod
     def _nested() -> Any:
@@ -641,12 +283,12 @@ class AlpacaBroker:
                      symbol=order.symbol, side=order.side, qty=order.filled_qty,
                      price=round(order.avg_fill_price or 0.0, 6),
                      commission=_num(_f(raw, "commission")) or 0.0,
-                     time=self._filled_at(raw) or self._when(raw))]
+                     time=_filled_at(raw) or _when(raw))]
 
     def submit(self, request: OrderRequest) -> Order:
         cid = request.client_order_id
         try:
-            payload = self._request_model(request)
+            payload = request_model(request)
             payload_error = ""
         except (ValueError, TypeError) as exc:  # pydantic validation of alpaca-py
             payload = None
@@ -797,7 +439,7 @@ class AlpacaBroker:
             raise BrokerError(f"alpaca replace {cid}: Alpaca cannot resize an OCO exit in "
                               f"place ({current.qty:g} -> {qty:g}); cancel it and place a "
                               "new one")
-        leg = self._stop_leg(_f(raw, "legs"))
+        leg = _stop_leg(_f(raw, "legs"))
         if leg is None or _raw_status(leg) not in _OPEN_RAW:
             state = _raw_status(leg) if leg is not None else "missing"
             raise BrokerError(f"alpaca replace {cid}: the stop leg of this OCO is {state}; "
@@ -902,25 +544,10 @@ class AlpacaBroker:
                 queue.append(nxt)
         return events
 
-    @staticmethod
-    def _times(raw: Any, field: str) -> list[pd.Timestamp]:
-        out = [_ts(_f(raw, field))]
-        out += [_ts(_f(leg, field)) for leg in (_f(raw, "legs") or [])]
-        return [t for t in out if t is not None]
-
-    def _when(self, raw: Any) -> pd.Timestamp:
-        """When the order (or a leg of it) last changed."""
-        times = self._times(raw, "updated_at") or self._times(raw, "filled_at")
-        return max(times) if times else pd.Timestamp.now(tz="UTC")
-
-    def _filled_at(self, raw: Any) -> pd.Timestamp | None:
-        times = self._times(raw, "filled_at")
-        return max(times) if times else None
-
     def _diff(self, bid: str, raw: Any) -> list[OrderUpdate]:
         order = self._to_order(raw)
         prev = self._seen.get(bid) or _Seen("", 0.0, None, 0.0, announced=False)
-        when = self._when(raw)
+        when = _when(raw)
         events: list[OrderUpdate] = []
         if not prev.announced and order.status not in ("pending", "rejected"):
             events.append(OrderUpdate(order=order, event="new", time=when))
@@ -932,7 +559,7 @@ class AlpacaBroker:
             price = avg
             if prev.filled > 0 and prev.avg:
                 price = (order.filled_qty * avg - prev.filled * prev.avg) / delta
-            fill_time = (self._filled_at(raw) if order.status == "filled" else None) or when
+            fill_time = (_filled_at(raw) if order.status == "filled" else None) or when
             fill = Fill(client_order_id=order.client_order_id, broker_id=bid,
                         fill_id=f"{bid}:{_fmt_qty(order.filled_qty)}", symbol=order.symbol,
                         side=order.side, qty=round(delta, 9), price=round(price, 6),

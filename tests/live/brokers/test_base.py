@@ -7,7 +7,7 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mltrader.live.broker import FINAL_STATUSES, Order, merge_exit_legs
+from mltrader.live.brokers.base import FINAL_STATUSES, Order, merge_exit_legs
 
 STATUSES = ("new", "accepted", "partially_filled", "filled", "cancelled", "rejected",
             "expired", "pending")

@@ -15,8 +15,8 @@ import pytest
 
 from mltrader.backtest.engine import EngineSettings
 from mltrader.data.feeds import ReplayFeed
-from mltrader.live.broker import BrokerError, OrderRejected, OrderRequest
-from mltrader.live.paper import PaperBroker
+from mltrader.live.brokers.base import BrokerError, OrderRejected, OrderRequest
+from mltrader.live.brokers.paper import PaperBroker
 from mltrader.testing import synthetic_bars
 
 COSTS = dict(slippage_bps=5, half_spread_bps=2, commission_bps=1, commission_per_share=0.005,
@@ -162,8 +162,8 @@ CHILD = textwrap.dedent("""
     import itertools, sys
     from mltrader.backtest.engine import EngineSettings
     from mltrader.data.feeds import ReplayFeed
-    from mltrader.live.broker import OrderRequest
-    from mltrader.live.paper import PaperBroker
+    from mltrader.live.brokers.base import OrderRequest
+    from mltrader.live.brokers.paper import PaperBroker
     from mltrader.testing import synthetic_bars
 
     SETTINGS = EngineSettings(fill="next_open", allow_short=True, initial_cash=1e6,

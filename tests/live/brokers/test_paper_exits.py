@@ -11,8 +11,8 @@ import pytest
 from mltrader.backtest.engine import EngineSettings, run_backtest
 from mltrader.data.bars import Bars
 from mltrader.data.feeds import ReplayFeed
-from mltrader.live.broker import OrderRequest
-from mltrader.live.paper import PaperBroker
+from mltrader.live.brokers.base import OrderRequest
+from mltrader.live.brokers.paper import PaperBroker
 
 COSTS = dict(slippage_bps=5, half_spread_bps=2, commission_bps=1, commission_per_share=0.005,
              commission_min=1.0, slippage_range_frac=0.1)

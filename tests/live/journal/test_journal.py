@@ -29,7 +29,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from mltrader.live.broker import Fill, Order, OrderRequest, Position
+from mltrader.live.brokers.base import Fill, Order, OrderRequest, Position
 from mltrader.live.journal import (
     MASK,
     Journal,
@@ -337,7 +337,7 @@ def test_locked_database_is_waited_for_and_retried(tmp_path):
 CHILD = r"""
 import sys
 import pandas as pd
-from mltrader.live.broker import Fill, OrderRequest, Position
+from mltrader.live.brokers.base import Fill, OrderRequest, Position
 from mltrader.live.journal import Journal
 
 url, prefix, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
-from mltrader.live.broker import BrokerError, Fill, Order, OrderRequest, OrderUpdate
+from mltrader.live.brokers.base import BrokerError, Fill, Order, OrderRequest, OrderUpdate
 
 SCHEMA = 1
 KIND = "mltrader-paper-state"

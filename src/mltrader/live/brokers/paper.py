@@ -3,7 +3,7 @@
 An order submitted after bar t's close works from bar t+1: a market order fills at t+1's
 open (`fill="next_open"`) or close (`"next_close"`), a limit order when the bar reaches its
 price (at the open if it gaps through), each at the price after the engine's slippage and
-half-spread, paying the engine's commission (backtest/costs.py). A volume cap
+half-spread, paying the engine's commission (core/costs.py). A volume cap
 (`max_volume_share`) fills part of an order per bar; the rest keeps working (GTC) or is
 cancelled at the end of the bar (day orders). As in the engine, orders that reduce a
 position fill first; a buy is then cut to the cash left and to the gross leverage limit
@@ -34,10 +34,11 @@ from typing import Concatenate, ParamSpec, Protocol, TypeVar
 import numpy as np
 import pandas as pd
 
-from mltrader.backtest.costs import CostModel, limit_fill_price
-from mltrader.backtest.settings import EngineSettings
+from mltrader.core.costs import CostModel, limit_fill_price
+from mltrader.core.orders import cash_room, leverage_room
+from mltrader.core.settings import EngineSettings
 from mltrader.data.feeds import BarEvent
-from mltrader.live.broker import (
+from mltrader.live.brokers.base import (
     Account,
     BrokerError,
     Fill,
@@ -47,8 +48,7 @@ from mltrader.live.broker import (
     OrderUpdate,
     Position,
 )
-from mltrader.live.paper_store import PaperStore
-from mltrader.risk.orders import cash_room, leverage_room
+from mltrader.live.brokers.paper_store import PaperStore
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")

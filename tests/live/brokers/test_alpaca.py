@@ -22,8 +22,8 @@ import pytest
 
 pytest.importorskip("alpaca")
 
-from mltrader.live.alpaca_broker import AlpacaBroker  # noqa: E402
-from mltrader.live.broker import (  # noqa: E402
+from mltrader.live.brokers.alpaca import AlpacaBroker  # noqa: E402
+from mltrader.live.brokers.base import (  # noqa: E402
     Broker,
     BrokerError,
     OrderRejected,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from mltrader.live.broker import Fill, Order, OrderRequest
+from mltrader.live.brokers.base import Fill, Order, OrderRequest
 from mltrader.live.journal import Journal, JournalError, hash_config
 
 from .test_journal import pg_server, pg_url  # noqa: F401  (the throwaway PostgreSQL server)

@@ -48,7 +48,7 @@ from ib_async import (  # noqa: E402
 )
 from ib_async import Position as IBPosition  # noqa: E402
 
-from mltrader.live.broker import (  # noqa: E402
+from mltrader.live.brokers.base import (  # noqa: E402
     Broker,
     BrokerError,
     OrderRejected,
@@ -56,7 +56,7 @@ from mltrader.live.broker import (  # noqa: E402
     TransientBrokerError,
     client_order_id,
 )
-from mltrader.live.ib_broker import IBBroker  # noqa: E402
+from mltrader.live.brokers.ib import IBBroker  # noqa: E402
 
 T0 = datetime(2019, 12, 31, 17, 19, 7, tzinfo=UTC)
 REJECT_201 = ("Order rejected - reason:YOUR ORDER IS NOT ACCEPTED. IN ORDER TO OBTAIN THE "
