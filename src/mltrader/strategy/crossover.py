@@ -81,27 +81,6 @@ def _window_sum(x: np.ndarray, j: int, t: int, n: int) -> float:
 
 
 @njit(cache=True)
-def _decide(t: int, j: int, f: float, s: float, prev_f: np.ndarray, prev_s: np.ndarray,
-            entries: np.ndarray, exits: np.ndarray, ties: np.ndarray, n_ties: int,
-            tie: float) -> int:
-    """Record a crossing at (t, j) and note a near-tie; returns the new tie count."""
-    if abs(f - s) <= tie * abs(s):
-        if n_ties < ties.shape[0]:
-            ties[n_ties, 0] = t
-            ties[n_ties, 1] = j
-        n_ties += 1
-    pf = prev_f[j]
-    ps = prev_s[j]
-    if pf < ps and f > s:
-        entries[t, j] = True
-    elif pf > ps and f < s:
-        exits[t, j] = True
-    prev_f[j] = f
-    prev_s[j] = s
-    return n_ties
-
-
-@njit(cache=True)
 def _cross_clean(x: np.ndarray, fast: int, slow: int, tie: float, max_ties: int
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """`_cross` for data without NaN: no missing-value bookkeeping, about 2x faster."""
@@ -132,7 +111,22 @@ def _cross_clean(x: np.ndarray, fast: int, slow: int, tie: float, max_ties: int
             ss[j] = b
             f = a / fast if t >= fast - 1 else np.nan
             s = b / slow if t >= slow - 1 else np.nan
-            n_ties = _decide(t, j, f, s, prev_f, prev_s, entries, exits, ties, n_ties, tie)
+            # the crossing decision is written out in both loops (_cross_clean, _cross): as a
+            # helper call per cell, even with inline="always", the loop ran 10x slower (16 vs
+            # 1.3 ms on the bundled 20 stocks: bench/engine_vs_peers.py's (c) workload)
+            if abs(f - s) <= tie * abs(s):
+                if n_ties < max_ties:
+                    ties[n_ties, 0] = t
+                    ties[n_ties, 1] = j
+                n_ties += 1
+            pf = prev_f[j]
+            ps = prev_s[j]
+            if pf < ps and f > s:
+                entries[t, j] = True
+            elif pf > ps and f < s:
+                exits[t, j] = True
+            prev_f[j] = f
+            prev_s[j] = s
     return entries, exits, ties[: min(n_ties, max_ties)], n_ties
 
 
@@ -232,7 +226,19 @@ def _cross(x: np.ndarray, fast: int, slow: int, tie: float, max_ties: int
                     ss[j] = _window_sum(x, j, t, slow)
             f = sf[j] / fast if (t >= fast - 1 and nf[j] == 0) else np.nan
             s = ss[j] / slow if (t >= slow - 1 and ns[j] == 0) else np.nan
-            n_ties = _decide(t, j, f, s, prev_f, prev_s, entries, exits, ties, n_ties, tie)
+            if abs(f - s) <= tie * abs(s):
+                if n_ties < max_ties:
+                    ties[n_ties, 0] = t
+                    ties[n_ties, 1] = j
+                n_ties += 1
+            pf = prev_f[j]
+            ps = prev_s[j]
+            if pf < ps and f > s:
+                entries[t, j] = True
+            elif pf > ps and f < s:
+                exits[t, j] = True
+            prev_f[j] = f
+            prev_s[j] = s
     return entries, exits, ties[: min(n_ties, max_ties)], n_ties
 
 
