@@ -525,8 +525,9 @@ def main() -> None:
     sys.exit(0)
 
 
-# the trading commands (paper, live, status, flatten, parity) register themselves on `app`
-from mltrader import cli_live  # noqa: E402,F401
+# the trading commands (paper, live) and the account commands (status, flatten, parity)
+# register themselves on `app`, in this order
+from mltrader import cli_account, cli_live  # noqa: E402,F401,I001
 
 if __name__ == "__main__":  # pragma: no cover
     main()
