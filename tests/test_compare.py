@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.base import clone
 
@@ -150,3 +151,21 @@ def test_backtest_can_tune_and_reports_a_deflated_sharpe():
     assert out.metrics["model"]["n_trials"] == 3 and "alpha" in out.metrics["model"]["params"]
     dsr = out.metrics["deflated_sharpe"]
     assert dsr["n_trials"] == 3 and 0 <= dsr["dsr"] <= 1
+
+
+def test_a_single_model_is_deflated_by_its_trials_and_the_board_says_by_how_many():
+    """Bug: one model gave a trial variance of 0, so nothing was deflated whatever n_trials."""
+    from types import SimpleNamespace
+
+    from mltrader.compare import _deflate
+
+    rng = np.random.default_rng(0)
+    equity = pd.Series(100_000 * np.cumprod(1 + rng.normal(4e-4, 0.01, 2000)))
+    results = {"ridge": SimpleNamespace(equity=equity)}
+    dsr = {}
+    for n in (1, 50, 1000):
+        rows = [{"model": "ridge"}, {"model": "buy & hold (equal weight)"}]
+        _deflate(rows, results, n)
+        dsr[n] = rows[0]["deflated_sharpe"]
+        assert rows[0]["dsr_trials"] == n and "dsr_trials" not in rows[1]
+    assert dsr[1] > dsr[50] > dsr[1000]

@@ -135,3 +135,15 @@ def test_a_stated_interval_is_checked_against_the_file_even_when_daily(tmp_path)
     r = invoke("data", "check", dpath, "--interval", "1wk")
     assert r.exit_code != 0
     assert "--interval says 1wk bars but they are 1d apart" in plain(r.output)
+
+
+def test_close_only_exits_say_which_way_each_level_is_off():
+    """On close-only data a take-profit fills at the breaching close: the report says it is
+    optimistic (and a stop's fill pessimistic) instead of calling every fill 'worse'."""
+    from mltrader.pipeline import close_only_exits_note
+
+    both = close_only_exits_note(0.03, 0.05, None)
+    assert "take-profit fills at the close beyond its target (optimistic" in both
+    assert "stop fills at the close that breaches it (pessimistic" in both
+    assert "optimistic" not in close_only_exits_note(0.03, None, None)
+    assert "pessimistic" not in close_only_exits_note(None, 0.05, None)

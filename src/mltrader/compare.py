@@ -37,8 +37,8 @@ from mltrader.strategy.registry import get_strategy
 
 LEADERBOARD_COLUMNS = (
     "model", "ic_mean", "ic_t", "hit_rate", "hit_p_value", "always_up_rate", "mse_ratio",
-    "sharpe", "deflated_sharpe", "n_trials", "cagr", "max_drawdown", "total_return",
-    "turnover", "cost_drag", "trades",
+    "sharpe", "deflated_sharpe", "dsr_trials", "n_trials", "cagr", "max_drawdown",
+    "total_return", "turnover", "cost_drag", "trades",
 )
 
 
@@ -61,22 +61,27 @@ def _deflate(rows: list[dict], results: dict[str, BacktestResult], n_trials: int
     """Deflated Sharpe of every model: picking the best of all trials is a multiple test.
 
     All configurations tried (every model, and every tuning trial) count as trials; their
-    spread is estimated from the per-bar Sharpes of the models on the leaderboard.
+    spread is estimated from the per-bar Sharpes of the models on the leaderboard, or, with
+    fewer than two of them, taken as the sampling variance of one Sharpe over these bars
+    (1 / T: the floor `mltrader backtest` uses too; a variance of 0 would deflate nothing).
+    Each row records the trials its deflation used (``dsr_trials``).
     """
     rets = {name: res.equity.pct_change().dropna().to_numpy() for name, res in results.items()}
     sharpes = np.array([r.mean() / r.std(ddof=1) for r in rets.values() if r.std(ddof=1) > 0])
+    trials = max(n_trials, 1)
     for row in rows:
         if row["model"] not in rets:  # buy-and-hold was not chosen among trials
             continue
         r = rets[row["model"]]
+        spread = len(sharpes) > 1 and trials > 1
         try:
             out = deflated_sharpe_ratio(
-                r, max(n_trials, 1),
-                trial_sharpes=sharpes if len(sharpes) > 1 and n_trials > 1 else None,
-                sr_variance=None if len(sharpes) > 1 else 0.0)
+                r, trials, trial_sharpes=sharpes if spread else None,
+                sr_variance=None if spread else 1.0 / max(len(r), 1))
             row["deflated_sharpe"] = out["dsr"]
         except ValueError:
             row["deflated_sharpe"] = None
+        row["dsr_trials"] = trials
 
 
 def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | None = None

@@ -370,8 +370,7 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
                      "significant.")
     rk = cfg.risk
     if bars.close_only and (rk.stop_loss or rk.take_profit or rk.trailing_stop):
-        notes.append("Stops and targets are judged on closes only (no intrabar high/low in "
-                     "this data), so real fills could be worse than shown.")
+        notes.append(close_only_exits_note(rk.stop_loss, rk.take_profit, rk.trailing_stop))
     s_sharpe = metrics["strategy"]["sharpe"]  # type: ignore[index]
     b_sharpe = metrics["buy_and_hold"]["sharpe"]  # type: ignore[index]
     s_ret = metrics["strategy"]["total_return"]  # type: ignore[index]
@@ -399,6 +398,20 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
     notes.append(f"Turnover {m['turnover'] or 0:.1f}x equity per year; costs ate "  # type: ignore[index]
                  f"{m['cost_drag'] or 0:.2%} of equity per year (cost drag).")  # type: ignore[index]
     return RunOutput(cfg, bars, sig, strat, bench, metrics, notes, warnings, adjustments, stress)
+
+
+def close_only_exits_note(stop_loss: float | None, take_profit: float | None,
+                          trailing_stop: float | None) -> str:
+    """What close-only data does to exits: levels are judged, and filled, at closes."""
+    parts = []
+    if stop_loss or trailing_stop:
+        parts.append("a stop fills at the close that breaches it (pessimistic: a real stop "
+                     "order could fill nearer its level)")
+    if take_profit:
+        parts.append("a take-profit fills at the close beyond its target (optimistic: a real "
+                     "limit order fills at the target)")
+    return ("Stops and targets are judged on closes only (no intrabar high/low in this data): "
+            + "; ".join(parts) + ".")
 
 
 def risk_summary(strat: BacktestResult, adjustments: pd.DataFrame, cfg: RunConfig

@@ -16,7 +16,8 @@ _LABELS = {
     "model": "Model", "ic_mean": "IC (mean)", "ic_t": "IC t-stat", "hit_rate": "Hit rate",
     "hit_p_value": "p (hit > 50%)", "always_up_rate": "Always-up rate",
     "mse_ratio": "MSE / MSE(zero)", "sharpe": "Sharpe",
-    "deflated_sharpe": "Deflated Sharpe (P)", "n_trials": "Trials", "cagr": "CAGR",
+    "deflated_sharpe": "Deflated Sharpe (P)", "dsr_trials": "Trials deflated over",
+    "n_trials": "Tuning trials", "cagr": "CAGR",
     "max_drawdown": "Max drawdown", "total_return": "Total return",
     "turnover": "Turnover (x/yr)", "cost_drag": "Cost drag (/yr)", "trades": "Trades",
 }
