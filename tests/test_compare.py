@@ -101,7 +101,7 @@ def test_compare_command_writes_the_leaderboard(tmp_path):
         f"output_dir: {tmp_path / 'runs'}\n")
     result = CliRunner().invoke(app, ["compare", "-c", str(cfg)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    (run,) = (tmp_path / "runs").iterdir()
+    (run,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]  # trials.jsonl beside
     board = (run / "leaderboard.csv").read_text().splitlines()
     assert board[0].startswith("model,ic_mean,ic_t,hit_rate")
     assert [line.split(",")[0] for line in board[1:]] == [

@@ -121,6 +121,7 @@ def backtest(
     from mltrader.pipeline import run
     from mltrader.runs import check_writable, new_run_dir, write_run
     from mltrader.strategy.registry import get_strategy
+    from mltrader.trials import registry_for
 
     ov = Overrides().data(data)
     if symbols is not None:
@@ -145,7 +146,8 @@ def backtest(
               "rule on prices); drop --model, or pick a strategy that uses one, e.g. "
               "--strategy threshold")
     check_writable(Path(cfg.output_dir))  # fail now, not after training
-    result = run(cfg, progress=_fold_progress)
+    result = run(cfg, progress=_fold_progress,
+                 registry=None if smoke else registry_for(cfg.output_dir))
     if smoke:
         from mltrader.smoke import SMOKE_NOTE
 
@@ -191,6 +193,7 @@ def compare(
     """
     from mltrader.compare import compare as run_compare
     from mltrader.runs import check_writable, new_run_dir, write_compare
+    from mltrader.trials import registry_for
 
     ov = Overrides().data(data)
     if symbols is not None:
@@ -200,7 +203,8 @@ def compare(
     ov.common(first_test_year=first_test_year, initial_cash=initial_cash, sets=set_)
     cfg = load_run_config(config, ov, smoke)
     check_writable(Path(cfg.output_dir))
-    result = run_compare(cfg, progress=_fold_progress)
+    result = run_compare(cfg, progress=_fold_progress,
+                         registry=None if smoke else registry_for(cfg.output_dir))
     run_dir = new_run_dir(Path(cfg.output_dir), cfg.name)
     paths = write_compare(result, run_dir)
     table = Table(title=f"Out of sample {result.oos['start']} .. {result.oos['end']}, "
@@ -260,6 +264,7 @@ def sensitivity(
     from mltrader.sensitivity import parse_grid, write_sensitivity_report
     from mltrader.sweep import plan
     from mltrader.sweep import sensitivity as run_sweep
+    from mltrader.trials import registry_for
 
     if not grid:
         _fail("give at least one --grid, e.g. --grid threshold=0.005:0.03:6")
@@ -276,7 +281,8 @@ def sensitivity(
     if checked.retrain:
         err.print("note: a grid key changes the model: every cell retrains (slow)")
     with _progress("grid cells", len(checked.configs)) as advance:
-        result = run_sweep(checked, progress=_fold_progress, on_cell=advance)
+        result = run_sweep(checked, progress=_fold_progress, on_cell=advance,
+                           registry=registry_for(checked.base.output_dir))
     run_dir = new_run_dir(Path(cfg.output_dir), f"{cfg.name}-sensitivity")
     report = run_dir / "sensitivity.html"
     write_sensitivity_report(report, result.table, result.axes, result.split,
@@ -529,7 +535,7 @@ def main() -> None:
 
 # the trading commands (paper, live) and the account commands (status, flatten, parity)
 # register themselves on `app`, in this order
-from mltrader import cli_account, cli_live  # noqa: E402,F401,I001
+from mltrader import cli_account, cli_live, cli_trials  # noqa: E402,F401,I001
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -34,6 +34,16 @@ from mltrader.pipeline import (
 from mltrader.plan import engine_settings, resolve_fill
 from mltrader.risk.guards import Guards
 from mltrader.strategy.registry import get_strategy
+from mltrader.trials import (
+    RUN_ONLY_KEYS,
+    TrialRegistry,
+    TrialStats,
+    config_hash,
+    data_fingerprint,
+    deflation_inputs,
+    per_bar_sharpe,
+    trials_of_run,
+)
 
 LEADERBOARD_COLUMNS = (
     "model", "ic_mean", "ic_t", "hit_rate", "hit_p_value", "always_up_rate", "mse_ratio",
@@ -57,13 +67,15 @@ def _label(mc: ModelConfig) -> str:
     return mc.label or mc.name
 
 
-def _deflate(rows: list[dict], results: dict[str, BacktestResult], n_trials: int) -> None:
+def _deflate(rows: list[dict], results: dict[str, BacktestResult], n_trials: int,
+             stats: TrialStats | None = None) -> None:
     """Deflated Sharpe of every model: picking the best of all trials is a multiple test.
 
     All configurations tried (every model, and every tuning trial) count as trials; their
     spread is estimated from the per-bar Sharpes of the models on the leaderboard, or, with
     fewer than two of them, taken as the sampling variance of one Sharpe over these bars
     (1 / T: the floor `mltrader backtest` uses too; a variance of 0 would deflate nothing).
+    With a trial registry's `stats`, every trial recorded on this data counts instead.
     Each row records the trials its deflation used (``dsr_trials``).
     """
     rets = {name: res.equity.pct_change().dropna().to_numpy() for name, res in results.items()}
@@ -74,19 +86,24 @@ def _deflate(rows: list[dict], results: dict[str, BacktestResult], n_trials: int
             continue
         r = rets[row["model"]]
         spread = len(sharpes) > 1 and trials > 1
+        n, var = ((trials, None if spread else 1.0 / max(len(r), 1)) if stats is None
+                  else deflation_inputs(stats, len(r)))
         try:
             out = deflated_sharpe_ratio(
-                r, trials, trial_sharpes=sharpes if spread else None,
-                sr_variance=None if spread else 1.0 / max(len(r), 1))
+                r, n, trial_sharpes=sharpes if stats is None and spread else None,
+                sr_variance=var)
             row["deflated_sharpe"] = out["dsr"]
         except ValueError:
             row["deflated_sharpe"] = None
-        row["dsr_trials"] = trials
+        row["dsr_trials"] = n
 
 
-def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | None = None
-            ) -> CompareOutput:
-    """Train every model of `cfg.compare` (or `cfg.model`) walk-forward and score it."""
+def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | None = None,
+            registry: TrialRegistry | None = None) -> CompareOutput:
+    """Train every model of `cfg.compare` (or `cfg.model`) walk-forward and score it.
+
+    `registry`: every model is recorded as a trial on this data and each deflated Sharpe
+    counts all the data's trials so far (`mltrader trials`); None: only this compare's."""
     bars = load_bars(cfg) if bars is None else bars
     if not get_strategy(cfg.strategy.name).needs_model:
         raise ConfigError(f"compare: strategy {cfg.strategy.name!r} uses no model, so there "
@@ -128,7 +145,20 @@ def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars 
                                  regression=False)  # the labels are the same for every model
     rows.append({"model": "buy & hold (equal weight)", "hit_rate": always_up["hit_rate"],
                  "always_up_rate": always_up["always_up_rate"], **compute_metrics(bench, ppy)})
-    _deflate(rows, results, sum(trials.values()))
+    stats = None
+    if registry is not None:
+        ds = data_fingerprint(bars)
+        recorded = []
+        for mc in models:
+            mcfg = cfg.model_copy(update={"model": mc, "compare": []})
+            r = results[_label(mc)].equity.pct_change().dropna().to_numpy()
+            recorded += trials_of_run(
+                ds, config_hash(mcfg.model_dump(mode="json"), ignore=RUN_ONLY_KEYS),
+                "compare", _label(mc), per_bar_sharpe(r), len(r),
+                tuning_trials=trials[_label(mc)])
+        registry.record_many(recorded)
+        stats = registry.stats(ds)
+    _deflate(rows, results, sum(trials.values()), stats)
     board = pd.DataFrame(rows)
     board = board[[c for c in LEADERBOARD_COLUMNS if c in board.columns]
                   + [c for c in board.columns if c not in LEADERBOARD_COLUMNS]]

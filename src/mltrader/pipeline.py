@@ -16,8 +16,9 @@ import pandas as pd
 
 from mltrader.backtest.deflated import deflated_sharpe_ratio
 from mltrader.backtest.engine import run_backtest
-from mltrader.backtest.metrics import benchmark_metrics, compute_metrics
+from mltrader.backtest.metrics import bar_returns, benchmark_metrics, compute_metrics
 from mltrader.backtest.result import BacktestResult
+from mltrader.backtest.significance import benchmark_verdict
 from mltrader.config import ModelConfig, RunConfig
 from mltrader.data.bars import Bars
 from mltrader.data.calendars import (
@@ -58,6 +59,16 @@ from mltrader.risk.sizing import SizedTargets, size_targets
 from mltrader.strategy.base import StrategyInputs
 from mltrader.strategy.ensemble import ensemble_missing
 from mltrader.strategy.registry import get_strategy, run_strategy, validate_params
+from mltrader.trials import (
+    RUN_ONLY_KEYS,
+    TrialRegistry,
+    TrialStats,
+    config_hash,
+    data_fingerprint,
+    deflation_inputs,
+    per_bar_sharpe,
+    trials_of_run,
+)
 
 ProgressFactory = Callable[[int], AbstractContextManager[Callable[[str], None]]]
 
@@ -282,19 +293,57 @@ def buy_and_hold_targets(bars: Bars, start: int) -> pd.DataFrame:
     return pd.DataFrame(targets, index=bars.index, columns=list(bars.symbols))
 
 
-def _deflated(res: BacktestResult, n_trials: int, ppy: float = 252.0) -> dict[str, object]:
+def _deflated(res: BacktestResult, n_trials: int, ppy: float = 252.0,
+              stats: TrialStats | None = None) -> dict[str, object]:
     """The strategy's deflated Sharpe: P(true Sharpe > the best expected from n_trials by luck).
 
-    Tuning trials are scored by IC, not Sharpe, so the spread of trial Sharpes is taken as
-    the sampling variance of a Sharpe estimate over this many bars (1 / T), its floor.
+    Without a trial registry (`stats` None) the run counts itself and its tuning trials, and
+    the spread of trial Sharpes is the sampling variance of one Sharpe over these bars (1 / T,
+    its floor: tuning trials are scored by IC, not Sharpe). With one, every trial recorded on
+    the same data so far counts (`trials.deflation_inputs`).
     """
     r = res.equity.pct_change().dropna().to_numpy()
+    if stats is None:
+        n, var = n_trials, 1.0 / max(len(r), 1)
+    else:
+        n, var = deflation_inputs(stats, len(r))
+    extra = {} if stats is None else {"dataset": stats.dataset, "by_kind": stats.by_kind}
     try:
-        out = deflated_sharpe_ratio(r, n_trials, sr_variance=1.0 / max(len(r), 1))
+        out = deflated_sharpe_ratio(r, n, sr_variance=var)
     except ValueError as e:
-        return {"dsr": None, "n_trials": n_trials, "why": str(e)}
-    return {"dsr": out["dsr"], "n_trials": n_trials,
-            "expected_max_sharpe_annual": out["expected_max_sharpe"] * np.sqrt(ppy)}
+        return {"dsr": None, "n_trials": n, "why": str(e), **extra}
+    return {"dsr": out["dsr"], "n_trials": n, "sharpe_variance": var,
+            "expected_max_sharpe_annual": out["expected_max_sharpe"] * np.sqrt(ppy), **extra}
+
+
+def significance(strat: BacktestResult, bench: BacktestResult, ppy: float,
+                 deflated: dict[str, object]) -> dict[str, object]:
+    """Did the strategy beat buy-and-hold, beyond luck? The Sharpe difference (Ledoit-Wolf
+    HAC), the alpha's Newey-West t-stat, buy-and-hold levered to the strategy's volatility,
+    and the deflated Sharpe of the active returns over the trials counted for this run."""
+    r = bar_returns(strat.equity, strat.initial_cash)
+    b = bar_returns(bench.equity, bench.initial_cash)
+    n = int(deflated.get("n_trials") or 1)  # type: ignore[call-overload]
+    var = deflated.get("sharpe_variance")
+    try:
+        return benchmark_verdict(r, b, ppy, n_trials=n,
+                                 trial_sharpe_variance=None if var is None else float(var))  # type: ignore[arg-type]
+    except ValueError as e:
+        return {"beats_benchmark": None, "summary": None, "why": str(e)}
+
+
+def _record_trial(registry: TrialRegistry | None, cfg: RunConfig, bars: Bars, sig: Signals,
+                  strat: BacktestResult) -> TrialStats | None:
+    """Record this backtest (and its tuning trials) on its data; the data's trials so far."""
+    if registry is None:
+        return None
+    ds = data_fingerprint(bars)  # the whole loaded panel: rules with other warm-ups count too
+    r = strat.equity.pct_change().dropna().to_numpy()
+    label = f"{cfg.strategy.name}/{cfg.model.name}" if sig.folds else cfg.strategy.name
+    registry.record_many(trials_of_run(
+        ds, config_hash(cfg.model_dump(mode="json"), ignore=(*RUN_ONLY_KEYS, "compare")),
+        "backtest", label, per_bar_sharpe(r), len(r), tuning_trials=sig.n_trials))
+    return registry.stats(ds)
 
 
 def _ic_summary(sig: Signals) -> dict[str, object]:
@@ -303,9 +352,12 @@ def _ic_summary(sig: Signals) -> dict[str, object]:
             "folds": len(sig.folds)}
 
 
-def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | None = None
-        ) -> RunOutput:
-    """The whole job for one config; `bars` overrides the configured data (for tests)."""
+def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | None = None,
+        registry: TrialRegistry | None = None) -> RunOutput:
+    """The whole job for one config; `bars` overrides the configured data (for tests).
+
+    `registry`: the trials run on this data so far (`mltrader trials`); this run is recorded
+    in it and its deflated Sharpe counts them all. None: the run counts only itself."""
     data_notes: list[str] = []
     if bars is None:
         bars, data_notes = load_data(cfg)
@@ -333,7 +385,9 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
         "strategy": compute_metrics(strat, ppy),
         "buy_and_hold": compute_metrics(bench, ppy),
         "vs_buy_and_hold": benchmark_metrics(strat, bench, ppy),
-        "deflated_sharpe": _deflated(strat, sig.n_trials, ppy),
+        "deflated_sharpe": _deflated(strat, sig.n_trials, ppy,
+                                     _record_trial(registry, cfg, bars, sig, strat)),
+        "vs_buy_and_hold_significance": None,  # filled below, from the trials just counted
         "periods_per_year": ppy,
         "calendar": cal.name,
         "interval": interval,
@@ -348,6 +402,8 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
         "fill_timing": strat.fill_timing,
         "symbols": list(bars.symbols),
     }
+    metrics["vs_buy_and_hold_significance"] = significance(
+        strat, bench, ppy, metrics["deflated_sharpe"])  # type: ignore[arg-type]
     retrain = (f"the model is retrained {cfg.walk_forward.retrain} on data before each period "
                "only." if sig.folds else "the rule needs no model; the same bars are judged "
                "as for a model run.")
@@ -363,9 +419,10 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
         f"(calendar {cal.name}, interval {interval}).",
     ]
     dsr = metrics["deflated_sharpe"]["dsr"]  # type: ignore[index]
+    n_dsr = metrics["deflated_sharpe"]["n_trials"]  # type: ignore[index]
     if dsr is not None:
         notes.append(f"Deflated Sharpe ratio {dsr:.2f}: the probability that the strategy's "
-                     f"true Sharpe beats the best one {sig.n_trials} configuration(s) would "
+                     f"true Sharpe beats the best one {n_dsr} configuration(s) would "
                      "show by luck (Bailey & Lopez de Prado 2014); below 0.95 it is not "
                      "significant.")
     rk = cfg.risk
@@ -376,9 +433,16 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
     s_ret = metrics["strategy"]["total_return"]  # type: ignore[index]
     b_ret = metrics["buy_and_hold"]["total_return"]  # type: ignore[index]
     verdict = ("beat" if (s_ret or 0) > (b_ret or 0) else "did NOT beat")
-    notes.append(f"Verdict: the strategy {verdict} equal-weight buy-and-hold on total return "
+    sig_test = metrics["vs_buy_and_hold_significance"]
+    if sig_test.get("summary"):  # type: ignore[union-attr]
+        notes.append(f"Verdict: {sig_test['summary']}")  # type: ignore[index]
+    else:
+        notes.append(f"Verdict: no significance test against buy-and-hold "
+                     f"({sig_test.get('why')}).")  # type: ignore[union-attr]
+    notes.append(f"On total return the strategy {verdict} equal-weight buy-and-hold "
                  f"({s_ret:+.1%} vs {b_ret:+.1%}); Sharpe {s_sharpe or 0:.2f} vs "
-                 f"{b_sharpe or 0:.2f}.")
+                 f"{b_sharpe or 0:.2f}. The deflated Sharpe above tests against zero; the "
+                 "verdict tests against the benchmark.")
     warnings = []
     off_calendar = weekend_hint(cal, idx, interval)
     if off_calendar:

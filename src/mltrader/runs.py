@@ -69,13 +69,26 @@ def new_run_dir(base: Path, name: str, now: dt.datetime | None = None) -> Path:
 
 def _sections(out: RunOutput) -> list[str]:
     """The report's risk and stress sections."""
-    from mltrader.backtest.report import risk_html
+    from mltrader.backtest.report import risk_html, significance_html
     from mltrader.backtest.stress import stress_html
 
-    parts = [risk_html(out.metrics.get("risk") or {})]  # type: ignore[arg-type]
+    parts = [significance_html(out.metrics.get("vs_buy_and_hold_significance")  # type: ignore[arg-type]
+                               or {}),
+             risk_html(out.metrics.get("risk") or {})]  # type: ignore[arg-type]
     if out.stress:
         parts.append(stress_html(out.stress["crises"], out.stress.get("regimes")))
     return parts
+
+
+def _levered_column(out: RunOutput) -> dict[str, dict[str, object]]:
+    """Buy-and-hold levered to the strategy's volatility, as a column of the metrics table."""
+    test = out.metrics.get("vs_buy_and_hold_significance") or {}
+    lev = test.get("levered_benchmark") if isinstance(test, dict) else None
+    if not lev:
+        return {}
+    keys = ("total_return", "cagr", "annual_volatility", "sharpe", "max_drawdown")
+    return {f"buy & hold x{lev['leverage']:.2f} (strategy's volatility)":
+            {k: lev.get(k) for k in keys}}
 
 
 def write_run(out: RunOutput, run_dir: Path) -> dict[str, Path]:
@@ -129,7 +142,8 @@ def write_run(out: RunOutput, run_dir: Path) -> dict[str, Path]:
         benchmark=out.benchmark,
         metrics={"strategy": {**out.metrics["strategy"],  # type: ignore[dict-item]
                               **out.metrics["vs_buy_and_hold"]},  # type: ignore[dict-item]
-                 "buy & hold": out.metrics["buy_and_hold"]},  # type: ignore[dict-item]
+                 "buy & hold": out.metrics["buy_and_hold"],  # type: ignore[dict-item]
+                 **_levered_column(out)},
         notes=out.notes,
         warnings=out.warnings,
         strategy_name=(f"Strategy ({out.config.model.name}, {out.config.strategy.name})"

@@ -34,6 +34,14 @@ from mltrader.plan import engine_settings, judged_start
 from mltrader.sensitivity import GridAxis, check_grid, default_split, run_grid
 from mltrader.strategy.base import StrategyInputs
 from mltrader.strategy.registry import get_strategy, run_strategy
+from mltrader.trials import (
+    RUN_ONLY_KEYS,
+    Trial,
+    TrialRegistry,
+    config_hash,
+    data_fingerprint,
+    per_bar_sharpe,
+)
 
 _CHEAP_SECTIONS = ("strategy.", "risk.", "costs.", "execution.")
 _EXPENSIVE_STRATEGY_KEYS = ("strategy.name", "strategy.models", "strategy.regimes")
@@ -104,14 +112,31 @@ def plan(config: Path, axes: Sequence[GridAxis], overrides: dict[str, Any] | Non
 
 
 def sensitivity(p: SweepPlan, progress: ProgressFactory | None = None,
-                on_cell: Callable[[str], None] | None = None) -> SweepOutput:
-    """Backtest every cell of a checked grid out of sample; see the module docstring."""
+                on_cell: Callable[[str], None] | None = None,
+                registry: TrialRegistry | None = None) -> SweepOutput:
+    """Backtest every cell of a checked grid out of sample; see the module docstring.
+
+    `registry`: every cell is recorded as a trial on this data (`mltrader trials`), so a
+    later backtest of the chosen cell is deflated by the whole grid."""
     bars = p.bars
+    cells: list[Trial] = []
+    dataset = data_fingerprint(bars) if registry is not None else ""
     sig = None if p.retrain else compute_signals(bars, p.base, progress)
     clock = run_clock(p.base, bars)
     ppy, sessions = clock.periods_per_year, clock.sessions
 
     def evaluate(cell: dict[str, object]) -> pd.Series:
+        equity = _evaluate(cell)
+        if registry is not None:
+            cfg = p.configs[_key(cell)]
+            r = equity.pct_change().dropna().to_numpy()
+            cells.append(Trial(
+                dataset, config_hash(cfg.model_dump(mode="json"), ignore=RUN_ONLY_KEYS),
+                "sensitivity", ", ".join(f"{k}={v}" for k, v in cell.items()),
+                per_bar_sharpe(r), len(r)))
+        return equity
+
+    def _evaluate(cell: dict[str, object]) -> pd.Series:
         cfg = p.configs[_key(cell)]
         if sig is None:
             return run(cfg, bars=bars).strategy.equity
@@ -125,6 +150,8 @@ def sensitivity(p: SweepPlan, progress: ProgressFactory | None = None,
 
     table = run_grid(p.axes, evaluate, p.split, progress=on_cell,
                      initial_cash=p.base.initial_cash, periods_per_year=ppy)
+    if registry is not None:
+        registry.record_many(cells)
     return SweepOutput(p.base, table, p.axes, p.split, p.retrain)
 
 

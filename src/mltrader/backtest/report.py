@@ -136,6 +136,47 @@ def write_report(
 
 # --- text blocks -----------------------------------------------------------------------
 
+def significance_html(test: dict[str, object]) -> str:
+    """Did the strategy beat the benchmark beyond luck: the verdict and the numbers behind it."""
+    if not test or not test.get("summary"):
+        why = (test or {}).get("why") or "not enough out-of-sample bars"
+        return ("<h2>Against buy &amp; hold</h2>"
+                f"<p>No significance test: {html.escape(str(why))}.</p>")
+    sd = test["sharpe_difference"]  # type: ignore[index]
+    al = test["alpha"]  # type: ignore[index]
+    lev = test["levered_benchmark"]  # type: ignore[index]
+    act = test["active_deflated_sharpe"]  # type: ignore[index]
+
+    def num(v: object, fmt: str) -> str:
+        return "n/a" if v is None else format(v, fmt)
+
+    level = float(test.get("level") or 0.95)  # type: ignore[arg-type]
+    rows = [
+        ("Sharpe difference (annual, strategy - buy & hold)",
+         f"{num(sd['difference_annual'], '+.2f')} ({level:.0%} CI "
+         f"{num(sd['ci_low_annual'], '+.2f')} to {num(sd['ci_high_annual'], '+.2f')}), "
+         f"p = {num(sd['p_value'], '.3g')}", sd["method"]),
+        ("Alpha (per year) and beta", f"{num(al['alpha_annual'], '+.2%')} (t = "
+         f"{num(al['t_stat'], '.2f')}, p = {num(al['p_value'], '.3g')}), beta "
+         f"{num(al['beta'], '.2f')}", al["method"]),
+        ("Buy & hold levered to the strategy's volatility",
+         f"x{num(lev['leverage'], '.2f')}: CAGR {num(lev['cagr'], '+.2%')} vs the strategy's "
+         f"{num(lev['strategy_cagr'], '+.2%')}",
+         "constant leverage, rebalanced every bar, no financing cost: is the extra return "
+         "just extra risk?"),
+        ("Deflated Sharpe of the active returns (strategy - buy & hold)",
+         f"{num(act.get('dsr'), '.2f')} over {act.get('n_trials')} trial(s)",
+         "P(the active returns' true Sharpe beats the best of that many trials by luck); "
+         "below 0.95 it is not significant"),
+    ]
+    body = "".join(f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td>"
+                   f"<td>{html.escape(str(c))}</td></tr>" for a, b, c in rows)
+    return ("<h2>Against buy &amp; hold</h2>"
+            f"<p><strong>{html.escape(str(test['summary']))}</strong></p>"
+            "<table class=\"metrics\"><thead><tr><th>Test</th><th>Result</th><th>How</th>"
+            f"</tr></thead><tbody>{body}</tbody></table>")
+
+
 def risk_html(summary: dict[str, object]) -> str:
     """What the risk layer did: resized targets, blocked or resized orders, exits by reason."""
     rows = []
