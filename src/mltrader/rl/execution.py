@@ -1,0 +1,275 @@
+"""The compiled step of `PortfolioEnv`: a decision on bar t's close, filled and marked on t+1.
+
+This is the backtest kernel's MODE_TARGETS path for market orders (backtest/kernel.py), one
+bar at a time, with the execution core's own functions: `core.orders.target_shares` /
+`order_delta` size each order (at the fill price, or at the decision close with
+`size_at="decision"`), orders that reduce exposure fill before the rest, `leverage_room`
+and `cash_room` cut the buys, `core.fills.slipped` prices the fill and
+`core.fills.commission` charges it, and the book is marked to the fill bar's close. Same
+operations in the same order, so the environment's equity is the backtest's equity.
+
+State lives in two float arrays the environment owns: a per-symbol matrix (`SH`...`TARGET`
+rows) and a scalar vector (`CASH`...`BORROW`). Not supported here (`env.check_settings`
+refuses them): limit / stop orders, volume caps, stops / targets / trailing stops, guards.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from mltrader.core.fills import commission, slipped
+from mltrader.core.orders import cash_room, leverage_room, order_delta, target_shares
+from mltrader.core.params import (
+    FP_BAND,
+    FP_BORROW,
+    FP_CASH,
+    FP_COMM_BPS,
+    FP_COMM_FIXED,
+    FP_COMM_MIN,
+    FP_COMM_PS,
+    FP_LEVERAGE,
+    FP_SLIP_BPS,
+    FP_SPREAD,
+    IP_GTC,
+    IP_NEXT_OPEN,
+    IP_REJECT,
+    IP_SHORT,
+    IP_SIZE_DECISION,
+    IP_WHOLE,
+)
+
+# per-symbol state (rows of a (N_ROWS, N) float matrix)
+# SH shares held; LAST last known close; ON a working order (1/0); VAL its target weight, or
+# its share count when SIZED; MARK the fill bar's valuation price; WEIGHT position value /
+# equity at the close; TARGET the target weights of the latest decision
+SH, LAST, ON, VAL, SIZED, MARK, WEIGHT, TARGET = range(8)
+N_ROWS = 8
+# scalar state: cash and equity at the close; the last step's commission, traded value and
+# borrow fees
+CASH, EQUITY, COMM, TRADED, BORROW = range(5)
+N_SCALARS = 5
+
+_EPS = 1e-9  # the kernel's tolerance for "below zero" without allow_short
+
+
+def new_state(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Zeroed state arrays for `n` symbols."""
+    return np.zeros((N_ROWS, n)), np.zeros(N_SCALARS)
+
+
+def reset_state(S: np.ndarray, st: np.ndarray, close: np.ndarray, t0: int, fp: np.ndarray
+                ) -> None:
+    """Flat book with the initial cash at bar `t0` (the kernel's state at its start bar)."""
+    S[:] = 0.0
+    S[LAST] = close[t0]  # NaN where the symbol does not trade on t0, as in the kernel
+    st[:] = 0.0
+    st[CASH] = fp[FP_CASH]
+    st[EQUITY] = fp[FP_CASH]
+
+
+@njit(cache=True, error_model="numpy")
+def action_targets(action: np.ndarray, discrete: bool, allow_short: bool, leverage: float,
+                   out: np.ndarray) -> bool:
+    """Target weights of an action into `out`; False if it holds NaN or inf.
+
+    Discrete actions 0 / 1 / 2 mean -1 / 0 / +1; continuous ones are clipped to [-1, 1];
+    without `allow_short` negatives become 0; a row whose gross exceeds `leverage` is scaled
+    down to it (so every row is a valid target row for `run_backtest`)."""
+    gross = 0.0
+    for i in range(action.shape[0]):
+        a = action[i]
+        if not np.isfinite(a):
+            return False
+        if discrete:
+            a -= 1.0
+        if a > 1.0:
+            a = 1.0
+        elif a < -1.0:
+            a = -1.0
+        if a < 0.0 and not allow_short:
+            a = 0.0
+        out[i] = a
+        gross += abs(a)
+    if gross > leverage:
+        scale = leverage / gross
+        for i in range(action.shape[0]):
+            out[i] *= scale
+    return True
+
+
+@njit(cache=True, error_model="numpy")
+def step_bar(t: int, px: np.ndarray, ip: np.ndarray, fp: np.ndarray, S: np.ndarray,
+             st: np.ndarray) -> None:
+    """Decide on bar t's close to the weights in S[TARGET]; fill on t+1; mark at its close.
+
+    `px` is (4, T, N): open, high, low, close (the close four times for close-only data)."""
+    o_arr = px[0]
+    h_arr = px[1]
+    l_arr = px[2]
+    c_arr = px[3]
+    n = S.shape[1]
+    sh = S[SH]
+    last = S[LAST]
+    on = S[ON]
+    val = S[VAL]
+    sized = S[SIZED]
+    mark = S[MARK]
+    tw = S[TARGET]
+    next_open = ip[IP_NEXT_OPEN] == 1
+    whole = ip[IP_WHOLE] == 1
+    allow_short = ip[IP_SHORT] == 1
+    size_decision = ip[IP_SIZE_DECISION] == 1
+    gtc = ip[IP_GTC] == 1
+    reject = ip[IP_REJECT] == 1
+    lev = fp[FP_LEVERAGE]
+    band = fp[FP_BAND]
+    borrow = fp[FP_BORROW]
+    buy_bps = fp[FP_SLIP_BPS] + fp[FP_SPREAD] + fp[FP_COMM_BPS]
+
+    # ------------------------------------------------ decision on t's close (kernel: decisions)
+    eq_d = st[EQUITY]
+    for i in range(n):
+        w = tw[i]
+        # flat and told to stay flat, nothing working: no order
+        if not (w == w) or (w == 0.0 and sh[i] == 0.0 and on[i] == 0.0):
+            continue
+        v = w
+        s = 0.0
+        if size_decision:  # the share count is fixed at the decision close
+            px_d = c_arr[t, i] if c_arr[t, i] == c_arr[t, i] else last[i]
+            if px_d == px_d and px_d > 0:
+                want = target_shares(v, eq_d, px_d, sh[i], buy_bps, whole)
+                if on[i] == 0.0 and order_delta(want, sh[i], px_d, eq_d, band) == 0.0:
+                    continue  # inside the band (or nothing to do): no order
+                v = want
+                s = 1.0
+        on[i] = 1.0  # a new order replaces a working one
+        val[i] = v
+        sized[i] = s
+
+    # ------------------------------------------------ bar u = t + 1: borrow, fills, marks
+    u = t + 1
+    cash = st[CASH]
+    comm_sum = 0.0
+    traded = 0.0
+    borrow_sum = 0.0
+    if borrow > 0:
+        for i in range(n):
+            if sh[i] < 0 and last[i] == last[i]:
+                fee = -sh[i] * last[i] * borrow
+                cash -= fee
+                borrow_sum += fee
+    working = 0
+    for i in range(n):
+        if on[i] != 0.0:
+            working += 1
+    if working > 0:
+        bvalue = cash  # the book valued at the fill bar's prices
+        bgross = 0.0
+        for i in range(n):
+            p = o_arr[u, i] if next_open else c_arr[u, i]
+            mk = p if p == p else last[i]
+            mark[i] = mk
+            if sh[i] != 0.0:
+                bvalue += sh[i] * mk
+                bgross += abs(sh[i]) * mk
+        for phase in range(2):  # 0: orders that reduce exposure, 1: the rest
+            for i in range(n):
+                if on[i] == 0.0:
+                    continue
+                if next_open:
+                    bo = o_arr[u, i]
+                    bh = h_arr[u, i]
+                    bl = l_arr[u, i]
+                else:
+                    bo = c_arr[u, i]
+                    bh = bo
+                    bl = bo
+                if not (bo == bo):  # no price on the fill bar
+                    if phase == 1 and not gtc:
+                        on[i] = 0.0  # a day order is cancelled; gtc keeps working
+                    continue
+                if sized[i] == 1.0:
+                    desired = np.trunc(val[i]) if whole else val[i]
+                    delta = order_delta(desired, sh[i], bo, bvalue, 0.0)
+                else:
+                    desired = target_shares(val[i], bvalue, bo, sh[i], buy_bps, whole)
+                    delta = order_delta(desired, sh[i], bo, bvalue, band)
+                reduces = delta != 0.0 and abs(sh[i] + delta) < abs(sh[i])
+                if (phase == 0) != reduces:
+                    continue
+                on[i] = 0.0  # filled, resized, rejected or nothing to do: no longer working
+                if delta == 0.0:
+                    continue
+                side = 1.0 if delta > 0 else -1.0
+                if not allow_short and sh[i] + delta < -_EPS:
+                    delta = -sh[i]
+                fpx = slipped(bo, side, bh, bl, fp)
+                if not reduces and delta != 0.0:  # cash and leverage limits on added exposure
+                    q_ok = abs(delta)
+                    q_lev = leverage_room(sh[i], delta, mark[i], bvalue, bgross, lev)
+                    if q_lev < q_ok:
+                        q_ok = q_lev
+                    if side > 0 and lev <= 1.0 + 1e-12:
+                        afford = cash_room(cash, fpx, fp[FP_COMM_BPS], fp[FP_COMM_PS],
+                                           fp[FP_COMM_MIN], fp[FP_COMM_FIXED])
+                        if afford < q_ok:
+                            q_ok = afford
+                    if q_ok < abs(delta):
+                        if reject:
+                            continue
+                        if whole:
+                            q_ok = np.floor(q_ok)
+                        delta = side * q_ok
+                if delta == 0.0:
+                    continue
+                s0 = sh[i]
+                legs = 1  # a fill that flips the sign is a close plus an open
+                q1 = delta
+                if s0 != 0.0 and (s0 + delta) != 0.0 and ((s0 + delta) > 0) != (s0 > 0):
+                    legs = 2
+                    q1 = -s0
+                for leg in range(legs):
+                    q = q1 if leg == 0 else delta + s0
+                    value = abs(q) * fpx
+                    comm = commission(q, value, fp)
+                    if legs == 2:
+                        whole_fee = commission(delta, abs(delta) * fpx, fp)
+                        comm = whole_fee * abs(q) / abs(delta)
+                    flow = -q * fpx - comm
+                    cash += flow
+                    comm_sum += comm
+                    traded += value
+                    bvalue += flow + q * mark[i]
+                    bgross += (abs(sh[i] + q) - abs(sh[i])) * mark[i]
+                    sh[i] += q
+                    if abs(sh[i]) < 1e-10 * max(1.0, abs(q)):
+                        sh[i] = 0.0
+    # mark to u's close
+    vsum = 0.0
+    for i in range(n):
+        ci = c_arr[u, i]
+        if ci == ci:
+            last[i] = ci
+        if sh[i] != 0.0:
+            vsum += sh[i] * last[i]
+    eq = cash + vsum
+    wt = S[WEIGHT]
+    for i in range(n):
+        wt[i] = sh[i] * last[i] / eq if sh[i] != 0.0 else 0.0
+    st[CASH] = cash
+    st[EQUITY] = eq
+    st[COMM] = comm_sum
+    st[TRADED] = traded
+    st[BORROW] = borrow_sum
+
+
+@njit(cache=True, error_model="numpy")
+def env_step(t: int, action: np.ndarray, discrete: bool, px: np.ndarray, ip: np.ndarray,
+             fp: np.ndarray, S: np.ndarray, st: np.ndarray) -> bool:
+    """`action_targets` then `step_bar` in one call; False (and no step) on a bad action."""
+    if not action_targets(action, discrete, ip[IP_SHORT] == 1, fp[FP_LEVERAGE], S[TARGET]):
+        return False
+    step_bar(t, px, ip, fp, S, st)
+    return True
