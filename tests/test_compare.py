@@ -11,7 +11,13 @@ from mltrader.compare import compare
 from mltrader.config import config_from_dict
 from mltrader.errors import ConfigError
 from mltrader.models.evaluation import prediction_stats
-from mltrader.models.registry import CLASSIFIERS, MODELS, SEQUENCE_MODELS, make_model
+from mltrader.models.registry import (
+    CLASSIFIERS,
+    MODELS,
+    PANEL_MODELS,
+    SEQUENCE_MODELS,
+    make_model,
+)
 from mltrader.testing import synthetic_bars
 
 BARS = synthetic_bars(1500, 5, seed=3)
@@ -26,7 +32,7 @@ def _cfg(models, **extra):
     })
 
 
-@pytest.mark.parametrize("name", sorted(set(MODELS) - SEQUENCE_MODELS))
+@pytest.mark.parametrize("name", sorted(set(MODELS) - SEQUENCE_MODELS - PANEL_MODELS))
 def test_every_registered_model_is_a_working_sklearn_estimator(name):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(3000, 4))

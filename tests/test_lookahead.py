@@ -99,6 +99,27 @@ def test_lightgbm_pipeline_is_causal_too():
     assert changed_after(base, other, t)
 
 
+@pytest.mark.parametrize("online", [False, True])
+def test_rl_sharpe_pipeline_is_causal_too(online):
+    """The recurrent policy, run from a warm-up before each test period (and adapting on
+    realised returns when online), still reads nothing after bar t for its position at t."""
+    pytest.importorskip("torch")
+    cfg = config_from_dict({
+        "features": ["ret_5", "rsi_14"],
+        "model": {"name": "rl_sharpe",
+                  "params": {"lags": 2, "epochs": 20, "online": online, "online_lr": 0.05}},
+        "walk_forward": {"first_test_year": 2002, "retrain": "quarterly", "min_train_rows": 50},
+        "strategy": {"name": "positions"},
+    })
+    t = 800
+    for bars in (CLOSE_ONLY, OHLC):
+        base = compute_signals(bars, cfg)
+        other = compute_signals(perturb(bars, t + 1, 1, 1.5, tail=True), cfg)
+        assert first_leak(base, other, t) is None
+        assert changed_after(base, other, t)
+        assert np.isnan(base.predictions.to_numpy()[: base.start]).all()
+
+
 @pytest.fixture
 def planted_leak():
     def peek(b: Bars) -> pd.DataFrame:

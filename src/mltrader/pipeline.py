@@ -31,6 +31,7 @@ from mltrader.data.calendars import (
 from mltrader.data.datasets import DATASETS, load_bundled
 from mltrader.data.fetch import NETWORK_SOURCES
 from mltrader.data.intervals import check_interval, detect_interval
+from mltrader.errors import ConfigError
 from mltrader.features.labels import (
     forward_price,
     forward_return,
@@ -38,7 +39,8 @@ from mltrader.features.labels import (
 )
 from mltrader.features.registry import compute_features
 from mltrader.models.evaluation import prediction_stats
-from mltrader.models.registry import SEQUENCE_MODELS, make_model
+from mltrader.models.panel import WARMUP, panel_inputs, split_params, walk_forward_panel
+from mltrader.models.registry import PANEL_MODELS, SEQUENCE_MODELS, make_model
 from mltrader.models.walkforward import (
     Fold,
     FoldReport,
@@ -202,12 +204,15 @@ class _Predicted:
     last_model: object
     params: dict[str, object]
     n_trials: int
+    notes: tuple[str, ...] = ()
 
 
 def _predict(bars: Bars, cfg: RunConfig, mc: ModelConfig, feats: dict[str, pd.DataFrame],
              labels: pd.DataFrame, folds: list[Fold], fill: str,
              progress: ProgressFactory | None) -> _Predicted:
     """One model's walk-forward out-of-sample predictions (an expected-return-like signal)."""
+    if mc.name in PANEL_MODELS:
+        return _predict_panel(bars, cfg, mc, feats, labels, folds, progress)
     fitted: list[object] = []
     price = cfg.target.kind == "price"
     train_on = forward_price(bars, fill, cfg.target.horizon) if price else labels
@@ -226,6 +231,60 @@ def _predict(bars: Bars, cfg: RunConfig, mc: ModelConfig, feats: dict[str, pd.Da
         pred = price_to_return(pred, bars)
     pred_df = pd.DataFrame(pred, index=bars.index, columns=list(bars.symbols))
     return _Predicted(pred_df, reports, fitted[-1] if fitted else None, params, n_trials)
+
+
+def _predict_panel(bars: Bars, cfg: RunConfig, mc: ModelConfig, feats: dict[str, pd.DataFrame],
+                   labels: pd.DataFrame, folds: list[Fold], progress: ProgressFactory | None
+                   ) -> _Predicted:
+    """A panel model's walk-forward positions in [-1, 1] (`models.panel`), on the same folds.
+
+    The policy learns from the one-bar return its position earns (the run's labels, target
+    kind return, horizon 1), net of a one-way cost: ``model.params.cost_bps``, else the
+    run's own commission + slippage + half-spread, so it trains on the costs it is judged on.
+    """
+    name = _label(mc)
+    if cfg.target.kind != "return" or cfg.target.horizon != 1:
+        raise ConfigError(f"model {mc.name} learns from the next bar's return its position "
+                          "earns: set target: {kind: return, horizon: 1} (got kind "
+                          f"{cfg.target.kind!r}, horizon {cfg.target.horizon})")
+    y = labels.to_numpy(np.float64)
+    params, n_trials = tuned_params(mc, stack(feats), y, folds[0], cfg)
+    est, lags = split_params(mc.name, params)
+    co = cfg.costs
+    if "cost_bps" in est:
+        cost = est["cost_bps"]
+        if isinstance(cost, bool) or not isinstance(cost, int | float) or not cost >= 0:
+            raise ConfigError(f"model.params.cost_bps for {mc.name}: a one-way cost in bps "
+                              f">= 0, e.g. cost_bps: 6 (got {cost!r})")
+        why = "model.params.cost_bps"
+    else:
+        est["cost_bps"] = co.commission_bps + co.slippage_bps + co.half_spread_bps
+        why = (f"the run's costs.commission_bps {co.commission_bps:g} + slippage_bps "
+               f"{co.slippage_bps:g} + half_spread_bps {co.half_spread_bps:g}; "
+               "model.params.cost_bps overrides it")
+    make_model(mc.name, est, cfg.seed)  # bad params or no torch: one line, before any work
+    x = panel_inputs(stack(feats), bars.close, lags)
+    fitted: list[object] = []
+    pred, reports = walk_forward_panel(
+        x, y, folds, lambda: make_model(mc.name, est, cfg.seed),
+        min_train_rows=cfg.walk_forward.min_train_rows, index=bars.index, progress=progress,
+        on_fit=lambda _fold, model: fitted.__setitem__(slice(None), [model]),  # keep the last
+    )
+    online = bool(getattr(fitted[-1], "online", False)) if fitted else False
+    inputs = f"{len(feats)} feature(s)" + (f" + the last {lags} returns" if lags else "")
+    notes = (
+        f"Model {name}: a recurrent policy (Moody & Saffell direct reinforcement) trained per "
+        f"fold on the net Sharpe of its positions; inputs {inputs}; one-way cost "
+        f"{est['cost_bps']:g} bps in training ({why}).",
+        f"Model {name}: each fold's policy runs from {WARMUP} bars before its test period so "
+        "it enters it in its own state, not flat; "
+        + ("it keeps adapting out of sample (differential Sharpe; the position at bar t "
+           "learns from returns realised by bar t's fill)." if online
+           else "its weights stay fixed out of sample."),
+    )
+    pred_df = pd.DataFrame(pred, index=bars.index, columns=list(bars.symbols))
+    return _Predicted(pred_df, reports, fitted[-1] if fitted else None,
+                      {**est, "lags": lags}, n_trials, notes)
 
 
 def _label(mc: ModelConfig) -> str:
@@ -247,9 +306,11 @@ def compute_signals(bars: Bars, cfg: RunConfig, progress: ProgressFactory | None
     if spec.needs_model:
         main = _predict(bars, cfg, cfg.model, feats, labels, folds, fill, progress)
         members["model"] = members[_label(cfg.model)] = main.pred
+        notes += main.notes
         for mc in cfg.strategy.models:
-            members[_label(mc)] = _predict(bars, cfg, mc, feats, labels, folds, fill,
-                                           progress).pred
+            member = _predict(bars, cfg, mc, feats, labels, folds, fill, progress)
+            members[_label(mc)] = member.pred
+            notes += member.notes
     regimes = strategy_regimes(bars, cfg) if spec.needs_regimes else None
     inputs = StrategyInputs(bars=bars, predictions=members, regimes=regimes)
     if cfg.strategy.name == "ensemble":

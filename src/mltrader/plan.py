@@ -19,7 +19,7 @@ from mltrader.core.settings import EngineSettings
 from mltrader.data.bars import Bars
 from mltrader.errors import ConfigError
 from mltrader.features.labels import label_lookahead
-from mltrader.models.registry import SEQUENCE_MODELS
+from mltrader.models.registry import PANEL_MODELS, SEQUENCE_MODELS
 from mltrader.models.tuning import PurgedKFold, tune
 from mltrader.models.walkforward import Fold, make_folds
 from mltrader.risk.guards import Guards
@@ -100,7 +100,7 @@ def tuned_params(mc: ModelConfig, x: np.ndarray, y: np.ndarray, first: Fold, cfg
     if cfg.target.kind == "price":
         raise ConfigError("compare: tuning with target.kind 'price' is not supported; tune "
                           "with kind 'return' or remove the `tune` section")
-    if mc.name in SEQUENCE_MODELS:
+    if mc.name in SEQUENCE_MODELS or mc.name in PANEL_MODELS:
         raise ConfigError(f"compare: tuning {mc.name} is not supported yet; "
                           "remove its `tune` section")
     lookahead = label_lookahead(cfg.target.horizon)

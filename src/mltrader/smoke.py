@@ -2,8 +2,8 @@
 
 Same code path, smaller numbers: a run with a first test year (every model run) keeps four
 years of history before it and one quarter of test bars (so one or a few folds), neural
-networks train one epoch, tree ensembles at most 20 trees, tuning two trials. The run is
-named `<name>-smoke` and its figures are not a result.
+networks and the rl_sharpe policy train one epoch, tree ensembles at most 20 trees, tuning
+two trials. The run is named `<name>-smoke` and its figures are not a result.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ SMOKE_NOTE = ("Smoke run (--smoke): a small budget (few folds, 1 epoch, <= 20 tr
 
 
 def _shrink_model(mc: dict[str, Any]) -> dict[str, Any]:
-    from mltrader.models.registry import SEQUENCE_MODELS
+    from mltrader.models.registry import PANEL_MODELS, SEQUENCE_MODELS
 
     params = dict(mc.get("params") or {})
-    if mc["name"] in SEQUENCE_MODELS:
+    if mc["name"] in SEQUENCE_MODELS or mc["name"] in PANEL_MODELS:
         params["epochs"] = EPOCHS
     if mc["name"] in ("lightgbm", "lightgbm_classifier", "random_forest"):
         params["n_estimators"] = min(int(params.get("n_estimators", TREES)), TREES)

@@ -16,6 +16,7 @@ CASES = {
     "regime_filter": [{"buy_above": 0.001, "sell_below": -0.001}],
     "ensemble": [{}, {"members": ["model", "cnn"], "allow_short": False}],
     "topk": [{"k": 2, "n_drop": 1, "rebalance": "daily"}, {"k": 3, "rebalance": "weekly"}],
+    "positions": [{}, {"allocation": 0.5, "allow_short": False, "member": "lstm"}],
 }
 
 

@@ -18,7 +18,7 @@ from mltrader.strategy.registry import (
 )
 from mltrader.testing import synthetic_bars
 
-BUILTINS = {"threshold", "crossover", "regime_filter", "ensemble", "topk"}
+BUILTINS = {"threshold", "crossover", "regime_filter", "ensemble", "topk", "positions"}
 
 
 @pytest.fixture(autouse=True)

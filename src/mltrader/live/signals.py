@@ -38,11 +38,12 @@ from sklearn.base import BaseEstimator, is_classifier
 
 from mltrader.config import ModelConfig, RunConfig
 from mltrader.data.bars import Bars
+from mltrader.errors import ConfigError
 from mltrader.features.labels import forward_price, forward_return
 from mltrader.features.latest import latest_features
 from mltrader.features.registry import FEATURES, RAW_FIELDS, compute_features, resolve
 from mltrader.models.artifacts import FORMAT_SKOPS, SKOPS_FILE, ArtifactError, save_model
-from mltrader.models.registry import SEQUENCE_MODELS, make_model
+from mltrader.models.registry import PANEL_MODELS, SEQUENCE_MODELS, make_model
 from mltrader.models.walkforward import (
     Fold,
     _score,
@@ -200,6 +201,11 @@ class WalkForwardSignal:
         for name in self.names:  # fail now on a bad feature name or model parameter
             resolve(name)
         for mc in (cfg.model, *cfg.strategy.models):
+            if mc.name in PANEL_MODELS:
+                raise ConfigError(
+                    f"paper and live trading cannot serve {mc.name!r} yet (a panel policy: it "
+                    "is backtested with `mltrader backtest`; serving it live is tracked in "
+                    "the RL issue); pick another model for paper or live trading")
             make_model(mc.name, dict(mc.params), cfg.seed)
         self.tail = fast_tail(self.names)
         self._served = [_Served(cfg.model), *(_Served(mc) for mc in cfg.strategy.models)]

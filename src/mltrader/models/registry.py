@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -146,10 +147,13 @@ class RecentRowsSVC(ClassifierMixin, BaseEstimator):
         return self.model_.predict(x)
 
 
-def _torch(name: str, cls_name: str) -> Callable[[dict[str, Any], int], BaseEstimator]:
+def _torch(name: str, cls_name: str, module: str = "torch_models"
+           ) -> Callable[[dict[str, Any], int], BaseEstimator]:
+    """A factory that imports `mltrader.models.<module>` (and so torch) only when called."""
+
     def make(params: dict[str, Any], seed: int) -> BaseEstimator:
         try:
-            from mltrader.models import torch_models
+            mod = importlib.import_module(f"mltrader.models.{module}")
         except ImportError as e:  # torch is an optional extra
             if (e.name or "").split(".")[0] != "torch":
                 raise
@@ -157,7 +161,7 @@ def _torch(name: str, cls_name: str) -> Callable[[dict[str, Any], int], BaseEsti
                               "pip install 'mltrader[torch]' (or torch==2.13.0; never an "
                               "unpinned torch, a multi-GB CUDA build), or choose a model "
                               "without it, e.g. lightgbm or ridge (--model ridge)") from None
-        return getattr(torch_models, cls_name)(seed=seed, **params)
+        return getattr(mod, cls_name)(seed=seed, **params)
 
     return make
 
@@ -175,10 +179,14 @@ MODELS: dict[str, Callable[[dict[str, Any], int], BaseEstimator]] = {
     "lstm": _torch("lstm", "LSTMRegressor"),
     "cnn": _torch("cnn", "CNNClassifier"),
     "cnn_lstm": _torch("cnn_lstm", "CNNLSTMRegressor"),
+    "rl_sharpe": _torch("rl_sharpe", "DirectReinforcement", "rl_sharpe"),
 }
 CLASSIFIERS = frozenset({"lightgbm_classifier", "logistic", "svm_classifier", "cnn"})
 # sequence models see each symbol's last `model.window` bars of features, not one row
 SEQUENCE_MODELS = frozenset({"lstm", "cnn", "cnn_lstm"})
+# panel models fit the whole (T, N, F) block of a fold and output positions in [-1, 1], row
+# t from rows <= t (a recurrent policy): walked forward by `models.panel`, not row by row
+PANEL_MODELS = frozenset({"rl_sharpe"})
 
 
 def _valid_params(name: str) -> set[str]:

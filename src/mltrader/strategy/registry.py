@@ -32,7 +32,7 @@ import pandas as pd
 import pydantic
 
 from mltrader.errors import ConfigError, MltraderError
-from mltrader.strategy import ensemble, ma_cross, regime_filter, threshold, topk
+from mltrader.strategy import ensemble, ma_cross, positions, regime_filter, threshold, topk
 from mltrader.strategy.base import StrategyInputs, StrategyParams, StrategySpec
 
 __all__ = ["STRATEGIES", "StrategyInputs", "StrategyParams", "StrategySpec", "add_strategy",
@@ -170,5 +170,5 @@ def _check_output(name: str, out: Any, inputs: StrategyInputs) -> pd.DataFrame:
                         columns=list(bars.symbols))
 
 
-for _module in (threshold, ma_cross, regime_filter, ensemble, topk):
+for _module in (threshold, ma_cross, regime_filter, ensemble, topk, positions):
     add_strategy(_module.SPEC)
