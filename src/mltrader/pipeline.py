@@ -31,7 +31,6 @@ from mltrader.data.calendars import (
 from mltrader.data.datasets import DATASETS, load_bundled
 from mltrader.data.fetch import NETWORK_SOURCES
 from mltrader.data.intervals import check_interval, detect_interval
-from mltrader.errors import ConfigError
 from mltrader.features.labels import (
     forward_price,
     forward_return,
@@ -39,7 +38,7 @@ from mltrader.features.labels import (
 )
 from mltrader.features.registry import compute_features
 from mltrader.models.evaluation import prediction_stats
-from mltrader.models.panel import WARMUP, panel_inputs, split_params, walk_forward_panel
+from mltrader.models.panel import WARMUP, panel_inputs, walk_forward_panel
 from mltrader.models.registry import PANEL_MODELS, SEQUENCE_MODELS, make_model
 from mltrader.models.walkforward import (
     Fold,
@@ -50,6 +49,7 @@ from mltrader.models.walkforward import (
 from mltrader.plan import (
     engine_settings,
     judged_start,
+    panel_plan,
     resolve_fill,
     run_folds,
     sizing_rules,
@@ -243,30 +243,14 @@ def _predict_panel(bars: Bars, cfg: RunConfig, mc: ModelConfig, feats: dict[str,
     run's own commission + slippage + half-spread, so it trains on the costs it is judged on.
     """
     name = _label(mc)
-    if cfg.target.kind != "return" or cfg.target.horizon != 1:
-        raise ConfigError(f"model {mc.name} learns from the next bar's return its position "
-                          "earns: set target: {kind: return, horizon: 1} (got kind "
-                          f"{cfg.target.kind!r}, horizon {cfg.target.horizon})")
     y = labels.to_numpy(np.float64)
     params, n_trials = tuned_params(mc, stack(feats), y, folds[0], cfg)
-    est, lags = split_params(mc.name, params)
-    co = cfg.costs
-    if "cost_bps" in est:
-        cost = est["cost_bps"]
-        if isinstance(cost, bool) or not isinstance(cost, int | float) or not cost >= 0:
-            raise ConfigError(f"model.params.cost_bps for {mc.name}: a one-way cost in bps "
-                              f">= 0, e.g. cost_bps: 6 (got {cost!r})")
-        why = "model.params.cost_bps"
-    else:
-        est["cost_bps"] = co.commission_bps + co.slippage_bps + co.half_spread_bps
-        why = (f"the run's costs.commission_bps {co.commission_bps:g} + slippage_bps "
-               f"{co.slippage_bps:g} + half_spread_bps {co.half_spread_bps:g}; "
-               "model.params.cost_bps overrides it")
-    make_model(mc.name, est, cfg.seed)  # bad params or no torch: one line, before any work
+    pp = panel_plan(mc, cfg, params)
+    est, lags, why = pp.est, pp.lags, pp.cost_why
     x = panel_inputs(stack(feats), bars.close, lags)
     fitted: list[object] = []
     pred, reports = walk_forward_panel(
-        x, y, folds, lambda: make_model(mc.name, est, cfg.seed),
+        x, y, folds, pp.factory(mc.name, cfg.seed),
         min_train_rows=cfg.walk_forward.min_train_rows, index=bars.index, progress=progress,
         on_fit=lambda _fold, model: fitted.__setitem__(slice(None), [model]),  # keep the last
     )

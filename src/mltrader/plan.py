@@ -11,15 +11,22 @@ their registries, so models/ cannot import the config; this module sits just abo
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
 
 from mltrader.config import ModelConfig, RunConfig
 from mltrader.core.settings import EngineSettings
 from mltrader.data.bars import Bars
 from mltrader.errors import ConfigError
 from mltrader.features.labels import label_lookahead
-from mltrader.models.registry import PANEL_MODELS, SEQUENCE_MODELS
+from mltrader.models.panel import Market, split_params
+from mltrader.models.registry import PANEL_MODELS, SEQUENCE_MODELS, make_model
 from mltrader.models.tuning import PurgedKFold, tune
 from mltrader.models.walkforward import Fold, make_folds
 from mltrader.risk.guards import Guards
@@ -162,3 +169,65 @@ def judged_start(bars: Bars, cfg: RunConfig, weights: pd.DataFrame | None = None
                           f"first decision, but the data has {len(bars)}; load more history "
                           "or shorten the rule's windows")
     return start
+
+
+@dataclass(frozen=True)
+class PanelPlan:
+    """How a panel model (`registry.PANEL_MODELS`) is built and fed, shared by the backtest
+    and the live runner so both serve the very same policy."""
+
+    est: dict[str, Any]  # the estimator's params, cost_bps filled in
+    lags: int  # the last `lags` returns appended to the features
+    cost_why: str  # where the training cost came from, for the run's notes
+
+    def factory(self, name: str, seed: int) -> Callable[[], BaseEstimator]:
+        est = self.est
+        return lambda: make_model(name, est, seed)
+
+
+def panel_plan(mc: ModelConfig, cfg: RunConfig, params: dict[str, Any]) -> PanelPlan:
+    """Check a panel model's config and resolve its params: it learns from the next bar's
+    return its position earns, net of ``cost_bps``, by default the run's own one-way costs
+    (commission + slippage + half spread), so it trains on the costs it is judged on."""
+    if cfg.target.kind != "return" or cfg.target.horizon != 1:
+        raise ConfigError(f"model {mc.name} learns from the next bar's return its position "
+                          "earns: set target: {kind: return, horizon: 1} (got kind "
+                          f"{cfg.target.kind!r}, horizon {cfg.target.horizon})")
+    est, lags = split_params(mc.name, params)
+    co = cfg.costs
+    if "cost_bps" in est:
+        cost = est["cost_bps"]
+        if isinstance(cost, bool) or not isinstance(cost, int | float) or not cost >= 0:
+            raise ConfigError(f"model.params.cost_bps for {mc.name}: a one-way cost in bps "
+                              f">= 0, e.g. cost_bps: 6 (got {cost!r})")
+        why = "model.params.cost_bps"
+    else:
+        est["cost_bps"] = co.commission_bps + co.slippage_bps + co.half_spread_bps
+        why = (f"the run's costs.commission_bps {co.commission_bps:g} + slippage_bps "
+               f"{co.slippage_bps:g} + half_spread_bps {co.half_spread_bps:g}; "
+               "model.params.cost_bps overrides it")
+    make_model(mc.name, est, cfg.seed)  # bad params or no torch: one line, before any work
+    return PanelPlan(est, lags, why)
+
+
+def panel_market(cfg: RunConfig, bars: Bars, x: np.ndarray, fill: str, ppy: float = 252.0
+                 ) -> Market:
+    """``market(start, stop, **env_kwargs)``: a `PortfolioEnv` over rows start .. stop - 1 of
+    `bars` with inputs `x`, under the run's own fills and costs, its actions scaled as the
+    positions rule scales them (allocation / N), so the equity an agent earns in training is
+    the equity the backtest would give its actions. Stops, take-profits and the risk guards
+    are left to the backtest (the environment does not simulate them)."""
+    from mltrader.rl.env import PortfolioEnv  # gymnasium: only for the agents
+
+    settings = dataclasses.replace(engine_settings(cfg, fill, ppy),
+                                   stop_loss=None, take_profit=None, trailing_stop=None,
+                                   guards=Guards())
+    params = validate_params(cfg.strategy.name, cfg.strategy.params)
+    scale = float(getattr(params, "allocation", 1.0)) / bars.shape[1]
+
+    def market(start: int, stop: int, **env_kwargs: Any) -> PortfolioEnv:
+        window = int(env_kwargs.get("window", 1))
+        return PortfolioEnv(bars, x, settings, action_scale=scale,
+                            start=max(start, window - 1), end=stop - 1, **env_kwargs)
+
+    return market

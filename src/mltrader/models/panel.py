@@ -21,6 +21,13 @@ Cells whose features are not all finite come back NaN (the policy holds there; N
 
 The inputs: the configured features, plus, with the model parameter ``lags`` (m), the last m
 returns known at each close (`rl_sharpe.lagged_returns`: the paper's inputs).
+
+A model with ``needs_market = True`` (the deep-RL agents of `models.rl_agent`) trades a
+simulated market while it learns and while it acts: the caller passes `market`, a callable
+``market(start, stop, **env_kwargs)`` that builds an environment over the rows
+``start .. stop - 1`` of the whole panel (`mltrader.plan.panel_market`); `fit_panel` and
+`predict_panel` hand it to such a model with the rows it is fitted or asked on, and to no
+other model, so models stay ignorant of the engine's settings (a lower layer).
 """
 
 from __future__ import annotations
@@ -35,6 +42,9 @@ from sklearn.base import BaseEstimator
 
 from mltrader.errors import ConfigError
 from mltrader.models.walkforward import Fold, FoldReport, daily_ic, fold_message
+
+# market(start, stop, **env_kwargs) -> an environment over rows start .. stop - 1 of the panel
+Market = Callable[..., Any]
 
 # Bars before each test period the policy runs on to reach its state: a year, so the state
 # has forgotten the flat start (its memory decays like u**k) before the first test bar.
@@ -61,6 +71,36 @@ def panel_inputs(x: np.ndarray, close: np.ndarray, lags: int) -> np.ndarray:
     return np.where(np.isinf(x), np.nan, x)
 
 
+def _market_kwargs(model: BaseEstimator, rows: slice, market: Market | None) -> dict[str, Any]:
+    if not getattr(model, "needs_market", False):
+        return {}
+    if market is None:
+        raise ValueError(f"{type(model).__name__} trades a simulated market: pass market=")
+    start, stop = rows.start, rows.stop
+
+    def bound(**env_kwargs: Any) -> Any:
+        return market(start, stop, **env_kwargs)
+
+    return {"market": bound}
+
+
+def fit_panel(model: BaseEstimator, x: np.ndarray, y: np.ndarray, rows: slice,
+              market: Market | None = None) -> BaseEstimator:
+    """Fit a panel model on rows `rows` of the whole panel (x, y are the whole panel)."""
+    model.fit(x[rows], y[rows], **_market_kwargs(model, rows, market))
+    return model
+
+
+def predict_panel(model: BaseEstimator, x: np.ndarray, y: np.ndarray, rows: slice,
+                  market: Market | None = None) -> np.ndarray:
+    """Positions (len(rows), N) of a fitted panel model on rows `rows` of the whole panel;
+    an ``online`` model also reads the labels of those rows (causally: y[t-2] at row t)."""
+    kw = _market_kwargs(model, rows, market)
+    if getattr(model, "online", False):
+        return model.predict(x[rows], y[rows], **kw)
+    return model.predict(x[rows], **kw)
+
+
 def walk_forward_panel(
     x: np.ndarray,
     y: np.ndarray,
@@ -72,6 +112,7 @@ def walk_forward_panel(
     warmup: int = WARMUP,
     progress: Callable[[int], AbstractContextManager[Callable[[str], None]]] | None = None,
     on_fit: Callable[[Fold, BaseEstimator], None] | None = None,
+    market: Market | None = None,
 ) -> tuple[np.ndarray, list[FoldReport]]:
     """Out-of-sample positions (T, N) of a panel model (see the module docstring)."""
     t_len, n_sym, _ = x.shape
@@ -92,16 +133,11 @@ def walk_forward_panel(
                     f"period starting {when} (min_train_rows is {min_train_rows}); "
                     "choose a later first_test_year or load more history"
                 )
-            model = model_factory()
-            model.fit(x[train], y[train])
+            model = fit_panel(model_factory(), x, y, train, market)
             if on_fit is not None:
                 on_fit(fold, model)
             lo = max(0, fold.test_start - warmup)
-            span = slice(lo, fold.test_stop)
-            if getattr(model, "online", False):  # adapts on y[t-2] at row t: causal
-                positions = model.predict(x[span], y[span])
-            else:
-                positions = model.predict(x[span])
+            positions = predict_panel(model, x, y, slice(lo, fold.test_stop), market)
             test = slice(fold.test_start, fold.test_stop)
             pred[test] = np.where(complete[test], positions[fold.test_start - lo:], np.nan)
             ic = daily_ic(pred[test], y[test])

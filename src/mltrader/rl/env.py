@@ -13,7 +13,9 @@ Observation (`flat=False`, the default): a Dict with
 `flat=True`: one float32 Box, the features window flattened (C order) then the weights.
 
 Action: Box(-1, 1, (N,)) target weights, clipped to [-1, 1]; `discrete=True`:
-MultiDiscrete([3] * N), 0 / 1 / 2 meaning -1 / 0 / +1. Without `allow_short` negative
+MultiDiscrete([3] * N), 0 / 1 / 2 meaning -1 / 0 / +1. With `action_scale` s the target is
+the clipped action times s (the positions rule's allocation / N, so an agent that learns
+positions in [-1, 1] trades the weights the backtest gives them). Without `allow_short` negative
 targets become 0. A row whose gross exposure exceeds `max_gross_leverage` is scaled down to
 it. `info["target_weights"]` is the row actually traded.
 
@@ -57,7 +59,8 @@ class PortfolioEnv(gym.Env):
                  *, window: int = 1, discrete: bool = False, reward: str = "log_return",
                  eta: float = 0.01, drawdown_penalty: float = 1.0, flat: bool = False,
                  start: int | None = None, end: int | None = None,
-                 episode_length: int | None = None, nan_fill: float = 0.0) -> None:
+                 episode_length: int | None = None, nan_fill: float = 0.0,
+                 action_scale: float = 1.0) -> None:
         super().__init__()
         self.settings = settings if settings is not None else EngineSettings()
         check_settings(self.settings, bars)
@@ -75,6 +78,8 @@ class PortfolioEnv(gym.Env):
         if not 0 < eta <= 1:
             raise ValueError(f"eta (differential Sharpe adaptation rate) must be in (0, 1]; "
                              f"got {eta!r}")
+        if not (math.isfinite(action_scale) and action_scale > 0):
+            raise ValueError(f"action_scale must be a finite number > 0; got {action_scale!r}")
         if drawdown_penalty < 0:
             raise ValueError(f"drawdown_penalty must be >= 0; got {drawdown_penalty!r}")
         self.bars = bars
@@ -84,6 +89,7 @@ class PortfolioEnv(gym.Env):
         self.eta = float(eta)
         self.drawdown_penalty = float(drawdown_penalty)
         self.flat = bool(flat)
+        self.action_scale = float(action_scale)
         f32 = feats.astype(np.float32)  # a copy: later edits of the caller's array change nothing
         f32[np.isnan(f32)] = nan_fill
         self._feats = np.ascontiguousarray(f32)
@@ -139,8 +145,9 @@ class PortfolioEnv(gym.Env):
         if a.shape != (self._S.shape[1],):
             raise ValueError(f"action has shape {a.shape}, expected ({self._S.shape[1]},): one "
                              "target per symbol")
+        a, discrete = self._scaled(a)
         prev = float(self._st[X.EQUITY])
-        if not X.env_step(self._t, a, self.discrete, self._px, self._ip, self._fp, self._S,
+        if not X.env_step(self._t, a, discrete, self._px, self._ip, self._fp, self._S,
                           self._st):
             raise ValueError("action holds NaN or inf; give a finite target per symbol")
         self._t += 1
@@ -155,8 +162,8 @@ class PortfolioEnv(gym.Env):
     def target_weights(self, action: Any) -> np.ndarray:
         """The target weights an action trades (clipped, long-only, scaled to the leverage)."""
         out = np.empty(self._S.shape[1])
-        a = np.asarray(action, dtype=np.float64)
-        if not X.action_targets(a, self.discrete, self._ip[IP_SHORT] == 1,
+        a, discrete = self._scaled(np.asarray(action, dtype=np.float64))
+        if not X.action_targets(a, discrete, self._ip[IP_SHORT] == 1,
                                 float(self._fp[FP_LEVERAGE]), out):
             raise ValueError("action holds NaN or inf; give a finite target per symbol")
         return out
@@ -176,6 +183,14 @@ class PortfolioEnv(gym.Env):
         return self._S[X.SH].copy()
 
     # ------------------------------------------------------------------ internals
+    def _scaled(self, a: np.ndarray) -> tuple[np.ndarray, bool]:
+        """(targets before the short / leverage rules, discrete?): with an action_scale
+        other than 1 the action is clipped to [-1, 1] (discrete: -1 / 0 / +1) then scaled."""
+        if self.action_scale == 1.0:
+            return a, self.discrete
+        if self.discrete:
+            a = a - 1.0  # 0 / 1 / 2 -> -1 / 0 / +1 (NaN stays NaN and is refused)
+        return np.clip(a, -1.0, 1.0) * self.action_scale, False
     def _check_span(self, t0: int, t1: int, a: str, b: str) -> None:
         t_len = len(self.bars)
         if not self.window - 1 <= t0 < t1 <= t_len - 1:
