@@ -120,6 +120,26 @@ def test_rl_sharpe_pipeline_is_causal_too(online):
         assert np.isnan(base.predictions.to_numpy()[: base.start]).all()
 
 
+def test_rl_agent_pipeline_is_causal_too():
+    """A PPO agent, trained in a market of the training years and then trading its own
+    simulated book from a warm-up before each test period, reads nothing after bar t."""
+    pytest.importorskip("stable_baselines3")
+    cfg = config_from_dict({
+        "features": ["ret_5", "rsi_14"],
+        "model": {"name": "ppo", "params": {"total_timesteps": 128, "n_steps": 32,
+                                            "batch_size": 32, "n_envs": 2, "window": 3,
+                                            "episode_length": 64, "net_arch": [16]}},
+        "walk_forward": {"first_test_year": 2002, "retrain": "yearly", "min_train_rows": 50},
+        "strategy": {"name": "positions"},
+    })
+    t = 800
+    for bars in (CLOSE_ONLY, OHLC):
+        base = compute_signals(bars, cfg)
+        other = compute_signals(perturb(bars, t + 1, 1, 1.5, tail=True), cfg)
+        assert first_leak(base, other, t) is None
+        assert changed_after(base, other, t)
+
+
 @pytest.fixture
 def planted_leak():
     def peek(b: Bars) -> pd.DataFrame:

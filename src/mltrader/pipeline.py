@@ -39,7 +39,7 @@ from mltrader.features.labels import (
 from mltrader.features.registry import compute_features
 from mltrader.models.evaluation import prediction_stats
 from mltrader.models.panel import WARMUP, panel_inputs, walk_forward_panel
-from mltrader.models.registry import PANEL_MODELS, SEQUENCE_MODELS, make_model
+from mltrader.models.registry import AGENTS, PANEL_MODELS, SEQUENCE_MODELS, make_model
 from mltrader.models.walkforward import (
     Fold,
     FoldReport,
@@ -49,6 +49,7 @@ from mltrader.models.walkforward import (
 from mltrader.plan import (
     engine_settings,
     judged_start,
+    panel_market,
     panel_plan,
     resolve_fill,
     run_folds,
@@ -212,7 +213,7 @@ def _predict(bars: Bars, cfg: RunConfig, mc: ModelConfig, feats: dict[str, pd.Da
              progress: ProgressFactory | None) -> _Predicted:
     """One model's walk-forward out-of-sample predictions (an expected-return-like signal)."""
     if mc.name in PANEL_MODELS:
-        return _predict_panel(bars, cfg, mc, feats, labels, folds, progress)
+        return _predict_panel(bars, cfg, mc, feats, labels, folds, fill, progress)
     fitted: list[object] = []
     price = cfg.target.kind == "price"
     train_on = forward_price(bars, fill, cfg.target.horizon) if price else labels
@@ -234,13 +235,14 @@ def _predict(bars: Bars, cfg: RunConfig, mc: ModelConfig, feats: dict[str, pd.Da
 
 
 def _predict_panel(bars: Bars, cfg: RunConfig, mc: ModelConfig, feats: dict[str, pd.DataFrame],
-                   labels: pd.DataFrame, folds: list[Fold], progress: ProgressFactory | None
-                   ) -> _Predicted:
+                   labels: pd.DataFrame, folds: list[Fold], fill: str,
+                   progress: ProgressFactory | None) -> _Predicted:
     """A panel model's walk-forward positions in [-1, 1] (`models.panel`), on the same folds.
 
-    The policy learns from the one-bar return its position earns (the run's labels, target
+    rl_sharpe learns from the one-bar return its position earns (the run's labels, target
     kind return, horizon 1), net of a one-way cost: ``model.params.cost_bps``, else the
     run's own commission + slippage + half-spread, so it trains on the costs it is judged on.
+    An agent (`registry.AGENTS`) learns by trading the run's own market (`plan.panel_market`).
     """
     name = _label(mc)
     y = labels.to_numpy(np.float64)
@@ -248,18 +250,31 @@ def _predict_panel(bars: Bars, cfg: RunConfig, mc: ModelConfig, feats: dict[str,
     pp = panel_plan(mc, cfg, params)
     est, lags, why = pp.est, pp.lags, pp.cost_why
     x = panel_inputs(stack(feats), bars.close, lags)
+    market = None
+    if mc.name in AGENTS:
+        ppy = periods_per_year(bars.index, resolve_calendar(cfg.data.calendar, bars.symbols))
+        market = panel_market(cfg, bars, x, fill, ppy)
     fitted: list[object] = []
     pred, reports = walk_forward_panel(
         x, y, folds, pp.factory(mc.name, cfg.seed),
         min_train_rows=cfg.walk_forward.min_train_rows, index=bars.index, progress=progress,
         on_fit=lambda _fold, model: fitted.__setitem__(slice(None), [model]),  # keep the last
+        market=market,
     )
     online = bool(getattr(fitted[-1], "online", False)) if fitted else False
     inputs = f"{len(feats)} feature(s)" + (f" + the last {lags} returns" if lags else "")
+    if mc.name in AGENTS:
+        first = (f"Model {name}: a Stable-Baselines3 {mc.name.upper()} agent trained per fold "
+                 f"for {est.get('total_timesteps', 20_000):,} steps by trading the training "
+                 f"years in the run's own market ({why}; stops, take-profits and guards act "
+                 f"in the backtest only); inputs {inputs} over the last "
+                 f"{est.get('window', 5)} bars, plus its weights.")
+    else:
+        first = (f"Model {name}: a recurrent policy (Moody & Saffell direct reinforcement) "
+                 f"trained per fold on the net Sharpe of its positions; inputs {inputs}; "
+                 f"one-way cost {est['cost_bps']:g} bps in training ({why}).")
     notes = (
-        f"Model {name}: a recurrent policy (Moody & Saffell direct reinforcement) trained per "
-        f"fold on the net Sharpe of its positions; inputs {inputs}; one-way cost "
-        f"{est['cost_bps']:g} bps in training ({why}).",
+        first,
         f"Model {name}: each fold's policy runs from {WARMUP} bars before its test period so "
         "it enters it in its own state, not flat; "
         + ("it keeps adapting out of sample (differential Sharpe; the position at bar t "

@@ -26,7 +26,7 @@ from mltrader.data.bars import Bars
 from mltrader.errors import ConfigError
 from mltrader.features.labels import label_lookahead
 from mltrader.models.panel import Market, split_params
-from mltrader.models.registry import PANEL_MODELS, SEQUENCE_MODELS, make_model
+from mltrader.models.registry import AGENTS, PANEL_MODELS, SEQUENCE_MODELS, make_model
 from mltrader.models.tuning import PurgedKFold, tune
 from mltrader.models.walkforward import Fold, make_folds
 from mltrader.risk.guards import Guards
@@ -195,7 +195,9 @@ def panel_plan(mc: ModelConfig, cfg: RunConfig, params: dict[str, Any]) -> Panel
                           f"{cfg.target.kind!r}, horizon {cfg.target.horizon})")
     est, lags = split_params(mc.name, params)
     co = cfg.costs
-    if "cost_bps" in est:
+    if mc.name in AGENTS:  # it learns in the run's own market: its costs are the run's
+        why = "the run's own costs, charged by the market it trains in"
+    elif "cost_bps" in est:
         cost = est["cost_bps"]
         if isinstance(cost, bool) or not isinstance(cost, int | float) or not cost >= 0:
             raise ConfigError(f"model.params.cost_bps for {mc.name}: a one-way cost in bps "

@@ -2,8 +2,8 @@
 
 Same code path, smaller numbers: a run with a first test year (every model run) keeps four
 years of history before it and one quarter of test bars (so one or a few folds), neural
-networks and the rl_sharpe policy train one epoch, tree ensembles at most 20 trees, tuning
-two trials. The run is named `<name>-smoke` and its figures are not a result.
+networks and the rl_sharpe policy train one epoch, RL agents 256 steps, tree ensembles at
+most 20 trees, tuning two trials. The run is named `<name>-smoke` and its figures are not a result.
 """
 
 from __future__ import annotations
@@ -16,16 +16,21 @@ from mltrader.config import RunConfig, config_from_dict
 EPOCHS = 1
 TREES = 20
 TRIALS = 2
+STEPS = 256  # an RL agent's training steps
 HISTORY_YEARS = 4
 SMOKE_NOTE = ("Smoke run (--smoke): a small budget (few folds, 1 epoch, <= 20 trees) to check "
               "that the config runs; its figures are not a result.")
 
 
 def _shrink_model(mc: dict[str, Any]) -> dict[str, Any]:
-    from mltrader.models.registry import PANEL_MODELS, SEQUENCE_MODELS
+    from mltrader.models.registry import AGENTS, PANEL_MODELS, SEQUENCE_MODELS
 
     params = dict(mc.get("params") or {})
-    if mc["name"] in SEQUENCE_MODELS or mc["name"] in PANEL_MODELS:
+    if mc["name"] in AGENTS:  # a few hundred steps: enough to run every code path once
+        params["total_timesteps"] = min(int(params.get("total_timesteps", STEPS)), STEPS)
+        params["n_steps"] = min(int(params.get("n_steps", 1024)), STEPS // 2)
+        params["batch_size"] = min(int(params.get("batch_size", 256)), STEPS // 4)
+    elif mc["name"] in SEQUENCE_MODELS or mc["name"] in PANEL_MODELS:
         params["epochs"] = EPOCHS
     if mc["name"] in ("lightgbm", "lightgbm_classifier", "random_forest"):
         params["n_estimators"] = min(int(params.get("n_estimators", TREES)), TREES)

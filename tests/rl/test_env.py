@@ -162,6 +162,33 @@ def test_equity_equals_run_backtest_discrete(ohlc, name):
                              t1=140, discrete=True)
 
 
+@pytest.mark.parametrize(("discrete", "short"), [(False, True), (True, True), (False, False)])
+def test_scaled_actions_trade_what_the_positions_rule_trades(ohlc, discrete, short):
+    """With action_scale = allocation / N, the equity the env gives a sequence of positions
+    is the backtest's equity on the positions rule's weights for those positions."""
+    from mltrader.strategy.positions import position_weights
+
+    s = EngineSettings(**{**VARIANTS["short_lev1_costs"], "allow_short": short})
+    alloc, t0, t1 = 0.8, 10, 150
+    env = PortfolioEnv(ohlc, causal_features(ohlc), s, window=4, discrete=discrete,
+                       action_scale=alloc / N_SYM)
+    acts = _actions(t1 - t0, N_SYM, seed=9, discrete=discrete) * (1 if discrete else 1.3)
+    traj = _run(env, acts, options={"start": t0, "end": t1})
+    eq = np.array([step[4]["equity"] for step in traj])
+    pos = np.full(ohlc.shape, np.nan)
+    pos[t0:t1] = acts - 1.0 if discrete else acts
+    w = pd.DataFrame(position_weights(pos, alloc, short), index=ohlc.index,
+                     columns=list(ohlc.symbols))
+    res = run_backtest(ohlc, w, s, start=t0)
+    np.testing.assert_allclose(eq, res.equity.to_numpy()[:len(eq)], rtol=1e-9, atol=0)
+    assert len(res.fills) >= 20
+
+
+def test_action_scale_must_be_positive(ohlc):
+    with pytest.raises(ValueError, match="action_scale"):
+        PortfolioEnv(ohlc, causal_features(ohlc), action_scale=0.0)
+
+
 def test_a_gtc_order_waits_through_a_missing_bar_as_in_the_backtest():
     """Decided on bar 19, no price on bar 20: a day order is cancelled, a gtc one works on,
     and a decision back inside the band on bar 20 still replaces it (no order when day)."""

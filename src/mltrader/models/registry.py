@@ -166,6 +166,27 @@ def _torch(name: str, cls_name: str, module: str = "torch_models"
     return make
 
 
+def _agent(algo: str) -> Callable[[dict[str, Any], int], BaseEstimator]:
+    """A factory for a Stable-Baselines3 agent (`models.rl_agent`), imported when called."""
+
+    def make(params: dict[str, Any], seed: int) -> BaseEstimator:
+        try:
+            mod = importlib.import_module("mltrader.models.rl_agent")
+        except ImportError as e:  # gymnasium, stable-baselines3 and torch are the rl extra
+            if (e.name or "").split(".")[0] not in ("torch", "gymnasium", "stable_baselines3"):
+                raise
+            raise ConfigError(f"model {algo!r} is a Stable-Baselines3 agent and {e.name} is not "
+                              "installed: pip install 'mltrader[rl]' (it pins torch==2.13.0; "
+                              "an unpinned torch is a multi-GB CUDA build), or choose rl_sharpe "
+                              "or a supervised model") from None
+        if "algo" in params:
+            raise ConfigError(f"model {algo!r}: the algorithm is the model name; drop "
+                              "model.params.algo")
+        return mod.RLAgent(algo=algo, seed=seed, **params)
+
+    return make
+
+
 MODELS: dict[str, Callable[[dict[str, Any], int], BaseEstimator]] = {
     "lightgbm": _lightgbm,
     "ridge": _ridge,
@@ -180,13 +201,19 @@ MODELS: dict[str, Callable[[dict[str, Any], int], BaseEstimator]] = {
     "cnn": _torch("cnn", "CNNClassifier"),
     "cnn_lstm": _torch("cnn_lstm", "CNNLSTMRegressor"),
     "rl_sharpe": _torch("rl_sharpe", "DirectReinforcement", "rl_sharpe"),
+    "ppo": _agent("ppo"),
+    "a2c": _agent("a2c"),
+    "sac": _agent("sac"),
+    "dqn": _agent("dqn"),
 }
 CLASSIFIERS = frozenset({"lightgbm_classifier", "logistic", "svm_classifier", "cnn"})
 # sequence models see each symbol's last `model.window` bars of features, not one row
 SEQUENCE_MODELS = frozenset({"lstm", "cnn", "cnn_lstm"})
+# agents trade a simulated market while they learn (`models.rl_agent`): deep RL, per fold
+AGENTS = frozenset({"ppo", "a2c", "sac", "dqn"})
 # panel models fit the whole (T, N, F) block of a fold and output positions in [-1, 1], row
 # t from rows <= t (a recurrent policy): walked forward by `models.panel`, not row by row
-PANEL_MODELS = frozenset({"rl_sharpe"})
+PANEL_MODELS = frozenset({"rl_sharpe"}) | AGENTS
 
 
 def _valid_params(name: str) -> set[str]:
@@ -205,7 +232,7 @@ def _valid_params(name: str) -> set[str]:
             pass
         return names
     model = MODELS[name]({}, 0)
-    return {k.split("__", 1)[-1] for k in model.get_params(deep=True)} - {"seed"}
+    return {k.split("__", 1)[-1] for k in model.get_params(deep=True)} - {"seed", "algo"}
 
 
 def make_model(name: str, params: dict[str, Any], seed: int) -> BaseEstimator:

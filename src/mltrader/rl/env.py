@@ -169,6 +169,11 @@ class PortfolioEnv(gym.Env):
         return out
 
     @property
+    def span(self) -> tuple[int, int]:
+        """(start, end): the bars a reset without options trades from and marks up to."""
+        return self._lo, self._hi
+
+    @property
     def bar(self) -> int:
         """The bar whose close the current observation describes."""
         return self._t
