@@ -393,7 +393,7 @@ def significance(strat: BacktestResult, bench: BacktestResult, ppy: float,
 
 
 def _record_trial(registry: TrialRegistry | None, cfg: RunConfig, bars: Bars, sig: Signals,
-                  strat: BacktestResult) -> TrialStats | None:
+                  strat: BacktestResult, kind: str = "backtest") -> TrialStats | None:
     """Record this backtest (and its tuning trials) on its data; the data's trials so far."""
     if registry is None:
         return None
@@ -402,7 +402,7 @@ def _record_trial(registry: TrialRegistry | None, cfg: RunConfig, bars: Bars, si
     label = f"{cfg.strategy.name}/{cfg.model.name}" if sig.folds else cfg.strategy.name
     registry.record_many(trials_of_run(
         ds, config_hash(cfg.model_dump(mode="json"), ignore=(*RUN_ONLY_KEYS, "compare")),
-        "backtest", label, per_bar_sharpe(r), len(r), tuning_trials=sig.n_trials))
+        kind, label, per_bar_sharpe(r), len(r), tuning_trials=sig.n_trials))
     return registry.stats(ds)
 
 
@@ -413,11 +413,12 @@ def _ic_summary(sig: Signals) -> dict[str, object]:
 
 
 def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | None = None,
-        registry: TrialRegistry | None = None) -> RunOutput:
+        registry: TrialRegistry | None = None, trial_kind: str = "backtest") -> RunOutput:
     """The whole job for one config; `bars` overrides the configured data (for tests).
 
     `registry`: the trials run on this data so far (`mltrader trials`); this run is recorded
-    in it and its deflated Sharpe counts them all. None: the run counts only itself."""
+    in it (as a `trial_kind` trial: "rl_seed" for one seed of `mltrader seeds`) and its
+    deflated Sharpe counts them all. None: the run counts only itself."""
     data_notes: list[str] = []
     if bars is None:
         bars, data_notes = load_data(cfg)
@@ -445,8 +446,8 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
         "strategy": compute_metrics(strat, ppy),
         "buy_and_hold": compute_metrics(bench, ppy),
         "vs_buy_and_hold": benchmark_metrics(strat, bench, ppy),
-        "deflated_sharpe": _deflated(strat, sig.n_trials, ppy,
-                                     _record_trial(registry, cfg, bars, sig, strat)),
+        "deflated_sharpe": _deflated(
+            strat, sig.n_trials, ppy, _record_trial(registry, cfg, bars, sig, strat, trial_kind)),
         "vs_buy_and_hold_significance": None,  # filled below, from the trials just counted
         "periods_per_year": ppy,
         "calendar": cal.name,

@@ -1,0 +1,242 @@
+"""`mltrader seeds`: one config run with several seeds, to show how much of a result is luck.
+
+A learned policy (rl_sharpe, the SB3 agents, a network) starts from random weights and, for
+the agents, random episodes: another seed is another policy. A single seed's out-of-sample
+Sharpe can sit anywhere in the spread, so a result is reported with each seed's Sharpe, their
+mean and standard deviation (ddof 1), and how many seeds beat buy-and-hold. Every seed is a
+trial of the search: each run is recorded as an ``rl_seed`` trial, and each seed's deflated
+Sharpe is computed at the end over every trial then recorded on the data (or, with no
+registry, over the seeds themselves, their Sharpe spread as the trials' variance).
+
+The data are loaded once; each seed is a full `pipeline.run` (same folds, same engine).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mltrader.backtest.deflated import deflated_sharpe_ratio
+from mltrader.config import RunConfig
+from mltrader.data.bars import Bars
+from mltrader.errors import ConfigError
+from mltrader.pipeline import ProgressFactory, load_data, run
+from mltrader.trials import TrialRegistry, data_fingerprint, deflation_inputs, per_bar_sharpe
+
+MIN_SEEDS = 2
+COLUMNS = ("seed", "total_return", "cagr", "sharpe", "max_drawdown", "turnover",
+           "buy_and_hold_sharpe", "sharpe_difference_p", "beats_buy_and_hold", "dsr")
+CSV_NAME, JSON_NAME, HTML_NAME = "seeds.csv", "summary.json", "seeds.html"
+
+
+@dataclass(frozen=True)
+class SeedsOutput:
+    """Each seed's out-of-sample figures (`COLUMNS`), their spread, and the run's context."""
+
+    config: RunConfig
+    runs: pd.DataFrame
+    summary: dict[str, object]
+    out_of_sample: dict[str, object]
+
+    def sentences(self) -> list[str]:
+        s = self.summary
+        n, bh = s["seeds"], s["buy_and_hold_sharpe"]
+        out = [
+            f"Out-of-sample Sharpe over {n} seeds: mean {s['sharpe_mean']:.2f}, standard "
+            f"deviation {s['sharpe_std']:.2f}, from {s['sharpe_min']:.2f} to "
+            f"{s['sharpe_max']:.2f}; buy-and-hold {bh:.2f} on the same bars.",
+            f"{s['seeds_above_buy_and_hold_sharpe']} of {n} seeds had a higher Sharpe than "
+            f"buy-and-hold; {s['seeds_beating_buy_and_hold']} beat it significantly (Sharpe "
+            "difference, 5% level).",
+            f"Deflated Sharpe counted {s['n_trials']} trial(s) on these data (every seed "
+            "included); the best seed's is "
+            + ("n/a." if s["dsr_best"] is None else f"{s['dsr_best']:.2f}."),
+        ]
+        if s["sharpe_std"] > 0 and n > 1:
+            out.append("A single seed's Sharpe is one draw from this spread: quote the mean "
+                       "and the standard deviation, not the best seed.")
+        return out
+
+
+def check_seeds(n: int, first: int) -> list[int]:
+    if isinstance(n, bool) or n < MIN_SEEDS:
+        raise ConfigError(f"--n: at least {MIN_SEEDS} seeds to measure a spread (5 or more "
+                          f"to report one), e.g. --n 5 (got {n})")
+    if first < 0:
+        raise ConfigError(f"--first-seed: a seed >= 0, e.g. --first-seed 0 (got {first})")
+    return list(range(first, first + n))
+
+
+def _num(v: object) -> float:
+    return float(v) if isinstance(v, int | float) and v is not None else float("nan")
+
+
+def run_seeds(cfg: RunConfig, seeds: list[int], registry: TrialRegistry | None = None,
+              progress: ProgressFactory | None = None,
+              fold_progress: ProgressFactory | None = None, bars: Bars | None = None
+              ) -> SeedsOutput:
+    """Run `cfg` once per seed on the same bars; every seed recorded as an rl_seed trial."""
+    if bars is None:
+        bars, _ = load_data(cfg)
+    rows, returns = [], []
+    oos: dict[str, object] = {}
+    ctx = progress(len(seeds)) if progress else nullcontext(lambda _msg: None)
+    with ctx as step:
+        for seed in seeds:
+            out = run(cfg.model_copy(update={"seed": seed}), progress=fold_progress, bars=bars,
+                      registry=registry, trial_kind="rl_seed")
+            m = out.metrics
+            st, bh = m["strategy"], m["buy_and_hold"]
+            sig = m.get("vs_buy_and_hold_significance") or {}
+            diff = sig.get("sharpe_difference") or {}
+            rows.append({
+                "seed": seed, "total_return": st["total_return"], "cagr": st["cagr"],
+                "sharpe": st["sharpe"], "max_drawdown": st["max_drawdown"],
+                "turnover": st["turnover"], "buy_and_hold_sharpe": bh["sharpe"],
+                "sharpe_difference_p": diff.get("p_value"),
+                "beats_buy_and_hold": bool(sig.get("beats_benchmark")),
+            })
+            r = out.strategy.equity.pct_change().dropna().to_numpy()
+            returns.append(r)
+            oos = dict(m["out_of_sample"])  # type: ignore[arg-type]
+            step(f"seed {seed}: Sharpe {_num(st['sharpe']):.2f}")
+    per_bar = [per_bar_sharpe(r) for r in returns]
+    if registry is not None:
+        n, var = deflation_inputs(registry.stats(data_fingerprint(bars)),
+                                  min(len(r) for r in returns))
+    else:
+        finite = [s for s in per_bar if s is not None and math.isfinite(s)]
+        n = len(seeds)
+        var = float(np.var(finite, ddof=1)) if len(finite) > 1 else 1.0 / len(returns[0])
+        var = max(var, 1.0 / len(returns[0]))
+    for row, r in zip(rows, returns, strict=True):
+        try:
+            row["dsr"] = deflated_sharpe_ratio(r, n, sr_variance=var)["dsr"]
+        except ValueError:
+            row["dsr"] = None
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    sh = frame["sharpe"].to_numpy(float)
+    best = int(np.nanargmax(sh)) if np.isfinite(sh).any() else 0
+    summary: dict[str, object] = {
+        "seeds": len(seeds), "seed_list": seeds,
+        "sharpe_mean": float(np.nanmean(sh)),
+        "sharpe_std": float(np.nanstd(sh, ddof=1)) if len(sh) > 1 else 0.0,
+        "sharpe_min": float(np.nanmin(sh)), "sharpe_max": float(np.nanmax(sh)),
+        "total_return_mean": float(frame["total_return"].astype(float).mean()),
+        "total_return_std": float(frame["total_return"].astype(float).std(ddof=1)),
+        "buy_and_hold_sharpe": float(frame["buy_and_hold_sharpe"].iloc[0]),
+        "seeds_above_buy_and_hold_sharpe": int(
+            (frame["sharpe"] > frame["buy_and_hold_sharpe"]).sum()),
+        "seeds_beating_buy_and_hold": int(frame["beats_buy_and_hold"].sum()),
+        "best_seed": int(frame["seed"].iloc[best]),
+        "dsr_best": frame["dsr"].iloc[best],
+        "n_trials": int(n), "trial_sharpe_variance": float(var),
+        "model": cfg.model.name, "config": cfg.name,
+    }
+    return SeedsOutput(cfg, frame, summary, oos)
+
+
+# ---------------------------------------------------------------------- files
+def _clean(obj: object) -> object:
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, dt.date):
+        return obj.isoformat()
+    if hasattr(obj, "item"):
+        obj = obj.item()  # type: ignore[union-attr]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _fmt(v: object, kind: str = "ratio") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    x = float(v)  # type: ignore[arg-type]
+    return {"pct": f"{100 * x:+.1f}%", "p": f"{x:.3f}", "times": f"{x:.1f}x"}.get(
+        kind, f"{x:.2f}")
+
+
+TABLE_HEADS = ("seed", "total return", "CAGR", "Sharpe", "max drawdown", "turnover/yr",
+               "B&H Sharpe", "p (vs B&H)", "beats B&H", "DSR")
+_KINDS = ("int", "pct", "pct", "ratio", "pct", "times", "ratio", "p", "bool", "ratio")
+
+
+def table_rows(out: SeedsOutput) -> list[tuple[str, ...]]:
+    rows = []
+    for rec in out.runs.to_dict(orient="records"):
+        cells = []
+        for col, kind in zip(COLUMNS, _KINDS, strict=True):
+            v = rec[col]
+            cells.append(str(v) if kind == "int" else _fmt(v, kind))
+        rows.append(tuple(cells))
+    return rows
+
+
+def _chart(out: SeedsOutput) -> str:
+    import plotly.graph_objects as go
+
+    f = out.runs
+    fig = go.Figure(go.Bar(x=[str(s) for s in f["seed"]], y=f["sharpe"].astype(float),
+                           marker={"color": "#4c78a8"}, name="seed",
+                           hovertemplate="seed %{x}: Sharpe %{y:.2f}<extra></extra>"))
+    s = out.summary
+    fig.add_hline(y=float(s["sharpe_mean"]), line={"color": "#4c78a8", "dash": "dash"},  # type: ignore[arg-type]
+                  annotation_text=f"mean {s['sharpe_mean']:.2f}")
+    fig.add_hline(y=float(s["buy_and_hold_sharpe"]), line={"color": "#d62728", "width": 3},  # type: ignore[arg-type]
+                  annotation_text=f"buy-and-hold {s['buy_and_hold_sharpe']:.2f}",
+                  annotation_position="bottom right")
+    fig.update_layout(template="plotly_white", height=380, xaxis_title="seed",
+                      yaxis_title="out-of-sample Sharpe", margin={"l": 60, "r": 30, "t": 30,
+                                                                  "b": 50})
+    return fig.to_html(full_html=False, include_plotlyjs=True,
+                       config={"displaylogo": False, "responsive": True})
+
+
+def seeds_html(out: SeedsOutput) -> str:
+    from mltrader.placebo_report import _CSS
+
+    cfg = out.config
+    title = f"mltrader seeds: {cfg.name} ({cfg.model.name}, {cfg.strategy.name})"
+    oos = out.out_of_sample
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in TABLE_HEADS)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                   for row in table_rows(out))
+    items = "".join(f"<li>{html.escape(s)}</li>" for s in out.sentences())
+    return "\n".join([
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">",
+        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p class=\"sub\">Out of sample {oos.get('start')} .. {oos.get('end')}; "
+        f"{out.summary['seeds']} seeds, each a full walk-forward run.</p>",
+        f"<ul class=\"summary\">{items}</ul>",
+        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>",
+        "<h2>Each seed's out-of-sample Sharpe</h2>",
+        _chart(out),
+        "</main>\n</body>\n</html>\n",
+    ])
+
+
+def write_seeds(out: SeedsOutput, folder: Path) -> dict[str, Path]:
+    """Write seeds.csv (one row per seed), summary.json and seeds.html (opens offline)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"runs": folder / CSV_NAME, "summary": folder / JSON_NAME,
+             "report": folder / HTML_NAME}
+    out.runs.to_csv(paths["runs"], index=False, float_format="%.6g")
+    doc = {**out.summary, "out_of_sample": out.out_of_sample}
+    paths["summary"].write_text(json.dumps(_clean(doc), indent=2) + "\n")
+    paths["report"].write_text(seeds_html(out), encoding="utf-8")
+    return paths
