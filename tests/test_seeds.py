@@ -47,7 +47,8 @@ def test_each_seed_is_a_run_and_the_spread_is_reported(three):
     assert s["sharpe_mean"] == pytest.approx(f["sharpe"].mean())
     assert s["sharpe_std"] == pytest.approx(f["sharpe"].std(ddof=1))
     assert s["sharpe_min"] <= s["sharpe_mean"] <= s["sharpe_max"]
-    assert s["seeds_above_buy_and_hold_sharpe"] == int((f["sharpe"] > f["buy_and_hold_sharpe"]).sum())
+    above = int((f["sharpe"] > f["buy_and_hold_sharpe"]).sum())
+    assert s["seeds_above_buy_and_hold_sharpe"] == above
     assert "over 3 seeds" in out.sentences()[0]
 
 
