@@ -109,7 +109,7 @@ def test_compare_command_writes_the_leaderboard(tmp_path):
     assert result.exit_code == 0, result.output
     (run,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]  # trials.jsonl beside
     board = (run / "leaderboard.csv").read_text().splitlines()
-    assert board[0].startswith("model,ic_mean,ic_t,hit_rate")
+    assert board[0].startswith("model,rule,ic_mean,ic_t,hit_rate")
     assert [line.split(",")[0] for line in board[1:]] == [
         "ridge", "lightgbm", "buy & hold (equal weight)"]
     assert "Leaderboard (out of sample, after costs)" in (run / "report.html").read_text()
@@ -175,3 +175,22 @@ def test_a_single_model_is_deflated_by_its_trials_and_the_board_says_by_how_many
         dsr[n] = rows[0]["deflated_sharpe"]
         assert rows[0]["dsr_trials"] == n and "dsr_trials" not in rows[1]
     assert dsr[1] > dsr[50] > dsr[1000]
+
+
+def test_rl_policies_sit_beside_the_supervised_models_under_the_positions_rule():
+    """A policy's positions are not forecasts: under a forecast rule the compare trades them
+    by the positions rule (same folds, costs and bars) and the board says which rule."""
+    pytest.importorskip("stable_baselines3")
+    ppo = {"total_timesteps": 128, "n_steps": 32, "batch_size": 32, "n_envs": 2, "window": 3,
+           "episode_length": 64, "net_arch": [16]}
+    out = compare(_cfg([{"name": "ridge"}, {"name": "rl_sharpe", "params": {"epochs": 3}},
+                        {"name": "ppo", "params": ppo}], features=["ret_5", "vol_20"]),
+                  bars=BARS)
+    board = out.leaderboard.set_index("model")
+    assert list(board.index) == ["ridge", "rl_sharpe", "ppo", "buy & hold (equal weight)"]
+    assert list(board["rule"].iloc[:3]) == ["threshold", "positions", "positions"]
+    assert board["sharpe"].iloc[:3].notna().all()
+    starts = {res.equity.index[0] for res in out.results.values()}
+    assert starts == {out.benchmark.equity.index[0]}
+    w = out.results["ppo"].weights.to_numpy()
+    assert np.nanmax(np.abs(w)) <= 1 / 5 + 1e-12  # positions x 1 / N, not a threshold bet

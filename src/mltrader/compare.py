@@ -18,11 +18,11 @@ from mltrader.backtest.deflated import deflated_sharpe_ratio
 from mltrader.backtest.engine import run_backtest
 from mltrader.backtest.metrics import compute_metrics
 from mltrader.backtest.result import BacktestResult
-from mltrader.config import ModelConfig, RunConfig
+from mltrader.config import ModelConfig, RunConfig, StrategyConfig
 from mltrader.data.bars import Bars
 from mltrader.errors import ConfigError
 from mltrader.models.evaluation import prediction_stats
-from mltrader.models.registry import CLASSIFIERS
+from mltrader.models.registry import CLASSIFIERS, PANEL_MODELS
 from mltrader.pipeline import (
     ProgressFactory,
     buy_and_hold_targets,
@@ -31,7 +31,7 @@ from mltrader.pipeline import (
     run_clock,
     trade_targets,
 )
-from mltrader.plan import engine_settings, resolve_fill
+from mltrader.plan import allows_short, engine_settings, resolve_fill
 from mltrader.risk.guards import Guards
 from mltrader.strategy.registry import get_strategy
 from mltrader.trials import (
@@ -46,7 +46,7 @@ from mltrader.trials import (
 )
 
 LEADERBOARD_COLUMNS = (
-    "model", "ic_mean", "ic_t", "hit_rate", "hit_p_value", "always_up_rate", "mse_ratio",
+    "model", "rule", "ic_mean", "ic_t", "hit_rate", "hit_p_value", "always_up_rate", "mse_ratio",
     "sharpe", "deflated_sharpe", "dsr_trials", "n_trials", "cagr", "max_drawdown",
     "total_return", "turnover", "cost_drag", "trades",
 )
@@ -61,6 +61,17 @@ class CompareOutput:
     results: dict[str, BacktestResult]
     benchmark: BacktestResult
     oos: dict[str, object]
+
+
+def model_config(cfg: RunConfig, mc: ModelConfig) -> RunConfig:
+    """The run config one compared model is run with: `cfg` with its model, and, for a
+    policy that outputs positions (rl_sharpe, the RL agents) under a forecast rule, the
+    positions rule in its place (same shorting), since a position is not a forecast."""
+    out = cfg.model_copy(update={"model": mc, "compare": []})
+    if mc.name in PANEL_MODELS and cfg.strategy.name != "positions":
+        rule = StrategyConfig(name="positions", allow_short=allows_short(cfg))
+        out = out.model_copy(update={"strategy": rule})
+    return out
 
 
 def _label(mc: ModelConfig) -> str:
@@ -123,10 +134,11 @@ def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars 
     for mc in models:
         # each model goes through the same path as `mltrader backtest`: features, tuning,
         # walk-forward (same folds: they depend only on the bars and walk_forward settings)
-        sig = compute_signals(bars, cfg.model_copy(update={"model": mc}), progress)
+        mcfg = model_config(cfg, mc)
+        sig = compute_signals(bars, mcfg, progress)
         start = sig.start
         trials[_label(mc)] = sig.n_trials
-        sized = trade_targets(sig, bars, cfg, ppy)
+        sized = trade_targets(sig, bars, mcfg, ppy)
         res = run_backtest(bars, sized.values, settings, start=start, unit=sized.unit,
                            sessions=sessions)
         results[_label(mc)] = res
@@ -135,7 +147,8 @@ def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars 
         direction = cfg.target.kind == "direction" or mc.name in CLASSIFIERS
         params = sig.params
         stats = prediction_stats(pred[start:], realised[start:], regression=not direction)
-        rows.append({"model": _label(mc), "n_trials": trials[_label(mc)], "params": params,
+        rows.append({"model": _label(mc), "rule": mcfg.strategy.name,
+                     "n_trials": trials[_label(mc)], "params": params,
                      **stats, **compute_metrics(res, ppy)})
     hold = dataclasses.replace(settings, stop_loss=None, take_profit=None, trailing_stop=None,
                                guards=Guards(), allow_short=False)
@@ -150,7 +163,7 @@ def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars 
         ds = data_fingerprint(bars)
         recorded = []
         for mc in models:
-            mcfg = cfg.model_copy(update={"model": mc, "compare": []})
+            mcfg = model_config(cfg, mc)
             r = results[_label(mc)].equity.pct_change().dropna().to_numpy()
             recorded += trials_of_run(
                 ds, config_hash(mcfg.model_dump(mode="json"), ignore=RUN_ONLY_KEYS),
