@@ -111,6 +111,14 @@ class ModelConfig(_Strict):
     label: str | None = Field(None, description="name in the leaderboard (default: name)")
     window: int = Field(60, ge=5, le=500, description="bars per sample (lstm, cnn, cnn_lstm)")
     tune: TuneConfig | None = None
+    inputs: list[str] = Field(default_factory=list, description=(
+        "labels of this run's other models whose out-of-sample predictions this model also "
+        "sees as inputs (stacking, e.g. the ensemble's RL agent reading the LSTM and CNN); "
+        "those models are walked forward `nested_years` earlier, so this model trains on "
+        "their out-of-sample predictions only"))
+    nested_years: int = Field(3, ge=1, le=30, description=(
+        "with inputs: years of the input models' out-of-sample predictions before the first "
+        "test year that this model's first fold trains on"))
 
     @field_validator("name")
     @classmethod

@@ -31,6 +31,7 @@ from mltrader.data.calendars import (
 from mltrader.data.datasets import DATASETS, load_bundled
 from mltrader.data.fetch import NETWORK_SOURCES
 from mltrader.data.intervals import check_interval, detect_interval
+from mltrader.errors import ConfigError
 from mltrader.features.labels import (
     forward_price,
     forward_return,
@@ -303,13 +304,7 @@ def compute_signals(bars: Bars, cfg: RunConfig, progress: ProgressFactory | None
     main: _Predicted | None = None
     notes: list[str] = []
     if spec.needs_model:
-        main = _predict(bars, cfg, cfg.model, feats, labels, folds, fill, progress)
-        members["model"] = members[_label(cfg.model)] = main.pred
-        notes += main.notes
-        for mc in cfg.strategy.models:
-            member = _predict(bars, cfg, mc, feats, labels, folds, fill, progress)
-            members[_label(mc)] = member.pred
-            notes += member.notes
+        main, members, notes = _predict_all(bars, cfg, feats, labels, folds, fill, progress)
     regimes = strategy_regimes(bars, cfg) if spec.needs_regimes else None
     inputs = StrategyInputs(bars=bars, predictions=members, regimes=regimes)
     if cfg.strategy.name == "ensemble":
@@ -334,6 +329,83 @@ def compute_signals(bars: Bars, cfg: RunConfig, progress: ProgressFactory | None
         feats, labels, main.pred if main else nan, weights, main.reports if main else [],
         fill, main.last_model if main else None, main.params if main else None,
         main.n_trials if main else 1, start, members, regimes, tuple(notes))
+
+
+def _stacking(cfg: RunConfig) -> tuple[set[str], int]:
+    """(labels of the models other models read as inputs, the most nested years asked);
+    refuses an unknown, self or stacked input in one line."""
+    models = [cfg.model, *cfg.strategy.models]
+    labels = [_label(mc) for mc in models]
+    stacked = {_label(mc) for mc in models if mc.inputs}
+    bases: set[str] = set()
+    years = 0
+    for mc in models:
+        for name in mc.inputs:
+            if name == _label(mc):
+                raise ConfigError(f"model {_label(mc)!r} lists itself in inputs; list the "
+                                  "other models whose predictions it reads")
+            if name not in labels:
+                raise ConfigError(f"model {_label(mc)!r}: input {name!r} is not a model of "
+                                  f"this run (models: {', '.join(labels)}); use their labels")
+            if name in stacked:
+                raise ConfigError(f"model {_label(mc)!r}: input {name!r} reads inputs itself; "
+                                  "one level of stacking only")
+            bases.add(name)
+        if mc.inputs:
+            years = max(years, mc.nested_years)
+    return bases, years
+
+
+def _predict_all(bars: Bars, cfg: RunConfig, feats: dict[str, pd.DataFrame],
+                 labels: pd.DataFrame, folds: list[Fold], fill: str,
+                 progress: ProgressFactory | None
+                 ) -> tuple[_Predicted, dict[str, pd.DataFrame], list[str]]:
+    """Every model of the run walked forward: (the main model's, predictions by label, notes).
+
+    Nested walk-forward for stacking: a model with ``inputs`` also reads those models'
+    predictions, which must be out of sample on its own training window. So the input models
+    are walked forward from ``nested_years`` before the first test year (the same rule, more
+    folds); the stacked model, on the run's folds, trains on rows where every input is an
+    out-of-sample prediction (earlier rows have none and are skipped as incomplete); after
+    it, the input models' extra years are dropped, so the run is judged from its own start.
+    """
+    models = [cfg.model, *cfg.strategy.models]
+    bases, years = _stacking(cfg)
+    inner = folds
+    if bases:
+        wf = cfg.walk_forward.model_copy(update={"first_test_year":
+                                                 cfg.walk_forward.test_year - years})
+        inner = run_folds(bars, cfg.model_copy(update={"walk_forward": wf}))
+    done: dict[str, _Predicted] = {}
+    notes: list[str] = []
+    for mc in sorted(models, key=lambda m: bool(m.inputs)):  # inputs before their readers
+        if mc.inputs:
+            x = dict(feats)
+            for name in mc.inputs:
+                x[f"prediction:{name}"] = done[name].pred
+            got = _predict(bars, cfg, mc, x, labels, folds, fill, progress)
+            notes.append(
+                f"Model {_label(mc)} reads the out-of-sample predictions of "
+                f"{', '.join(mc.inputs)} as inputs (nested walk-forward: those models were "
+                f"walked forward from {cfg.walk_forward.test_year - years}, so each of its "
+                "folds trains only on their out-of-sample predictions).")
+        else:
+            got = _predict(bars, cfg, mc, feats, labels,
+                           inner if _label(mc) in bases else folds, fill, progress)
+        done[_label(mc)] = got
+        notes += got.notes
+    start = folds[0].test_start if folds else 0
+    for name in bases:  # judged from the run's own first test bar, like every model
+        p = done[name]
+        pred = p.pred.copy()
+        pred.iloc[:start] = np.nan
+        kept = [r for r in p.reports if r.fold.test_start >= start]
+        done[name] = dataclasses.replace(p, pred=pred, reports=kept)
+    main = done[_label(cfg.model)]
+    members = {"model": main.pred}
+    for mc in models:
+        members[_label(mc)] = done[_label(mc)].pred
+    return main, members, notes
 
 
 def trade_targets(sig: Signals, bars: Bars, cfg: RunConfig, ppy: float | None = None

@@ -3,7 +3,8 @@
 Same code path, smaller numbers: a run with a first test year (every model run) keeps four
 years of history before it and one quarter of test bars (so one or a few folds), neural
 networks and the rl_sharpe policy train one epoch, RL agents 256 steps, tree ensembles at
-most 20 trees, tuning two trials. The run is named `<name>-smoke` and its figures are not a result.
+most 20 trees, tuning two trials (a stacked model's nested years come on top of the four).
+The run is named `<name>-smoke` and its figures are not a result.
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ def smoke_config(cfg: RunConfig) -> RunConfig:
     if model or cfg.walk_forward.first_test_year is not None:
         year = cfg.walk_forward.test_year
         start, end = _date(raw["data"]["start"]), _date(raw["data"]["end"])
-        lo, hi = dt.date(year - HISTORY_YEARS, 1, 1), dt.date(year, 3, 31)
+        nested = max([m.get("nested_years", 0) for m in (raw["model"], *strategy["models"])
+                      if m.get("inputs")] or [0])
+        lo, hi = dt.date(year - HISTORY_YEARS - nested, 1, 1), dt.date(year, 3, 31)
         raw["data"]["start"] = str(max(start, lo) if start else lo)
         raw["data"]["end"] = str(min(end, hi) if end else hi)
     return config_from_dict(raw, "--smoke")
