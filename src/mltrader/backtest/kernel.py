@@ -4,7 +4,9 @@ Everything here is numba-compiled (``cache=True``) and works on plain numpy arra
 per-bar Python objects. `engine.py` packs settings into the `IP_*` / `FP_*` parameter
 vectors (`core.params.pack`), calls `simulate`, and turns the record arrays into DataFrames.
 How an order fills and what it costs (`core.fills`) and how a target becomes shares
-(`core.orders`) come from the execution core, which the paper broker uses too.
+(`core.orders`) come from the execution core, which the paper broker uses too; what a fill
+does to cash, shares and the book's value (`core.book`) is shared with the RL environment's
+step (`rl/execution.py`).
 
 Per bar t (from `start`): borrow fees on shorts; working orders try to fill (orders that
 reduce exposure first, then the rest); stops / targets / trailing stops of positions opened
@@ -17,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from mltrader.core.fills import commission, order_price, slipped
+from mltrader.core.book import book_leg, split_fill
+from mltrader.core.fills import order_price, slipped
 from mltrader.core.orders import cash_room, leverage_room, order_delta, target_shares
 from mltrader.core.params import (
     FP_BAND,
@@ -331,19 +334,10 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                                 why_fill = R_KILL
                             s0 = sh[i]
                             # a fill that flips the sign is a close plus an open
-                            legs = 1
-                            q1 = delta
-                            if s0 != 0.0 and (s0 + delta) != 0.0 and ((s0 + delta) > 0) != (s0 > 0):
-                                legs = 2
-                                q1 = -s0
+                            legs, fee = split_fill(s0, delta, fpx, fp)
                             for leg in range(legs):
-                                q = q1 if leg == 0 else delta + s0
-                                value = abs(q) * fpx
-                                comm = commission(q, value, fp)
-                                if legs == 2:
-                                    whole_fee = commission(delta, abs(delta) * fpx, fp)
-                                    comm = whole_fee * abs(q) / abs(delta)
-                                flow = -q * fpx - comm
+                                q, s_after, _, comm, flow, d_value, d_gross = book_leg(
+                                    leg, legs, s0, delta, sh[i], fpx, mark[i], fee)
                                 cash[b] += flow
                                 f_i[nf, 0] = t
                                 f_i[nf, 1] = i
@@ -354,8 +348,8 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                                 f_f[nf, 2] = comm
                                 f_f[nf, 3] = abs(q) * abs(fpx - ref_px)
                                 nf += 1
-                                bvalue[b] += flow + q * mark[i]
-                                bgross[b] += (abs(sh[i] + q) - abs(sh[i])) * mark[i]
+                                bvalue[b] += d_value
+                                bgross[b] += d_gross
                                 if sh[i] == 0.0:
                                     e_bar[i] = t
                                     e_px[i] = fpx
@@ -369,9 +363,7 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                                     inv[i] -= flow
                                 else:
                                     rec[i] += flow
-                                sh[i] += q
-                                if abs(sh[i]) < 1e-10 * max(1.0, abs(q)):
-                                    sh[i] = 0.0
+                                sh[i] = s_after
                                 if abs(sh[i]) > abs(maxq[i]):
                                     maxq[i] = sh[i]
                                 if sh[i] == 0.0:
@@ -463,8 +455,8 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                     q = -sh[i]
                     side = 1.0 if q > 0 else -1.0
                     fpx = slipped(px, side, hi, li, fp)
-                    comm = commission(q, abs(q) * fpx, fp)
-                    flow = -q * fpx - comm
+                    legs, fee = split_fill(sh[i], q, fpx, fp)  # one leg: to flat
+                    _, _, _, comm, flow, _, _ = book_leg(0, legs, sh[i], q, sh[i], fpx, px, fee)
                     b = book_of[i]
                     cash[b] += flow
                     f_i[nf, 0] = t

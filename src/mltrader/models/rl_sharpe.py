@@ -38,7 +38,6 @@ safetensors weights + a JSON file of params and standardisation statistics.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from contextlib import contextmanager
@@ -50,13 +49,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
 from sklearn.base import BaseEstimator  # noqa: E402
 from sklearn.utils.validation import check_is_fitted  # noqa: E402
 
+from mltrader.models.torch_io import WEIGHTS_FILE, load_torch, save_torch  # noqa: E402
+
 FORMAT = "mltrader-rl/1"
-WEIGHTS_FILE = "weights.safetensors"
-PARAMS_FILE = "params.json"
 MIN_TRAIN = 10  # rows with a finite label; fewer is a caller error, not a model
 ONLINE_CLIP = 1.0  # max norm of one online gradient (before the online_lr step)
 _VAR_EPS = 1e-16  # floor on the variance of the portfolio returns (std floor 1e-8)
@@ -136,12 +134,6 @@ def _torch_env(threads: int | None):
     finally:
         torch.set_num_threads(prev_threads)
         torch.use_deterministic_algorithms(prev_det)
-
-
-def _json_scalar(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot save a parameter of type {type(value).__name__} as JSON")
 
 
 def _check_x(x: Any) -> np.ndarray:
@@ -425,15 +417,11 @@ class DirectReinforcement(BaseEstimator):
     def save(self, path: Path) -> list[Path]:
         """Write <path>/weights.safetensors and <path>/params.json; return both paths."""
         check_is_fitted(self, "w_")
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        weights, params = path / WEIGHTS_FILE, path / PARAMS_FILE
         state = {
             "w": torch.from_numpy(np.ascontiguousarray(self.w_, dtype=np.float64)),
             "u": torch.tensor([self.u_], dtype=torch.float64),
             "b": torch.tensor([self.b_], dtype=torch.float64),
         }
-        save_file(state, str(weights), metadata={"format": FORMAT, "class": type(self).__name__})
         fitted = {
             "n_features_in_": int(self.n_features_in_),
             "x_mean_": self.x_mean_.tolist(),
@@ -443,24 +431,15 @@ class DirectReinforcement(BaseEstimator):
             "ret_sq_mean_": self.ret_sq_mean_,
             "history_": self.history_,
         }
-        doc = {"format": FORMAT, "class": type(self).__name__, "params": self.get_params(),
-               "fitted": fitted}
-        params.write_text(json.dumps(doc, indent=2, sort_keys=True, default=_json_scalar) + "\n")
-        return [weights, params]
+        return save_torch(path, FORMAT, type(self).__name__, state, self.get_params(), fitted)
 
     @classmethod
     def load(cls, path: Path) -> DirectReinforcement:
         """Rebuild a model written by `save`; refuses another class, format or weight set."""
         path = Path(path)
-        doc = json.loads((path / PARAMS_FILE).read_text())
-        if doc.get("format") != FORMAT:
-            raise ValueError(f"{path / PARAMS_FILE}: unknown format {doc.get('format')!r}")
-        if doc.get("class") != cls.__name__:
-            raise ValueError(f"{path} holds a {doc.get('class')}, not a {cls.__name__}")
-        model = cls(**doc["params"])
-        fitted = doc["fitted"]
+        params, fitted, state = load_torch(path, FORMAT, cls.__name__)
+        model = cls(**params)
         n_feat = int(fitted["n_features_in_"])
-        state = load_file(str(path / WEIGHTS_FILE))
         shapes = {k: tuple(v.shape) for k, v in state.items()}
         if shapes != {"w": (n_feat,), "u": (1,), "b": (1,)} or any(
                 v.dtype != torch.float64 for v in state.values()):

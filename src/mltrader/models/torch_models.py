@@ -11,7 +11,6 @@ and scaler statistics.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from contextlib import contextmanager
@@ -26,17 +25,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
 from scipy.special import expit  # noqa: E402
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin  # noqa: E402
 from sklearn.utils.validation import check_is_fitted  # noqa: E402
 from torch import nn  # noqa: E402
 
+from mltrader.models.torch_io import load_state, load_torch, save_torch  # noqa: E402
 from mltrader.models.torch_nets import CNNLSTMNet, CNNNet, LSTMNet  # noqa: E402
 
 FORMAT = "mltrader-torch/1"
-WEIGHTS_FILE = "weights.safetensors"
-PARAMS_FILE = "params.json"
 PREDICT_BATCH = 4096
 GRAD_CLIP = 1.0
 MIN_TRAIN = 10  # fewer training samples than this is a caller error, not a model
@@ -118,13 +115,6 @@ def _check_y(y: Any, n: int) -> np.ndarray:
     if np.issubdtype(y.dtype, np.number) and not np.isfinite(y).all():
         raise ValueError("y contains NaN or inf; drop those samples before fitting")
     return y
-
-
-def _json_scalar(value: Any) -> Any:
-    """numpy scalars (e.g. a param given as np.float64) as plain Python numbers."""
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot save a parameter of type {type(value).__name__} as JSON")
 
 
 class _TorchEstimator(BaseEstimator):
@@ -261,11 +251,6 @@ class _TorchEstimator(BaseEstimator):
     def save(self, path: Path) -> list[Path]:
         """Write <path>/weights.safetensors and <path>/params.json; return both paths."""
         check_is_fitted(self, "net_")
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        weights, params = path / WEIGHTS_FILE, path / PARAMS_FILE
-        state = {k: v.detach().contiguous() for k, v in self.net_.state_dict().items()}
-        save_file(state, str(weights), metadata={"format": FORMAT, "class": type(self).__name__})
         fitted: dict[str, Any] = {
             "n_features_in_": int(self.n_features_in_),
             "window_": int(self.window_),
@@ -279,23 +264,14 @@ class _TorchEstimator(BaseEstimator):
         else:
             fitted["y_mean_"] = self.y_mean_
             fitted["y_std_"] = self.y_std_
-        doc = {"format": FORMAT, "class": type(self).__name__, "params": self.get_params(),
-               "fitted": fitted}
-        text = json.dumps(doc, indent=2, sort_keys=True, default=_json_scalar)
-        params.write_text(text + "\n")
-        return [weights, params]
+        return save_torch(path, FORMAT, type(self).__name__, self.net_.state_dict(),
+                          self.get_params(), fitted)
 
     @classmethod
     def load(cls, path: Path) -> _TorchEstimator:
         """Rebuild a model written by `save`; refuses another class, format or weight set."""
-        path = Path(path)
-        doc = json.loads((path / PARAMS_FILE).read_text())
-        if doc.get("format") != FORMAT:
-            raise ValueError(f"{path / PARAMS_FILE}: unknown format {doc.get('format')!r}")
-        if doc.get("class") != cls.__name__:
-            raise ValueError(f"{path} holds a {doc.get('class')}, not a {cls.__name__}")
-        model = cls(**doc["params"])
-        fitted = doc["fitted"]
+        params, fitted, state = load_torch(path, FORMAT, cls.__name__)
+        model = cls(**params)
         model.n_features_in_ = fitted["n_features_in_"]
         model.window_ = fitted["window_"]
         model.x_mean_ = np.asarray(fitted["x_mean_"], dtype=np.float64)
@@ -308,11 +284,7 @@ class _TorchEstimator(BaseEstimator):
             model.y_mean_ = float(fitted["y_mean_"])
             model.y_std_ = float(fitted["y_std_"])
         net = model._build_net()
-        try:
-            net.load_state_dict(load_file(str(path / WEIGHTS_FILE)), strict=True)
-        except RuntimeError as err:
-            msg = str(err).splitlines()[0]
-            raise ValueError(f"{path / WEIGHTS_FILE} does not fit {cls.__name__}: {msg}") from None
+        load_state(net, state, path, cls.__name__)
         net.eval()
         model.net_ = net
         return model

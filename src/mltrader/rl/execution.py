@@ -4,9 +4,10 @@ This is the backtest kernel's MODE_TARGETS path for market orders (backtest/kern
 bar at a time, with the execution core's own functions: `core.orders.target_shares` /
 `order_delta` size each order (at the fill price, or at the decision close with
 `size_at="decision"`), orders that reduce exposure fill before the rest, `leverage_room`
-and `cash_room` cut the buys, `core.fills.slipped` prices the fill and
-`core.fills.commission` charges it, and the book is marked to the fill bar's close. Same
-operations in the same order, so the environment's equity is the backtest's equity.
+and `cash_room` cut the buys, `core.fills.slipped` prices the fill, `core.book` books it
+(legs, commission, cash, shares: the kernel's own function), and the book is marked to the
+fill bar's close. Same operations in the same order, so the environment's equity is the
+backtest's equity.
 
 State lives in two float arrays the environment owns: a per-symbol matrix (`SH`...`TARGET`
 rows) and a scalar vector (`CASH`...`BORROW`). Not supported here (`env.check_settings`
@@ -18,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from mltrader.core.fills import commission, slipped
+from mltrader.core.book import book_leg, split_fill
+from mltrader.core.fills import slipped
 from mltrader.core.orders import cash_room, leverage_room, order_delta, target_shares
 from mltrader.core.params import (
     FP_BAND,
@@ -225,27 +227,17 @@ def step_bar(t: int, px: np.ndarray, ip: np.ndarray, fp: np.ndarray, S: np.ndarr
                 if delta == 0.0:
                     continue
                 s0 = sh[i]
-                legs = 1  # a fill that flips the sign is a close plus an open
-                q1 = delta
-                if s0 != 0.0 and (s0 + delta) != 0.0 and ((s0 + delta) > 0) != (s0 > 0):
-                    legs = 2
-                    q1 = -s0
+                # a fill that flips the sign is a close plus an open, sharing one fee
+                legs, fee = split_fill(s0, delta, fpx, fp)
                 for leg in range(legs):
-                    q = q1 if leg == 0 else delta + s0
-                    value = abs(q) * fpx
-                    comm = commission(q, value, fp)
-                    if legs == 2:
-                        whole_fee = commission(delta, abs(delta) * fpx, fp)
-                        comm = whole_fee * abs(q) / abs(delta)
-                    flow = -q * fpx - comm
+                    _, s_after, value, comm, flow, d_value, d_gross = book_leg(
+                        leg, legs, s0, delta, sh[i], fpx, mark[i], fee)
                     cash += flow
                     comm_sum += comm
                     traded += value
-                    bvalue += flow + q * mark[i]
-                    bgross += (abs(sh[i] + q) - abs(sh[i])) * mark[i]
-                    sh[i] += q
-                    if abs(sh[i]) < 1e-10 * max(1.0, abs(q)):
-                        sh[i] = 0.0
+                    bvalue += d_value
+                    bgross += d_gross
+                    sh[i] = s_after
     # mark to u's close
     vsum = 0.0
     for i in range(n):
