@@ -27,7 +27,6 @@ observation statistics as safetensors, params and spaces as JSON.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -36,18 +35,16 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from mltrader.errors import ConfigError
-from mltrader.models.rl_sharpe import _torch_env
+from mltrader.models.torch_io import load_state, load_torch, save_torch, torch_env
 
 ALGOS = ("ppo", "a2c", "sac", "dqn")
 REWARDS = ("log_return", "differential_sharpe", "drawdown_penalised")
 FORMAT = "mltrader.rl_agent/1"
 WEIGHTS_FILE = "policy.safetensors"
-PARAMS_FILE = "params.json"
 CLIP_OBS = 10.0  # VecNormalize's default clip and epsilon: predict normalises as training did
 EPS = 1e-8
 
@@ -163,7 +160,7 @@ class RLAgent(BaseEstimator):
             raise ConfigError(f"{self.algo}: {X.shape[0]} training bars leave no episode with "
                               f"window {self.window}; load more history")
         episode = min(int(self.episode_length), span)
-        with _torch_env(self.threads):
+        with torch_env(self.threads, deterministic=True):
             # n_envs copies, each drawing its own episodes: one batched policy call per step
             envs = [lambda: self._env(market, episode)] * int(self.n_envs)
             venv = VecNormalize(DummyVecEnv(envs),
@@ -219,7 +216,7 @@ class RLAgent(BaseEstimator):
             return out
         env = self._env(market, None)
         positions = []
-        with _torch_env(self.threads), torch.no_grad():
+        with torch_env(self.threads, deterministic=True), torch.no_grad():
             obs, _ = env.reset()
             while True:
                 action = self._act(obs)
@@ -241,42 +238,29 @@ class RLAgent(BaseEstimator):
         """Write <path>/policy.safetensors (policy tensors, observation statistics) and
         <path>/params.json (params, shapes, format); return both paths."""
         check_is_fitted(self, "policy_")
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        weights, params = path / WEIGHTS_FILE, path / PARAMS_FILE
-        state = {f"policy.{k}": v.detach().cpu().contiguous()
-                 for k, v in self.policy_.state_dict().items()}
-        state["obs_mean"] = torch.from_numpy(self.obs_mean_.copy())
-        state["obs_var"] = torch.from_numpy(self.obs_var_.copy())
-        save_file(state, str(weights), metadata={"format": FORMAT, "class": type(self).__name__})
-        p = self.get_params()
-        p["net_arch"] = [int(k) for k in p["net_arch"]]
-        doc = {"format": FORMAT, "class": type(self).__name__, "params": p,
-               "fitted": {"n_symbols_": self.n_symbols_, "n_features_in_": self.n_features_in_,
-                          "timesteps_": self.timesteps_}}
-        params.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-        return [weights, params]
+        state = {f"policy.{k}": v for k, v in self.policy_.state_dict().items()}
+        state["obs_mean"] = torch.from_numpy(self.obs_mean_)
+        state["obs_var"] = torch.from_numpy(self.obs_var_)
+        params = self.get_params()
+        params["net_arch"] = [int(k) for k in params["net_arch"]]
+        fitted = {"n_symbols_": self.n_symbols_, "n_features_in_": self.n_features_in_,
+                  "timesteps_": self.timesteps_}
+        return save_torch(path, FORMAT, type(self).__name__, state, params, fitted,
+                          weights_file=WEIGHTS_FILE)
 
     @classmethod
     def load(cls, path: Path) -> RLAgent:
         """Rebuild an agent written by `save` (its policy, no optimiser): it can predict."""
-        path = Path(path)
-        doc = json.loads((path / PARAMS_FILE).read_text())
-        if doc.get("format") != FORMAT:
-            raise ValueError(f"{path / PARAMS_FILE}: unknown format {doc.get('format')!r}")
-        if doc.get("class") != cls.__name__:
-            raise ValueError(f"{path} holds a {doc.get('class')}, not a {cls.__name__}")
-        model = cls(**doc["params"])
-        fitted = doc["fitted"]
+        params, fitted, state = load_torch(path, FORMAT, cls.__name__, weights_file=WEIGHTS_FILE)
+        model = cls(**params)
         model.n_symbols_ = int(fitted["n_symbols_"])
         model.n_features_in_ = int(fitted["n_features_in_"])
         model.timesteps_ = int(fitted["timesteps_"])
-        state = load_file(str(path / WEIGHTS_FILE))
         model.obs_mean_ = state.pop("obs_mean").numpy().copy()
         model.obs_var_ = state.pop("obs_var").numpy().copy()
         n_obs = int(model.window) * model.n_symbols_ * model.n_features_in_ + model.n_symbols_
         if model.obs_mean_.shape != (n_obs,):
-            raise ValueError(f"{path / WEIGHTS_FILE} does not fit {cls.__name__} with "
+            raise ValueError(f"{Path(path) / WEIGHTS_FILE} does not fit {cls.__name__} with "
                              f"{n_obs} observations: {model.obs_mean_.shape}")
         obs_space = gym.spaces.Box(-np.inf, np.inf, shape=(n_obs,), dtype=np.float32)
         if model.algo == "dqn":
@@ -285,12 +269,12 @@ class RLAgent(BaseEstimator):
             act_space = gym.spaces.MultiDiscrete(np.full(model.n_symbols_, 3, dtype=np.int64))
         else:
             act_space = gym.spaces.Box(-1.0, 1.0, shape=(model.n_symbols_,), dtype=np.float32)
-        algo = _algo(model.algo)
-        policy_cls = algo.policy_aliases["MlpPolicy"]
-        with _torch_env(model.threads):
+        policy_cls = _algo(model.algo).policy_aliases["MlpPolicy"]
+        with torch_env(model.threads, deterministic=True):
             policy = policy_cls(obs_space, act_space, lambda _p: 0.0,
                                 net_arch=list(model.net_arch))
-            policy.load_state_dict({k.removeprefix("policy."): v for k, v in state.items()})
+        load_state(policy, {k.removeprefix("policy."): v for k, v in state.items()}, path,
+                   cls.__name__, weights_file=WEIGHTS_FILE)
         policy.set_training_mode(False)
         model.policy_ = policy
         return model

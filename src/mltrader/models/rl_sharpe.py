@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import math
 import os
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +51,7 @@ import torch  # noqa: E402
 from sklearn.base import BaseEstimator  # noqa: E402
 from sklearn.utils.validation import check_is_fitted  # noqa: E402
 
-from mltrader.models.torch_io import WEIGHTS_FILE, load_torch, save_torch  # noqa: E402
+from mltrader.models.torch_io import WEIGHTS_FILE, load_torch, save_torch, torch_env  # noqa: E402
 
 FORMAT = "mltrader-rl/1"
 MIN_TRAIN = 10  # rows with a finite label; fewer is a caller error, not a model
@@ -119,21 +118,6 @@ def _ffill(f: np.ndarray) -> np.ndarray:
         out[t, bad] = prev[bad]
         prev = out[t]
     return out
-
-
-@contextmanager
-def _torch_env(threads: int | None):
-    """Torch threads and deterministic algorithms for the block; both restored after."""
-    prev_threads = torch.get_num_threads()
-    prev_det = torch.are_deterministic_algorithms_enabled()
-    try:
-        if threads:
-            torch.set_num_threads(int(threads))
-        torch.use_deterministic_algorithms(True)
-        yield
-    finally:
-        torch.set_num_threads(prev_threads)
-        torch.use_deterministic_algorithms(prev_det)
 
 
 def _check_x(x: Any) -> np.ndarray:
@@ -305,7 +289,7 @@ class DirectReinforcement(BaseEstimator):
             sharpe = p.mean() / torch.sqrt(p.var(unbiased=False) + _VAR_EPS)
             return sharpe, p
 
-        with _torch_env(self.threads), torch.random.fork_rng(devices=[]):
+        with torch_env(self.threads, deterministic=True), torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(self.seed))
             w = (torch.randn(n_feat, dtype=torch.float64) / math.sqrt(n_feat)).requires_grad_()
             u = torch.zeros((), dtype=torch.float64, requires_grad=True)

@@ -8,6 +8,7 @@ A model directory holds two files:
   "fitted": {...}}`` (sorted keys, indent 2, a trailing newline; numpy scalars written as
   plain numbers, anything else that is not JSON refused).
 
+`torch_env` sets torch's threads and deterministic mode for a fit or a predict.
 `save_torch` writes them, `load_torch` reads them back and refuses another format or class
 before a model is built; `load_state` loads a state dict into a module, strictly. Used by the
 sequence models (`torch_models`, format ``mltrader-torch/1``) and the recurrent RL policy
@@ -19,7 +20,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,24 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 from torch import nn  # noqa: E402
+
+
+@contextmanager
+def torch_env(threads: int | None, deterministic: bool = False) -> Iterator[None]:
+    """Set torch's thread count (and deterministic algorithms) for the block; both restored
+    after. Every torch model here fits and predicts inside it (reproducible by seed)."""
+    prev_threads = torch.get_num_threads()
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    try:
+        if threads:
+            torch.set_num_threads(int(threads))
+        if deterministic:
+            torch.use_deterministic_algorithms(True)
+        yield
+    finally:
+        torch.set_num_threads(prev_threads)
+        torch.use_deterministic_algorithms(prev_det)
+
 
 WEIGHTS_FILE = "weights.safetensors"
 PARAMS_FILE = "params.json"

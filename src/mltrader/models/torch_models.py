@@ -30,7 +30,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin  # noqa:
 from sklearn.utils.validation import check_is_fitted  # noqa: E402
 from torch import nn  # noqa: E402
 
-from mltrader.models.torch_io import load_state, load_torch, save_torch  # noqa: E402
+from mltrader.models.torch_io import load_state, load_torch, save_torch, torch_env  # noqa: E402
 from mltrader.models.torch_nets import CNNLSTMNet, CNNNet, LSTMNet  # noqa: E402
 
 FORMAT = "mltrader-torch/1"
@@ -77,22 +77,6 @@ def _heap_kept():
         libc.mallopt(_M_TRIM_THRESHOLD, _GLIBC_DEFAULT)
         if hasattr(libc, "malloc_trim"):
             libc.malloc_trim(0)
-
-
-@contextmanager
-def _torch_env(threads: int | None, deterministic: bool = False):
-    """Set torch's thread count (and deterministic mode) for the block; restore them after."""
-    prev_threads = torch.get_num_threads()
-    prev_det = torch.are_deterministic_algorithms_enabled()
-    try:
-        if threads:
-            torch.set_num_threads(int(threads))
-        if deterministic:
-            torch.use_deterministic_algorithms(True)
-        yield
-    finally:
-        torch.set_num_threads(prev_threads)
-        torch.use_deterministic_algorithms(prev_det)
 
 
 def _check_x(x: Any) -> np.ndarray:
@@ -189,7 +173,7 @@ class _TorchEstimator(BaseEstimator):
         x_va, y_va = xt[n - n_val:], yt[n - n_val:]
 
         rng = np.random.default_rng(self.seed)
-        with (_torch_env(self.threads, deterministic=True), torch.random.fork_rng(devices=[]),
+        with (torch_env(self.threads, deterministic=True), torch.random.fork_rng(devices=[]),
               _heap_kept()):
             torch.manual_seed(self.seed)
             net = self._build_net()
@@ -244,7 +228,7 @@ class _TorchEstimator(BaseEstimator):
         if x.shape[1:] != (self.window_, self.n_features_in_):
             raise ValueError(f"X windows are {x.shape[1:]}; the model was fit on "
                              f"{(self.window_, self.n_features_in_)} (window, n_features)")
-        with _torch_env(self.threads):
+        with torch_env(self.threads):
             return self._forward(self.net_, self._scale_x(x)).numpy().astype(np.float64)
 
     # --- persistence (no pickle) -------------------------------------------------------
