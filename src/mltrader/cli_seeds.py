@@ -66,10 +66,13 @@ def seeds(
     table = Table(title=f"{cfg.model.name} over {len(chosen)} seeds, out of sample "
                   f"{oos.get('start')} .. {oos.get('end')}", title_justify="left")
     for head in TABLE_HEADS:
-        table.add_column(head, justify="right")
+        table.add_column(head, justify="right", no_wrap=True)
     for row in table_rows(result):
         table.add_row(*row)
     out.print(table)
+    out.print("B&H: buy-and-hold's Sharpe on the same bars; p: of the Sharpe difference to it "
+              "(Ledoit-Wolf HAC); DSR: deflated Sharpe over every trial on these data",
+              highlight=False)
     for sentence in result.sentences():
         out.print(escape(sentence), highlight=False)
     out.print(f"Report: [bold]{escape(str(paths['report']))}[/]")
