@@ -137,9 +137,14 @@ def test_smoke_caps_the_epochs_and_keeps_the_inputs():
     assert cfg.model.params == {"lags": 2, "epochs": 1}
 
 
-def test_paper_and_live_refuse_a_panel_policy_in_one_line():
-    """The live runner cannot serve rl_sharpe yet: a clear refusal, not a parameter error."""
+def test_paper_and_live_serve_the_backtests_positions(planted_run):
+    """The live signal serves rl_sharpe as the backtest ran it (tests/live/
+    test_panel_serving.py holds it to every bar, a paper session and parity)."""
     from mltrader.live.signals import WalkForwardSignal
 
-    with pytest.raises(ConfigError, match="cannot serve 'rl_sharpe' yet"):
-        WalkForwardSignal(_cfg(), BARS)
+    start = planted_run.signals.start
+    sig = WalkForwardSignal(_cfg(), BARS.select(None, None, BARS.index[start - 1]))
+    for t in (start + 30, start + 31):
+        got = sig(BARS.select(None, None, BARS.index[t])).to_numpy()
+        np.testing.assert_allclose(got, planted_run.signals.predictions.to_numpy()[t],
+                                   rtol=1e-9, atol=1e-9)

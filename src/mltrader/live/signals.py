@@ -16,7 +16,10 @@ newest bar uses the newest-row feature path (`features.latest.latest_features`, 
 tail) when every feature has one, the full computation over the window otherwise (registered
 or regime features, and sequence models, which need each symbol's last `model.window` rows).
 Predictions are in the backtest's units: the model's return, P(up) - 0.5 for classifiers and
-direction targets, and a price target turned into an expected return against the close.
+direction targets, a price target turned into an expected return against the close, and a
+panel model's position in [-1, 1] (served by `live.panel_signal.PanelPolicy`: fitted on the
+fold's training rows of the window, run from `models.panel.WARMUP` bars before the fold's
+test period to the newest bar, as `pipeline._predict_panel` runs it).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from mltrader.errors import ConfigError
 from mltrader.features.labels import forward_price, forward_return
 from mltrader.features.latest import latest_features
 from mltrader.features.registry import FEATURES, RAW_FIELDS, compute_features, resolve
+from mltrader.live.panel_signal import PanelPolicy
 from mltrader.models.artifacts import FORMAT_SKOPS, SKOPS_FILE, ArtifactError, save_model
 from mltrader.models.registry import PANEL_MODELS, SEQUENCE_MODELS, make_model
 from mltrader.models.walkforward import (
@@ -144,6 +148,7 @@ class _Served:
     period_start: pd.Timestamp | None = None
     train_rows: int = 0
     artifact_hash: str = ""
+    panel: PanelPolicy | None = None  # a panel model's plan and fit (registry.PANEL_MODELS)
 
     @property
     def sequence(self) -> bool:
@@ -158,6 +163,7 @@ class _Bar:
     names: list[str]
     tail: int | None
     folds: list[Fold] = field(default_factory=list)
+    panel_rows: dict[int, np.ndarray] = field(default_factory=dict)  # fitted this bar
     _x: np.ndarray | None = None
     _row: np.ndarray | None = None
 
@@ -200,15 +206,19 @@ class WalkForwardSignal:
         self.names = list(cfg.features)
         for name in self.names:  # fail now on a bad feature name or model parameter
             resolve(name)
+        self._served: list[_Served] = []
         for mc in (cfg.model, *cfg.strategy.models):
-            if mc.name in PANEL_MODELS:
+            if mc.inputs:
                 raise ConfigError(
-                    f"paper and live trading cannot serve {mc.name!r} yet (a panel policy: it "
-                    "is backtested with `mltrader backtest`; serving it live is tracked in "
-                    "the RL issue); pick another model for paper or live trading")
-            make_model(mc.name, dict(mc.params), cfg.seed)
+                    f"paper and live trading cannot serve a stacked model yet ({_label(mc)!r} "
+                    f"reads the predictions of {', '.join(mc.inputs)}: model.inputs); "
+                    "backtest it with `mltrader backtest`, or drop inputs to trade it")
+            if mc.name in PANEL_MODELS:  # checks its target, lags and cost (plan.panel_plan)
+                self._served.append(_Served(mc, panel=PanelPolicy(cfg, mc, self.fill)))
+            else:
+                make_model(mc.name, dict(mc.params), cfg.seed)
+                self._served.append(_Served(mc))
         self.tail = fast_tail(self.names)
-        self._served = [_Served(cfg.model), *(_Served(mc) for mc in cfg.strategy.models)]
         self.last_features: dict[str, dict[str, float]] = {}
         self._last_window: Bars | None = None
         self._last_rows: dict[str, pd.Series] = {}
@@ -261,7 +271,8 @@ class WalkForwardSignal:
                 if served.period_start != window.index[fold.test_start]:
                     self._fit(served, bar, fold)
                 preds.append(self._predict(served, bar))
-            feats = bar.x[-1] if self._served[0].sequence else bar.row
+            main = self._served[0]
+            feats = bar.x[-1] if main.sequence or main.panel is not None else bar.row
             self.last_features = {s: {n: float(v) for n, v in zip(self.names, feats[j],
                                                                    strict=True)}
                                   for j, s in enumerate(symbols)}
@@ -274,7 +285,25 @@ class WalkForwardSignal:
         return rows
 
     def _fit(self, served: _Served, bar: _Bar, fold: Fold) -> None:
-        """Train `served` on the fold's training rows, exactly as `pipeline._predict` does."""
+        """Train `served` on the fold's training rows, exactly as `pipeline._predict` (or,
+        for a panel model, `pipeline._predict_panel`) does."""
+        mc, w = served.mc, bar.window
+        if served.panel is not None:
+            # the fit's pass over the fold also gives this bar's position: kept for _predict
+            bar.panel_rows[id(served)] = served.panel.fit(w, bar.x, bar.folds, fold)
+            served.model = served.panel.model
+            served.params, served.n_trials = served.panel.params, served.panel.n_trials
+            served.train_rows = served.panel.train_rows
+        else:
+            self._fit_stacked(served, bar, fold)
+        served.period_start = w.index[fold.test_start]
+        served.artifact_hash = model_hash(served.model)
+        log.info("retrained %s for the period from %s: %d training rows (bars %s..%s)",
+                 _label(mc), served.period_start.date(), served.train_rows,
+                 w.index[fold.train_start].date(), w.index[fold.train_stop - 1].date())
+
+    def _fit_stacked(self, served: _Served, bar: _Bar, fold: Fold) -> None:
+        """A stacked or sequence model through `walk_forward_predict` on this fold alone."""
         cfg, mc, w = self.cfg, served.mc, bar.window
         price = cfg.target.kind == "price"
         if served.params is None:  # tuned once, on the first training window only
@@ -294,16 +323,14 @@ class WalkForwardSignal:
         )
         served.model = fitted[-1]
         served.classify = cfg.target.kind == "direction" or is_classifier(served.model)
-        served.period_start = w.index[fold.test_start]
         served.train_rows = reports[0].train_rows
-        served.artifact_hash = model_hash(served.model)
-        log.info("retrained %s for the period from %s: %d training rows (bars %s..%s)",
-                 _label(mc), served.period_start.date(), served.train_rows,
-                 w.index[fold.train_start].date(), w.index[fold.train_stop - 1].date())
 
     def _predict(self, served: _Served, bar: _Bar) -> np.ndarray:
         """One model's prediction row for the newest bar, in the backtest's units."""
         w = bar.window
+        if served.panel is not None:
+            row = bar.panel_rows.pop(id(served), None)  # computed by this bar's fit
+            return row if row is not None else served.panel.predict(w, bar.x, bar.folds[-1])
         out = np.full(len(w.symbols), np.nan)
         if served.sequence:
             t = len(w)
