@@ -121,9 +121,9 @@ def test_inputs_append_the_last_returns_causally():
     assert np.array_equal(panel_inputs(x, close, 0)[..., :1], out[..., :1], equal_nan=True)
 
 
-def test_rl_sharpe_is_registered_as_a_panel_model_only():
+def test_the_policies_are_registered_as_panel_models_only():
     pytest.importorskip("torch")
-    assert PANEL_MODELS == {"rl_sharpe"} <= set(MODELS)
+    assert PANEL_MODELS == {"rl_sharpe", "ppo", "a2c", "sac", "dqn"} <= set(MODELS)
     assert not PANEL_MODELS & (CLASSIFIERS | SEQUENCE_MODELS)
     model = make_model("rl_sharpe", {"epochs": 3, "cost_bps": 2.0}, 7)
     assert type(model).__name__ == "DirectReinforcement"
