@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -99,3 +100,50 @@ def test_not_a_session_folder(tmp_path):
         parity_report(tmp_path / "missing")
     with pytest.raises(MltraderError, match="config.yaml"):
         parity_report(tmp_path)
+
+
+def test_dust_fills_are_no_trade_on_either_side():
+    """Fills worth under a cent (the engine's resizing to the leverage room leaves 1e-11
+    shares) count as no trade, whichever side has them and however they differ."""
+    t = pd.Timestamp("2024-01-02", tz="UTC")
+    u = t + pd.Timedelta(days=1)
+    bt = pd.DataFrame({"date": [t, t, u, u], "symbol": ["A", "B", "C", "D"],
+                       "qty": [10.0, 1e-11, 1.35e-11, 1e-11],
+                       "price": [100.0, 15.2, 60.7, 40.0],
+                       "commission": [0.1, 2e-14, 1e-14, 1.0]})
+    jn = pd.DataFrame({"time": [t, u], "symbol": ["A", "C"], "side": ["buy", "buy"],
+                       "qty": [10.0, 1.42e-11], "price": [100.0, 60.7],
+                       "commission": [0.1, 1e-14]})
+    f = compare_fills(bt, jn)
+    # B: dust in the backtest only; C: dust on both sides (5% apart); D: a dust quantity
+    # that paid a real commission is a trade
+    assert list(f["symbol"]) == ["A", "B", "C", "D"]
+    assert list(f["status"]) == ["match", "dust", "dust", "backtest only"]
+
+
+def test_a_backtest_fill_of_1e_11_shares_does_not_break_parity(session, monkeypatch):
+    folder, res = session
+    import mltrader.pipeline as pipeline
+
+    real = pipeline.run
+
+    def with_dust(cfg, *args, **kwargs):
+        """The backtest with one more fill of 1e-11 shares (as the kernel resizes an order
+        at the leverage cap), on a bar and symbol that trade nothing else."""
+        out = real(cfg, *args, **kwargs)
+        fills = out.strategy.fills
+        taken = set(zip(fills["symbol"].astype(str), fills["date"], strict=True))
+        when = next(d for d in out.strategy.equity.index[5:] if ("S00", d) not in taken)
+        dust = pd.DataFrame({"date": [when], "symbol": ["S00"], "qty": [1e-11],
+                             "price": [50.0], "commission": [5e-15]})
+        strat = SimpleNamespace(fills=pd.concat([fills, dust], ignore_index=True),
+                                equity=out.strategy.equity)
+        return SimpleNamespace(strategy=strat)
+
+    monkeypatch.setattr(pipeline, "run", with_dust)
+    rep = parity_report(folder)
+    assert rep.ok, rep.summary()
+    assert rep.dust == 1 and rep.backtest_only == 0 and rep.matched == res.fills
+    assert any("worth under 0.01 left out (S00 " in n for n in rep.notes)
+    assert "1 worth under 0.01: dust, left out" in rep.summary()
+    assert (rep.frame["status"] == "match").all()

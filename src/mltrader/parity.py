@@ -8,6 +8,13 @@
 (quantity, commission) and price-averaged by quantity. A share-for-share comparison needs
 `execution.size_at: decision` (the live rule); with "fill" the backtest sizes at the fill
 price, which a live bot cannot know, and quantities differ by design (said in `notes`).
+
+Dust: at the leverage or cash limit the engine resizes an order to the room left, which
+rounding can make a fill of 1e-11 shares; the paper broker may fill the same dust or
+nothing, and the journal never records a fill under 1e-9 shares (live/sync.py). A (symbol,
+bar) whose fills on each side that has any are worth under `DUST` (value and commission)
+is no trade on either side: left out of the table, counted in `dust` and named in `notes`.
+The final equity is still compared, so dust that mattered would show there.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import pandas as pd
 from mltrader.errors import MltraderError
 
 TOLERANCE = 1e-6  # relative
+DUST = 0.01  # account currency: a (symbol, bar) traded for less on each side is no trade
 COLUMNS = ("symbol", "time", "side", "qty_backtest", "qty_journal", "qty_diff",
            "price_backtest", "price_journal", "price_diff", "commission_backtest",
            "commission_journal", "commission_diff", "status")
@@ -31,6 +39,7 @@ class ParityReport:
     """The per-trade table and its summary."""
 
     frame: pd.DataFrame  # COLUMNS; status: match, differs, backtest only, journal only
+    # (compare_fills' "dust" rows are left out of it and counted in `dust`)
     run_id: int
     until: pd.Timestamp | None  # the session's last completed bar (compared up to it)
     matched: int
@@ -44,6 +53,7 @@ class ParityReport:
     equity_journal: float | None
     tolerance: float = TOLERANCE
     notes: list[str] = field(default_factory=list)
+    dust: int = 0  # (symbol, bar) rows of fills worth under DUST, not compared
 
     @property
     def equity_ok(self) -> bool:
@@ -64,9 +74,10 @@ class ParityReport:
 
         until = f" up to {self.until}" if self.until is not None else ""
         verdict = "PARITY" if self.ok else "MISMATCH"
+        dust = f" ({self.dust} worth under {DUST:g}: dust, left out)" if self.dust else ""
         return (f"{verdict}{until}: {self.matched} trade(s) matched ({self.differs} differ "
                 f"beyond {self.tolerance:g} relative), {self.backtest_only} only in the "
-                f"backtest, {self.journal_only} only in the journal; max |qty diff| "
+                f"backtest, {self.journal_only} only in the journal{dust}; max |qty diff| "
                 f"{self.max_qty_diff:.6g}, max |price diff| {self.max_price_diff:.6g}, max "
                 f"|commission diff| {self.max_commission_diff:.6g}; final equity backtest "
                 f"{money(self.equity_backtest)} vs journal {money(self.equity_journal)}")
@@ -95,11 +106,20 @@ def _per_bar(frame: pd.DataFrame, time: str, qty: pd.Series) -> pd.DataFrame:
     return g[["qty", "price", "commission"]]
 
 
+def _dust(qty: float, price: float, commission: float) -> bool:
+    """A side of a (symbol, bar) row that traded nothing worth a cent (or nothing at all)."""
+    if pd.isna(qty):
+        return True
+    value = abs(qty) * (0.0 if pd.isna(price) else abs(price))
+    return value < DUST and abs(commission) < DUST
+
+
 def compare_fills(backtest: pd.DataFrame, journal: pd.DataFrame,
                   tolerance: float = TOLERANCE) -> pd.DataFrame:
     """The per-trade table of backtest fills (engine columns: date, symbol, signed qty,
     price, commission) against journal fills (time, symbol, side, qty, price,
-    commission), matched by (symbol, fill time)."""
+    commission), matched by (symbol, fill time). A row worth under `DUST` on both sides
+    (one side may have nothing) has status "dust": no trade on either side."""
     bt = _per_bar(backtest, "date", backtest["qty"].astype(float))
     sign = np.where(journal["side"].astype(str) == "buy", 1.0, -1.0)
     jn = _per_bar(journal, "time", journal["qty"].astype(float) * sign)
@@ -108,7 +128,10 @@ def compare_fills(backtest: pd.DataFrame, journal: pd.DataFrame,
     for r in both.itertuples(index=False):
         in_bt, in_jn = not pd.isna(r.qty_backtest), not pd.isna(r.qty_journal)
         qty = r.qty_backtest if in_bt else r.qty_journal
-        if in_bt and in_jn:
+        if _dust(r.qty_backtest, r.price_backtest, r.commission_backtest) and \
+                _dust(r.qty_journal, r.price_journal, r.commission_journal):
+            status = "dust"
+        elif in_bt and in_jn:
             same = all(_close(float(a), float(b), tolerance) for a, b in (
                 (r.qty_backtest, r.qty_journal), (r.price_backtest, r.price_journal),
                 (r.commission_backtest, r.commission_journal)))
@@ -201,6 +224,15 @@ def parity_report(run_dir: str | Path, tolerance: float = TOLERANCE) -> ParityRe
     else:
         bt = bt.iloc[0:0]
     frame = compare_fills(bt, fills, tolerance)
+    dust = frame[frame["status"] == "dust"]
+    if len(dust):
+        named = ", ".join(f"{r.symbol} {pd.Timestamp(r.time).date()}"
+                          for r in dust.head(5).itertuples(index=False))
+        more = f" and {len(dust) - 5} more" if len(dust) > 5 else ""
+        notes.append(f"{len(dust)} fill(s) worth under {DUST:g} left out ({named}{more}): "
+                     "dust of resizing an order to the leverage / cash room, which the "
+                     "journal does not record; the final equity includes them")
+        frame = frame[frame["status"] != "dust"].reset_index(drop=True)
     counts = frame["status"].value_counts()
     return ParityReport(
         frame=frame, run_id=run_id, until=until,
@@ -212,7 +244,7 @@ def parity_report(run_dir: str | Path, tolerance: float = TOLERANCE) -> ParityRe
         max_commission_diff=_max_abs(frame["commission_diff"]),
         equity_backtest=equity_bt,
         equity_journal=float(eq["equity"].iloc[-1]) if len(eq) else None,
-        tolerance=tolerance, notes=notes)
+        tolerance=tolerance, notes=notes, dust=len(dust))
 
 
 def parity_frame(run_dir: str | Path) -> pd.DataFrame:

@@ -113,11 +113,12 @@ class Runner(JournalSync):
             signal = WalkForwardSignal(cfg, history)
         self.signal = signal
         self.history = history
-        self.settings = engine_settings(cfg, resolve_fill(cfg, history))
-        # the backtest's calendar: its bars a year size by volatility, its sessions reset the
-        # daily guards (pipeline.run uses the same two)
+        # the backtest's calendar: its bars a year size by volatility (and set the borrow
+        # rate), its sessions reset the daily guards (pipeline.run uses the same two)
         self.calendar = resolve_calendar(cfg.data.calendar, history.symbols)
-        self.rules = sizing_rules(cfg, periods_per_year(history.index, self.calendar))
+        ppy = periods_per_year(history.index, self.calendar)
+        self.settings = engine_settings(cfg, resolve_fill(cfg, history), ppy)
+        self.rules = sizing_rules(cfg, ppy)
         self.guards = guards(cfg)
         self._session: tuple[pd.Timestamp | None, int] = (None, 0)  # last time -> session
         self.gate = RiskGate(self.guards, cfg.initial_cash, list(history.symbols))

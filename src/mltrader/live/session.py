@@ -221,6 +221,7 @@ def _check_same_bars(bars: Bars, start: int, last: pd.Timestamp, digest: str) ->
 
 def _replay(cfg: RunConfig, bars: Bars, folder: Path, start: int, speed: float,
             progress: Callable[[pd.Timestamp], None] | None) -> SessionResult:
+    from mltrader.data.calendars import periods_per_year, resolve_calendar
     from mltrader.live.brokers.paper import PaperBroker
     from mltrader.live.journal import Journal
     from mltrader.live.runner import Runner
@@ -229,8 +230,10 @@ def _replay(cfg: RunConfig, bars: Bars, folder: Path, start: int, speed: float,
     journal = Journal(journal_url(folder))
     broker = None
     try:
-        broker = PaperBroker(engine_settings(cfg, resolve_fill(cfg, bars)), bars.close_only,
-                             state_path=folder / BROKER_FILE)
+        # the backtest's bars a year (pipeline.run_clock): the per-bar borrow rate on shorts
+        ppy = periods_per_year(bars.index, resolve_calendar(cfg.data.calendar, bars.symbols))
+        broker = PaperBroker(engine_settings(cfg, resolve_fill(cfg, bars), ppy),
+                             bars.close_only, state_path=folder / BROKER_FILE)
         point = Runner.resume_point(journal, cfg, broker.name)
         run_id, last = (point if point is not None else (None, None))
         if last is not None and pd.isna(last):

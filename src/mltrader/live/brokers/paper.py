@@ -3,7 +3,10 @@
 An order submitted after bar t's close works from bar t+1: a market order fills at t+1's
 open (`fill="next_open"`) or close (`"next_close"`), a limit order when the bar reaches its
 price (at the open if it gaps through), each at the price after the engine's slippage and
-half-spread, paying the engine's commission (core/costs.py). A volume cap
+half-spread, paying the engine's commission (core/costs.py). A short position pays the
+engine's borrow fee (`borrow_bps_per_year` / `periods_per_year` a bar) at the start of each
+bar on its value at the last close, as the kernel charges it: from cash, the running total
+in `borrow_paid`. A volume cap
 (`max_volume_share`) fills part of an order per bar; the rest keeps working (GTC) or is
 cancelled at the end of the bar (day orders). As in the engine, orders that reduce a
 position fill first; a buy is then cut to the cash left and to the gross leverage limit
@@ -140,6 +143,10 @@ class PaperBroker:
         self.costs = CostModel(self.settings, close_only)
         self.fill_gate = fill_gate
         self.cash = float(self.settings.initial_cash)
+        self.borrow_paid = 0.0  # borrow fees charged on shorts so far (in `cash` already)
+        # the kernel's per-bar rate, computed as core/params.pack computes it
+        s = self.settings
+        self._borrow = s.borrow_bps_per_year * 1e-4 / s.periods_per_year
         self._qty: dict[str, float] = {}
         self._cost: dict[str, float] = {}  # cost basis (for the average price)
         self._opened: dict[str, pd.Timestamp | None] = {}  # bar a position was opened on
@@ -155,7 +162,12 @@ class PaperBroker:
         self._clean()
         self._committed = self._scalars()
         if state_path is not None:
-            fingerprint = {**dataclasses.asdict(self.settings), "close_only": close_only}
+            # periods_per_year only sets the borrow rate: left out, so a file resumes
+            # under the calendar's count (written as 252 before borrow was charged) and a
+            # caller that only submits (`mltrader flatten`) need not know it
+            fingerprint = {k: v for k, v in dataclasses.asdict(self.settings).items()
+                           if k != "periods_per_year"}
+            fingerprint["close_only"] = close_only
             self._store = PaperStore(state_path, fingerprint)
             if not self._restore():
                 self._commit(force=True)
@@ -243,13 +255,15 @@ class PaperBroker:
     # --- the simulation --------------------------------------------------------------
     @_durable
     def on_bar(self, time: pd.Timestamp, bars: Mapping[str, BarEvent]) -> bool:
-        """One bar of every symbol: fill what can fill (reducing orders first, then the
-        rest, symbols in the bar's order), then the protective exits, then mark to the
-        close. A bar not after the last processed one is ignored (False)."""
+        """One bar of every symbol: charge borrow on shorts, fill what can fill (reducing
+        orders first, then the rest, symbols in the bar's order), then the protective exits,
+        then mark to the close. A bar not after the last processed one is ignored (False)."""
         now = pd.Timestamp(time)
         if self._last_bar is not None and now <= self._last_bar:
             return False
         self._time = self._last_bar = now
+        if self._borrow > 0:
+            self._charge_borrow()
         next_open = self.settings.fill == "next_open"
         marks = {s: (b.open if next_open else b.close) for s, b in bars.items()
                  if np.isfinite(b.close)}
@@ -279,6 +293,16 @@ class PaperBroker:
                 if durable:
                     self._d_marks.add(sym)
         return True
+
+    def _charge_borrow(self) -> None:
+        """The kernel's borrow fee at the start of a bar: each short pays the per-bar rate
+        on its value at the last close (a symbol without a close yet pays nothing)."""
+        for sym, q in self._qty.items():
+            last = self._last.get(sym, np.nan)
+            if q < 0 and last == last:
+                fee = -q * last * self._borrow
+                self.cash -= fee
+                self.borrow_paid += fee
 
     def _try_fill(self, cid: str, w: _Working, bars: Mapping[str, BarEvent],
                   marks: Mapping[str, float], side: float, reduces: bool,
@@ -465,8 +489,8 @@ class PaperBroker:
         self._d_fills: list[Fill] = []
         self._d_cleared = False
 
-    def _scalars(self) -> tuple[float, int, pd.Timestamp | None, pd.Timestamp | None]:
-        return (self.cash, self._n, self._time, self._last_bar)
+    def _scalars(self) -> tuple[float, int, pd.Timestamp | None, pd.Timestamp | None, float]:
+        return (self.cash, self._n, self._time, self._last_bar, self.borrow_paid)
 
     def _changed(self) -> bool:
         """Whether anything changed since the last commit."""
@@ -483,6 +507,7 @@ class PaperBroker:
         try:
             store.commit(
                 cash=self.cash, n=self._n, time=self._time, last_bar=self._last_bar,
+                borrow_paid=self.borrow_paid,
                 positions={s: (self._qty[s], self._cost.get(s, 0.0), self._opened.get(s))
                            for s in self._d_pos},
                 marks={s: self._last[s] for s in self._d_marks},
@@ -506,6 +531,7 @@ class PaperBroker:
         if snap is None:
             return False
         self.cash, self._n = float(snap.cash), int(snap.n)
+        self.borrow_paid = float(snap.borrow_paid)
         self._time, self._last_bar = snap.time, snap.last_bar
         self._qty = {s: q for s, (q, _, _) in snap.positions.items()}
         self._cost = {s: c for s, (_, c, _) in snap.positions.items()}

@@ -51,7 +51,7 @@ _SQL_MARK = _upsert("marks", ["symbol", "price"], "symbol")
 _DDL = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS state (id INTEGER PRIMARY KEY CHECK (id = 1), cash REAL NOT NULL,
-    n INTEGER NOT NULL, time TEXT, last_bar TEXT);
+    n INTEGER NOT NULL, time TEXT, last_bar TEXT, borrow_paid REAL NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS positions (symbol TEXT PRIMARY KEY, qty, cost, opened TEXT);
 CREATE TABLE IF NOT EXISTS marks (symbol TEXT PRIMARY KEY, price);
 CREATE TABLE IF NOT EXISTS orders ({_q(_ORDER_COLS)}, PRIMARY KEY ("client_order_id"));
@@ -124,6 +124,7 @@ class Snapshot:
     n: int
     time: pd.Timestamp | None
     last_bar: pd.Timestamp | None
+    borrow_paid: float  # borrow fees charged so far (already out of cash)
     positions: dict[str, tuple[float, float, pd.Timestamp | None]]  # qty, cost, opened
     marks: dict[str, float]
     orders: list[Order]
@@ -180,6 +181,10 @@ class PaperStore:
             raise BrokerError(f"paper broker: state file {self.path} was written with other "
                               f"settings ({what}); delete it to start a fresh account, or "
                               "run with the settings it was made with")
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(state)")}
+        if "borrow_paid" not in cols:  # a file from before borrow fees were charged
+            with self._tx() as db:
+                db.execute("ALTER TABLE state ADD COLUMN borrow_paid REAL NOT NULL DEFAULT 0")
 
     def _tx(self) -> _Tx:
         if self.closed:
@@ -197,11 +202,13 @@ class PaperStore:
 
     def _load(self) -> Snapshot | None:
         db = self._db
-        row = db.execute("SELECT cash, n, time, last_bar FROM state WHERE id = 1").fetchone()
+        row = db.execute("SELECT cash, n, time, last_bar, borrow_paid FROM state WHERE id = 1"
+                         ).fetchone()
         if row is None:
             return None
         return Snapshot(
             cash=row[0], n=row[1], time=dec_ts(row[2]), last_bar=dec_ts(row[3]),
+            borrow_paid=row[4],
             positions={s: (q, c, dec_ts(o)) for s, q, c, o in db.execute(
                 "SELECT symbol, qty, cost, opened FROM positions ORDER BY rowid")},
             marks=dict(db.execute("SELECT symbol, price FROM marks ORDER BY rowid")),
@@ -215,7 +222,7 @@ class PaperStore:
                 f"SELECT {_q(_FILL_COLS)} FROM fills ORDER BY seq")])
 
     def commit(self, *, cash: float, n: int, time: pd.Timestamp | None,
-               last_bar: pd.Timestamp | None,
+               last_bar: pd.Timestamp | None, borrow_paid: float,
                positions: Mapping[str, tuple[float, float, pd.Timestamp | None]],
                marks: Mapping[str, float], orders: Iterable[Order],
                working: Iterable[OrderRequest], unworked: Iterable[str],
@@ -224,8 +231,10 @@ class PaperStore:
         """Write one call's changes in one transaction."""
         try:
             with self._tx() as db:
-                db.execute("INSERT OR REPLACE INTO state VALUES (1, ?, ?, ?, ?)",
-                           (float(cash), int(n), enc_ts(time), enc_ts(last_bar)))
+                db.execute("INSERT OR REPLACE INTO state (id, cash, n, time, last_bar, "
+                           "borrow_paid) VALUES (1, ?, ?, ?, ?, ?)",
+                           (float(cash), int(n), enc_ts(time), enc_ts(last_bar),
+                            float(borrow_paid)))
                 if positions:
                     db.executemany(_SQL_POS, [(s, _val(q), _val(c), enc_ts(o))
                                               for s, (q, c, o) in positions.items()])
