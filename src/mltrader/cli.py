@@ -209,12 +209,14 @@ def compare(
     paths = write_compare(result, run_dir)
     table = Table(title=f"Out of sample {result.oos['start']} .. {result.oos['end']}, "
                         "after costs", title_justify="left")
-    show = [("model", "model", str), ("rule", "rule", str), ("IC", "ic_mean", "{:+.4f}".format),
+    show = [("model", "model", str), ("IC", "ic_mean", "{:+.4f}".format),
             ("IC t", "ic_t", "{:+.2f}".format), ("hit", "hit_rate", "{:.1%}".format),
             ("p(hit>50%)", "hit_p_value", "{:.3f}".format), ("Sharpe", "sharpe", "{:.2f}".format),
             ("DSR", "deflated_sharpe", "{:.2f}".format),
             ("of trials", "dsr_trials", "{:.0f}".format),
             ("CAGR", "cagr", "{:+.1%}".format), ("max DD", "max_drawdown", "{:.1%}".format)]
+    if result.leaderboard["rule"].nunique() > 1:  # policies traded by the positions rule
+        show.insert(1, ("rule", "rule", str))
     for head, _, _ in show:
         table.add_column(head, justify="left" if head in ("model", "rule") else "right")
     for _, row in result.leaderboard.iterrows():
