@@ -217,13 +217,14 @@ def panel_market(cfg: RunConfig, bars: Bars, x: np.ndarray, fill: str, ppy: floa
     """``market(start, stop, **env_kwargs)``: a `PortfolioEnv` over rows start .. stop - 1 of
     `bars` with inputs `x`, under the run's own fills and costs, its actions scaled as the
     positions rule scales them (allocation / N), so the equity an agent earns in training is
-    the equity the backtest would give its actions. Stops, take-profits and the risk guards
-    are left to the backtest (the environment does not simulate them)."""
+    the equity the backtest would give its actions. The risk guards (daily loss limit, kill
+    switch, trade limits, price sanity, max position, time stop) act in it as in the
+    backtest, on the run's sessions; the intrabar exits (stop-loss, take-profit, trailing
+    stop) are left to the backtest (the environment does not simulate them)."""
     from mltrader.rl.env import PortfolioEnv  # gymnasium: only for the agents
 
     settings = dataclasses.replace(engine_settings(cfg, fill, ppy),
-                                   stop_loss=None, take_profit=None, trailing_stop=None,
-                                   guards=Guards())
+                                   stop_loss=None, take_profit=None, trailing_stop=None)
     params = validate_params(cfg.strategy.name, cfg.strategy.params)
     scale = float(getattr(params, "allocation", 1.0)) / bars.shape[1]
 

@@ -135,3 +135,18 @@ def test_smoke_caps_the_training_steps():
 def test_make_model_names_the_algorithm():
     assert make_model("a2c", {}, 3).get_params()["algo"] == "a2c"
     assert make_model("a2c", {}, 3).get_params()["seed"] == 3
+
+
+def test_the_agent_trains_under_the_runs_risk_guards_not_its_intrabar_exits():
+    """The market an agent learns in applies the run's guards (as the backtest does); the
+    intrabar exits, which the environment does not simulate, are left to the backtest."""
+    from mltrader.plan import panel_market
+
+    cfg = _cfg(risk={"daily_loss_limit": 0.02, "max_trades_per_day": 5, "stop_loss": 0.05})
+    x = np.zeros((len(BARS), BARS.shape[1], 2))
+    env = panel_market(cfg, BARS, x, "next_open")(10, 300, window=3, flat=True)
+    assert env.settings.guards.daily_loss_limit == 0.02
+    assert env.settings.guards.max_trades_per_day == 5
+    assert env.settings.stop_loss is None
+    sig = compute_signals(BARS, cfg)  # and the walk-forward trains and trades under them
+    assert np.isfinite(sig.predictions.to_numpy()[sig.start + 25:]).all()

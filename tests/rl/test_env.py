@@ -17,7 +17,6 @@ from mltrader.core.orders import cash_room, leverage_room, order_delta, target_s
 from mltrader.core.params import FP_BORROW, MODE_TARGETS, pack
 from mltrader.core.settings import EngineSettings
 from mltrader.data.bars import Bars
-from mltrader.risk.guards import Guards
 from mltrader.rl import PortfolioEnv, UnsupportedSettingError, find_lookahead
 from mltrader.rl.causal import perturb_after
 from mltrader.testing import synthetic_bars
@@ -471,8 +470,6 @@ def test_reset_window_options(ohlc):
     (dict(stop_loss=0.05), "stop_loss"),
     (dict(take_profit=0.1), "take_profit"),
     (dict(trailing_stop=0.05), "trailing_stop"),
-    (dict(guards=Guards(daily_loss_limit=0.03)), "guards"),
-    (dict(guards=Guards(max_position=0.2)), "guards"),
 ])
 def test_unsupported_settings_raise_value_error_naming_the_setting(ohlc, kw, name):
     with pytest.raises(ValueError, match=name) as err:

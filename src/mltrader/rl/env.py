@@ -29,6 +29,13 @@ ends (truncated) when the book is marked at bar t1; without options the episode 
 constructor's `start` .. `end` (default: the first bar with a full window .. the last bar),
 or, with `episode_length`, a window of that many steps drawn inside it from the seeded
 `np_random`. An episode terminates early if equity falls to zero or below.
+
+Risk guards (`settings.guards`) act as in the backtest, through the same functions
+(risk/guards.py): daily loss limit and kill switch (flatten everything at the next fill and
+block added exposure), max trades per day, max orders per symbol per day, price sanity, max
+position (resize) and time stop. Sessions are each bar's calendar date, or the `sessions`
+given (as `run_backtest(..., sessions=)`). `info["guard"]` names the last guard that acted
+in the step (None if none did) and `info["guard_actions"]` counts its actions.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import pandas as pd
 from gymnasium import spaces
 
 from mltrader.core.params import FP_LEVERAGE, IP_SHORT, MODE_TARGETS, pack
@@ -50,6 +58,20 @@ REWARDS = ("log_return", "differential_sharpe", "drawdown_penalised")
 _TINY = 1e-300
 
 
+def _session_days(index: pd.DatetimeIndex, sessions: np.ndarray | None) -> np.ndarray:
+    """Each bar's session number for the daily guards: the rule of the backtest engine's
+    `session_days` (rl sits below backtest in the layers, so it cannot import it): the
+    `sessions` given, as int64, else the bar's calendar date in the index's time zone."""
+    if sessions is not None:
+        out = np.ascontiguousarray(sessions, dtype=np.int64)
+        if out.shape != (len(index),):
+            raise ValueError(f"sessions has shape {out.shape}, expected ({len(index)},): "
+                             "one session number per bar")
+        return out
+    local = index.tz_localize(None) if index.tz is not None else index
+    return local.to_numpy().astype("datetime64[D]").astype(np.int64)
+
+
 class PortfolioEnv(gym.Env):
     """Trade N symbols to target weights, one bar per step, by the backtest's fill rules."""
 
@@ -60,7 +82,7 @@ class PortfolioEnv(gym.Env):
                  eta: float = 0.01, drawdown_penalty: float = 1.0, flat: bool = False,
                  start: int | None = None, end: int | None = None,
                  episode_length: int | None = None, nan_fill: float = 0.0,
-                 action_scale: float = 1.0) -> None:
+                 action_scale: float = 1.0, sessions: np.ndarray | None = None) -> None:
         super().__init__()
         self.settings = settings if settings is not None else EngineSettings()
         check_settings(self.settings, bars)
@@ -97,7 +119,10 @@ class PortfolioEnv(gym.Env):
         o, h, lo = (c, c, c) if bars.close_only else (bars.open, bars.high, bars.low)
         self._px = np.ascontiguousarray(np.stack([o, h, lo, c]))
         self._ip, self._fp = pack(self.settings, MODE_TARGETS, bars.close_only)
-        self._S, self._st = X.new_state(n)
+        # state, with the guards' parameters and each bar's session (as run_backtest's)
+        self._guards = self.settings.guards.active
+        self._S, self._st, self._ints = X.new_state(n, t_len, self.settings.guards.vector(),
+                                                    _session_days(bars.index, sessions))
         self._lo = self.window - 1 if start is None else int(start)
         self._hi = t_len - 1 if end is None else int(end)
         self._check_span(self._lo, self._hi, "start", "end")
@@ -128,7 +153,7 @@ class PortfolioEnv(gym.Env):
               ) -> tuple[Any, dict[str, Any]]:
         super().reset(seed=seed)
         t0, t1 = self._episode(options or {})
-        X.reset_state(self._S, self._st, self.bars.close, t0, self._fp)
+        X.reset_state(self._S, self._st, self._ints, self.bars.close, t0, self._fp, self._ip)
         self._start, self._end, self._t = t0, t1, t0
         self._done = False
         eq = float(self._st[X.EQUITY])
@@ -148,7 +173,7 @@ class PortfolioEnv(gym.Env):
         a, discrete = self._scaled(a)
         prev = float(self._st[X.EQUITY])
         if not X.env_step(self._t, a, discrete, self._px, self._ip, self._fp, self._S,
-                          self._st):
+                          self._st, self._ints):
             raise ValueError("action holds NaN or inf; give a finite target per symbol")
         self._t += 1
         eq = float(self._st[X.EQUITY])
@@ -230,7 +255,9 @@ class PortfolioEnv(gym.Env):
         st = self._st
         return {"bar": self._t, "equity": float(st[X.EQUITY]), "cash": float(st[X.CASH]),
                 "commission": float(st[X.COMM]), "traded_value": float(st[X.TRADED]),
-                "borrow": float(st[X.BORROW]), "target_weights": self._S[X.TARGET].copy()}
+                "borrow": float(st[X.BORROW]), "target_weights": self._S[X.TARGET].copy(),
+                "guard": X.ACTED.get(int(st[X.GUARD])) if self._guards else None,
+                "guard_actions": int(st[X.GUARD_N]) if self._guards else 0}
 
     def _reward(self, prev: float, eq: float) -> float:
         log_r = math.log(max(eq, _TINY) / prev)

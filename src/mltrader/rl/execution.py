@@ -9,9 +9,20 @@ and `cash_room` cut the buys, `core.fills.slipped` prices the fill, `core.book` 
 fill bar's close. Same operations in the same order, so the environment's equity is the
 backtest's equity.
 
-State lives in two float arrays the environment owns: a per-symbol matrix (`SH`...`TARGET`
-rows) and a scalar vector (`CASH`...`BORROW`). Not supported here (`env.check_settings`
-refuses them): limit / stop orders, volume caps, stops / targets / trailing stops, guards.
+Risk guards (`EngineSettings.guards`) act through the very functions the kernel calls
+(risk/guards.py), at the kernel's points: `start_bar` with the bar's session before its
+fills; `flatten_reason` at the decision (after a daily-loss / kill trip every position gets
+a flatten order, whatever the action); `gate_order` on each strategy order as it is created
+(a blocked order is not placed and a working one stays); `gate_fill` on each order about to
+fill; `position_room` between the leverage and the cash limits; `record_fill` per executed
+order; `time_stop_due` before the close (a position is closed at the fill price, as the
+kernel's exit); `on_close` with the equity at the close.
+
+State lives in arrays the environment owns: a per-symbol float matrix (`SH`...`ORIGIN`
+rows), a float vector (`CASH`...`GUARD_N`, then the guards' parameters and state) and an
+int64 vector (each bar's session, then the guards' per-symbol order counts). Not supported
+here (`env.check_settings` refuses them): limit / stop orders, volume caps, stops /
+targets / trailing stops.
 """
 
 from __future__ import annotations
@@ -34,40 +45,88 @@ from mltrader.core.params import (
     FP_SLIP_BPS,
     FP_SPREAD,
     IP_GTC,
+    IP_GUARDS,
     IP_NEXT_OPEN,
     IP_REJECT,
     IP_SHORT,
     IP_SIZE_DECISION,
     IP_WHOLE,
 )
+from mltrader.risk.guards import (
+    G_MAX_POSITION,
+    G_NONE,
+    GP_TIME_STOP,
+    GUARD_NAMES,
+    N_GP,
+    N_GS,
+    flatten_reason,
+    gate_fill,
+    gate_order,
+    on_close,
+    position_room,
+    record_fill,
+    start_bar,
+    time_stop_due,
+)
+from mltrader.risk.guards import new_state as new_guard_state
 
 # per-symbol state (rows of a (N_ROWS, N) float matrix)
 # SH shares held; LAST last known close; ON a working order (1/0); VAL its target weight, or
 # its share count when SIZED; MARK the fill bar's valuation price; WEIGHT position value /
-# equity at the close; TARGET the target weights of the latest decision
-SH, LAST, ON, VAL, SIZED, MARK, WEIGHT, TARGET = range(8)
-N_ROWS = 8
+# equity at the close; TARGET the target weights of the latest decision; with guards on:
+# ENTRY the bar of the position's entry fill (-1 when flat, the kernel's e_bar) and ORIGIN
+# who placed the working order (0 the strategy, else the G_ code of its flatten order)
+SH, LAST, ON, VAL, SIZED, MARK, WEIGHT, TARGET, ENTRY, ORIGIN = range(10)
+N_ROWS = 10
 # scalar state: cash and equity at the close; the last step's commission, traded value and
-# borrow fees
-CASH, EQUITY, COMM, TRADED, BORROW = range(5)
-N_SCALARS = 5
+# borrow fees; the G_ code of the last guard that acted in the step (0 none; G_TIME_STOP for
+# a time stop) and how many guard actions the step had
+CASH, EQUITY, COMM, TRADED, BORROW, GUARD, GUARD_N = range(7)
+N_SCALARS = 7
+# then the guards' parameters (`Guards.vector()`) and state (`risk.guards.new_state`), views
+# of the same vector (fewer arrays to pass: each argument costs the compiled call time)
+GP0 = N_SCALARS
+GS0 = GP0 + N_GP
+N_ST = GS0 + N_GS
+# the int64 vector `I`: each bar's session number (T), then the guards' per-symbol order
+# counts (N)
+# a time-stop exit (risk/guards.py has no G_ code for it: the kernel reports it as a fill
+# reason, R_TIME)
+G_TIME_STOP = 7
+ACTED = {**GUARD_NAMES, G_TIME_STOP: "time stop"}
 
 _EPS = 1e-9  # the kernel's tolerance for "below zero" without allow_short
 
 
-def new_state(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Zeroed state arrays for `n` symbols."""
-    return np.zeros((N_ROWS, n)), np.zeros(N_SCALARS)
+def new_state(n: int, t_len: int, gp: np.ndarray, day: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """State arrays for `n` symbols over `t_len` bars: (S, st, I); `gp` the guards'
+    parameters (`Guards.vector()`), `day` each bar's session number."""
+    st = np.zeros(N_ST)
+    st[GP0:GS0] = gp
+    ints = np.zeros(t_len + n, dtype=np.int64)
+    ints[:t_len] = day
+    return np.zeros((N_ROWS, n)), st, ints
 
 
-def reset_state(S: np.ndarray, st: np.ndarray, close: np.ndarray, t0: int, fp: np.ndarray
-                ) -> None:
-    """Flat book with the initial cash at bar `t0` (the kernel's state at its start bar)."""
+def reset_state(S: np.ndarray, st: np.ndarray, ints: np.ndarray, close: np.ndarray, t0: int,
+                fp: np.ndarray, ip: np.ndarray) -> None:
+    """Flat book with the initial cash at bar `t0` (the kernel's state after its start bar:
+    with guards, the session started and the flat book's close seen)."""
     S[:] = 0.0
     S[LAST] = close[t0]  # NaN where the symbol does not trade on t0, as in the kernel
-    st[:] = 0.0
+    S[ENTRY] = -1.0
+    st[:N_SCALARS] = 0.0
     st[CASH] = fp[FP_CASH]
     st[EQUITY] = fp[FP_CASH]
+    if ip[IP_GUARDS] == 1:
+        t_len = close.shape[0]
+        gs, sym_orders = st[GS0:], ints[t_len:]
+        g0, o0 = new_guard_state(fp[FP_CASH], S.shape[1])
+        gs[:] = g0
+        sym_orders[:] = o0
+        start_bar(gs, sym_orders, ints[t0], fp[FP_CASH])
+        on_close(gs, st[GP0:GS0], fp[FP_CASH])
 
 
 @njit(cache=True, error_model="numpy")
@@ -101,16 +160,27 @@ def action_targets(action: np.ndarray, discrete: bool, allow_short: bool, levera
 
 
 @njit(cache=True, error_model="numpy")
+def _acted(st: np.ndarray, g: int) -> None:
+    st[GUARD] = g
+    st[GUARD_N] += 1.0
+
+
+@njit(cache=True, error_model="numpy")
 def step_bar(t: int, px: np.ndarray, ip: np.ndarray, fp: np.ndarray, S: np.ndarray,
-             st: np.ndarray) -> None:
+             st: np.ndarray, ints: np.ndarray) -> None:
     """Decide on bar t's close to the weights in S[TARGET]; fill on t+1; mark at its close.
 
-    `px` is (4, T, N): open, high, low, close (the close four times for close-only data)."""
+    `px` is (4, T, N): open, high, low, close (the close four times for close-only data).
+    The guards' parameters and state are views of `st` and `ints` (read only with guards on)."""
     o_arr = px[0]
     h_arr = px[1]
     l_arr = px[2]
     c_arr = px[3]
-    n = S.shape[1]
+    t_len, n = c_arr.shape
+    gp = st[GP0:GS0]
+    gs = st[GS0:]
+    day = ints[:t_len]
+    sym_orders = ints[t_len:]
     sh = S[SH]
     last = S[LAST]
     on = S[ON]
@@ -118,40 +188,67 @@ def step_bar(t: int, px: np.ndarray, ip: np.ndarray, fp: np.ndarray, S: np.ndarr
     sized = S[SIZED]
     mark = S[MARK]
     tw = S[TARGET]
+    ent = S[ENTRY]
+    orig = S[ORIGIN]
     next_open = ip[IP_NEXT_OPEN] == 1
     whole = ip[IP_WHOLE] == 1
     allow_short = ip[IP_SHORT] == 1
     size_decision = ip[IP_SIZE_DECISION] == 1
     gtc = ip[IP_GTC] == 1
     reject = ip[IP_REJECT] == 1
+    guards = ip[IP_GUARDS] == 1
+    time_stops = guards and gp[GP_TIME_STOP] > 0
     lev = fp[FP_LEVERAGE]
     band = fp[FP_BAND]
     borrow = fp[FP_BORROW]
     buy_bps = fp[FP_SLIP_BPS] + fp[FP_SPREAD] + fp[FP_COMM_BPS]
+    st[GUARD] = 0.0
+    st[GUARD_N] = 0.0
 
     # ------------------------------------------------ decision on t's close (kernel: decisions)
     eq_d = st[EQUITY]
+    flat_why = flatten_reason(gs) if guards else G_NONE  # after on_close at t's close
     for i in range(n):
-        w = tw[i]
-        # flat and told to stay flat, nothing working: no order
-        if not (w == w) or (w == 0.0 and sh[i] == 0.0 and on[i] == 0.0):
-            continue
-        v = w
+        origin = G_NONE
+        if flat_why != G_NONE and sh[i] != 0.0:
+            # a guard tripped: flatten at the next fill, whatever the action says
+            if on[i] != 0.0 and orig[i] == flat_why:
+                continue  # its flatten order is still working
+            origin = flat_why
+            v = 0.0
+        else:
+            w = tw[i]
+            # flat and told to stay flat, nothing working: no order
+            if not (w == w) or (w == 0.0 and sh[i] == 0.0 and on[i] == 0.0):
+                continue
+            v = w
         s = 0.0
         if size_decision:  # the share count is fixed at the decision close
             px_d = c_arr[t, i] if c_arr[t, i] == c_arr[t, i] else last[i]
             if px_d == px_d and px_d > 0:
                 want = target_shares(v, eq_d, px_d, sh[i], buy_bps, whole)
-                if on[i] == 0.0 and order_delta(want, sh[i], px_d, eq_d, band) == 0.0:
+                if (origin == G_NONE and on[i] == 0.0
+                        and order_delta(want, sh[i], px_d, eq_d, band) == 0.0):
                     continue  # inside the band (or nothing to do): no order
                 v = want
                 s = 1.0
+        if guards and origin == G_NONE:
+            held = sh[i] * last[i] if sh[i] != 0.0 else 0.0
+            want_v = v * last[i] if s == 1.0 else v * eq_d
+            adds = abs(want_v) > abs(held) * (1.0 + 1e-9) or want_v * held < 0.0
+            g = gate_order(gs, gp, sym_orders, i, adds)
+            if g != G_NONE:
+                _acted(st, g)
+                continue  # not placed; an order already working stays
         on[i] = 1.0  # a new order replaces a working one
         val[i] = v
         sized[i] = s
+        orig[i] = origin
 
     # ------------------------------------------------ bar u = t + 1: borrow, fills, marks
     u = t + 1
+    if guards:
+        start_bar(gs, sym_orders, day[u], eq_d)
     cash = st[CASH]
     comm_sum = 0.0
     traded = 0.0
@@ -205,6 +302,11 @@ def step_bar(t: int, px: np.ndarray, ip: np.ndarray, fp: np.ndarray, S: np.ndarr
                 if delta == 0.0:
                     continue
                 side = 1.0 if delta > 0 else -1.0
+                if guards:
+                    g = gate_fill(gs, gp, not reduces, bo, last[i])
+                    if g != G_NONE:
+                        _acted(st, g)
+                        continue  # rejected by a guard
                 if not allow_short and sh[i] + delta < -_EPS:
                     delta = -sh[i]
                 fpx = slipped(bo, side, bh, bl, fp)
@@ -213,12 +315,20 @@ def step_bar(t: int, px: np.ndarray, ip: np.ndarray, fp: np.ndarray, S: np.ndarr
                     q_lev = leverage_room(sh[i], delta, mark[i], bvalue, bgross, lev)
                     if q_lev < q_ok:
                         q_ok = q_lev
+                    capped = False
+                    if guards:
+                        q_pos = position_room(gp, sh[i], mark[i], bvalue)
+                        if q_pos < q_ok:
+                            q_ok = q_pos
+                            capped = True
                     if side > 0 and lev <= 1.0 + 1e-12:
                         afford = cash_room(cash, fpx, fp[FP_COMM_BPS], fp[FP_COMM_PS],
                                            fp[FP_COMM_MIN], fp[FP_COMM_FIXED])
                         if afford < q_ok:
                             q_ok = afford
                     if q_ok < abs(delta):
+                        if capped:
+                            _acted(st, G_MAX_POSITION)
                         if reject:
                             continue
                         if whole:
@@ -226,6 +336,10 @@ def step_bar(t: int, px: np.ndarray, ip: np.ndarray, fp: np.ndarray, S: np.ndarr
                         delta = side * q_ok
                 if delta == 0.0:
                     continue
+                if guards:
+                    record_fill(gs)
+                    if orig[i] != G_NONE:
+                        _acted(st, int(orig[i]))  # a flatten order fills
                 s0 = sh[i]
                 # a fill that flips the sign is a close plus an open, sharing one fee
                 legs, fee = split_fill(s0, delta, fpx, fp)
@@ -237,11 +351,31 @@ def step_bar(t: int, px: np.ndarray, ip: np.ndarray, fp: np.ndarray, S: np.ndarr
                     traded += value
                     bvalue += d_value
                     bgross += d_gross
+                    if guards and sh[i] == 0.0:
+                        ent[i] = u  # an entry fill (the kernel's e_bar)
                     sh[i] = s_after
-    # mark to u's close
+                    if guards and s_after == 0.0:
+                        ent[i] = -1.0
+    # time stops (kernel: exits, decided at t's close, filled like an order), then the marks
     vsum = 0.0
     for i in range(n):
         ci = c_arr[u, i]
+        if (time_stops and sh[i] != 0.0 and ent[i] < u and ci == ci
+                and time_stop_due(gp, int(ent[i]), u)):
+            p = o_arr[u, i] if next_open else ci
+            if p == p:
+                q = -sh[i]
+                side = 1.0 if q > 0 else -1.0
+                fpx = slipped(p, side, h_arr[u, i], l_arr[u, i], fp)
+                legs, fee = split_fill(sh[i], q, fpx, fp)  # one leg: to flat
+                _, _, value, comm, flow, _, _ = book_leg(0, legs, sh[i], q, sh[i], fpx, p, fee)
+                cash += flow
+                comm_sum += comm
+                traded += value
+                sh[i] = 0.0
+                ent[i] = -1.0
+                on[i] = 0.0  # a working order of an exited position is void
+                _acted(st, G_TIME_STOP)
         if ci == ci:
             last[i] = ci
         if sh[i] != 0.0:
@@ -255,13 +389,17 @@ def step_bar(t: int, px: np.ndarray, ip: np.ndarray, fp: np.ndarray, S: np.ndarr
     st[COMM] = comm_sum
     st[TRADED] = traded
     st[BORROW] = borrow_sum
+    if guards:
+        g = on_close(gs, gp, eq)
+        if g != G_NONE:
+            _acted(st, g)
 
 
 @njit(cache=True, error_model="numpy")
 def env_step(t: int, action: np.ndarray, discrete: bool, px: np.ndarray, ip: np.ndarray,
-             fp: np.ndarray, S: np.ndarray, st: np.ndarray) -> bool:
+             fp: np.ndarray, S: np.ndarray, st: np.ndarray, ints: np.ndarray) -> bool:
     """`action_targets` then `step_bar` in one call; False (and no step) on a bad action."""
     if not action_targets(action, discrete, ip[IP_SHORT] == 1, fp[FP_LEVERAGE], S[TARGET]):
         return False
-    step_bar(t, px, ip, fp, S, st)
+    step_bar(t, px, ip, fp, S, st, ints)
     return True
