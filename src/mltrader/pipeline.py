@@ -267,8 +267,8 @@ def _predict_panel(bars: Bars, cfg: RunConfig, mc: ModelConfig, feats: dict[str,
     if mc.name in AGENTS:
         first = (f"Model {name}: a Stable-Baselines3 {mc.name.upper()} agent trained per fold "
                  f"for {est.get('total_timesteps', 20_000):,} steps by trading the training "
-                 f"years in the run's own market ({why}; stops, take-profits and guards act "
-                 f"in the backtest only); inputs {inputs} over the last "
+                 f"years in the run's own market ({why}, its risk guards too; stop-losses "
+                 f"and take-profits act in the backtest only); inputs {inputs} over the last "
                  f"{est.get('window', 5)} bars, plus its weights.")
     else:
         first = (f"Model {name}: a recurrent policy (Moody & Saffell direct reinforcement) "
