@@ -4,7 +4,6 @@ summary.json and placebo.html, kept apart from how the runs are made (`mltrader.
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 import json
 import math
@@ -15,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from mltrader.config import RunConfig
+from mltrader.runs import json_safe
 
 METRICS: tuple[str, ...] = ("total_return", "sharpe", "turnover", "max_drawdown")
 CSV_NAME, JSON_NAME, HTML_NAME = "placebo.csv", "summary.json", "placebo.html"
@@ -52,21 +52,6 @@ def _ordinal(pct: float) -> str:
 
 
 # --- files -----------------------------------------------------------------------------
-
-def _clean(obj: object) -> object:
-    """JSON-safe: NaN / inf become null, numpy scalars Python numbers."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, dt.date):
-        return obj.isoformat()
-    if hasattr(obj, "item"):
-        obj = obj.item()  # type: ignore[union-attr]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
 
 def summary_dict(out: PlaceboOutput) -> dict[str, object]:
     cfg = out.config
@@ -193,6 +178,6 @@ def write_placebo(out: PlaceboOutput, folder: Path) -> dict[str, Path]:
     paths = {"runs": folder / CSV_NAME, "summary": folder / JSON_NAME,
              "report": folder / HTML_NAME}
     out.runs.to_csv(paths["runs"], index=False, float_format="%.6g")
-    paths["summary"].write_text(json.dumps(_clean(summary_dict(out)), indent=2) + "\n")
+    paths["summary"].write_text(json.dumps(json_safe(summary_dict(out)), indent=2) + "\n")
     paths["report"].write_text(placebo_html(out), encoding="utf-8")
     return paths

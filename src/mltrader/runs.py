@@ -17,12 +17,13 @@ from mltrader.errors import MltraderError
 from mltrader.pipeline import RunOutput
 
 
-def _clean(obj: object) -> object:
-    """JSON-safe: NaN / inf become null, numpy scalars become Python numbers."""
+def json_safe(obj: object) -> object:
+    """JSON-safe: NaN / inf become null, numpy scalars Python numbers, dates ISO text, keys
+    text. Every JSON file of a run folder (metrics, placebo and seeds summaries) goes through it."""
     if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, dt.date):  # dates and timestamps as ISO text
         return obj.isoformat()
     if hasattr(obj, "item"):
@@ -34,7 +35,7 @@ def _clean(obj: object) -> object:
 
 def metrics_json(out: RunOutput) -> str:
     """The metrics file's exact text: no timestamps, so equal inputs give equal bytes."""
-    return json.dumps(_clean(out.metrics), indent=2) + "\n"
+    return json.dumps(json_safe(out.metrics), indent=2) + "\n"
 
 
 def check_writable(base: Path, option: str = "--output-dir") -> None:
@@ -169,7 +170,7 @@ def write_compare(out: CompareOutput, run_dir: Path) -> dict[str, Path]:
     paths["config"].write_text(dump_config(out.config))
     out.leaderboard.to_csv(paths["leaderboard"], index=False, float_format="%.6g")
     rows = out.leaderboard.to_dict(orient="records")
-    paths["metrics"].write_text(json.dumps(_clean({"out_of_sample": out.oos,
+    paths["metrics"].write_text(json.dumps(json_safe({"out_of_sample": out.oos,
                                                    "leaderboard": rows}), indent=2) + "\n")
     cfg = out.config
     notes = [

@@ -13,7 +13,6 @@ The data are loaded once; each seed is a full `pipeline.run` (same folds, same e
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 import json
 import math
@@ -29,6 +28,7 @@ from mltrader.config import RunConfig
 from mltrader.data.bars import Bars
 from mltrader.errors import ConfigError
 from mltrader.pipeline import ProgressFactory, load_data, run
+from mltrader.runs import json_safe
 from mltrader.trials import TrialRegistry, data_fingerprint, deflation_inputs, per_bar_sharpe
 
 MIN_SEEDS = 2
@@ -145,20 +145,6 @@ def run_seeds(cfg: RunConfig, seeds: list[int], registry: TrialRegistry | None =
 
 
 # ---------------------------------------------------------------------- files
-def _clean(obj: object) -> object:
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, dt.date):
-        return obj.isoformat()
-    if hasattr(obj, "item"):
-        obj = obj.item()  # type: ignore[union-attr]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def _fmt(v: object, kind: str = "ratio") -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "n/a"
@@ -237,6 +223,6 @@ def write_seeds(out: SeedsOutput, folder: Path) -> dict[str, Path]:
              "report": folder / HTML_NAME}
     out.runs.to_csv(paths["runs"], index=False, float_format="%.6g")
     doc = {**out.summary, "out_of_sample": out.out_of_sample}
-    paths["summary"].write_text(json.dumps(_clean(doc), indent=2) + "\n")
+    paths["summary"].write_text(json.dumps(json_safe(doc), indent=2) + "\n")
     paths["report"].write_text(seeds_html(out), encoding="utf-8")
     return paths

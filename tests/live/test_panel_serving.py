@@ -34,6 +34,7 @@ from mltrader.pipeline import (  # noqa: E402
     run_folds,
     trade_targets,
 )
+from mltrader.rl.causal import perturb_after  # noqa: E402
 from mltrader.testing import synthetic_bars  # noqa: E402
 
 # 2000-01-03 .. 2003-01: the test bars are 2002 (quarterly folds: 4 fits), each fold's policy
@@ -110,13 +111,8 @@ def test_a_signal_first_served_mid_fold_warms_up_from_the_backtests_row():
 
 
 def _perturbed_after(t: int, seed: int) -> Bars:
-    """BARS with every bar after t scaled by a random factor (OHLC stays valid)."""
-    rng = np.random.default_rng(seed)
-    f = np.ones(BARS.shape)
-    f[t + 1:] = np.exp(rng.normal(0.0, 0.05, size=(len(BARS) - t - 1, BARS.shape[1])))
-    return Bars(index=BARS.index, symbols=BARS.symbols, close=BARS.close * f,
-                open=BARS.open * f, high=BARS.high * f, low=BARS.low * f,
-                volume=BARS.volume[::-1].copy(), source="perturbed")
+    """BARS with every bar after t scaled by a random factor (each bar stays valid)."""
+    return perturb_after(BARS, t, np.random.default_rng(seed))
 
 
 @pytest.fixture(scope="module")

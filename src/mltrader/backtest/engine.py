@@ -22,6 +22,7 @@ from mltrader.core.params import (
     STOP_LIMIT,
     pack,
 )
+from mltrader.core.sessions import session_days
 from mltrader.core.settings import EngineSettings
 from mltrader.data.bars import Bars
 from mltrader.errors import MltraderError
@@ -53,22 +54,6 @@ def _prices(bars: Bars) -> tuple[np.ndarray, ...]:
     if bars.close_only:
         return c, c, c, c
     return bars.open, bars.high, bars.low, c  # type: ignore[return-value]
-
-
-def session_days(index: pd.DatetimeIndex, sessions: np.ndarray | None = None) -> np.ndarray:
-    """Each bar's session number, for the daily loss limit and the per-day trade limits.
-
-    `sessions`: precomputed ones (`mltrader.data.calendars.session_ids`: the trading session
-    of the data's calendar), checked and returned as int64; None: the bar's calendar date in
-    the index's time zone (the rule without a calendar)."""
-    if sessions is not None:
-        out = np.ascontiguousarray(sessions, dtype=np.int64)
-        if out.shape != (len(index),):
-            raise MltraderError(f"sessions has shape {out.shape}, expected ({len(index)},): "
-                                "one session number per bar")
-        return out
-    local = index.tz_localize(None) if index.tz is not None else index
-    return local.to_numpy().astype("datetime64[D]").astype(np.int64)
 
 
 def _simulate(bars: Bars, settings: EngineSettings, mode: int, tw: np.ndarray,

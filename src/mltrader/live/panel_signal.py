@@ -78,10 +78,14 @@ class PanelPolicy:
     def _market(self, window: Bars, x: np.ndarray) -> Callable[..., Any]:
         """The simulated market a ``needs_market`` model trades, built only when asked for
         (`models.panel` hands it to no other model), as `plan.panel_market` builds it."""
+        built: list[Callable[..., Any]] = []  # once per window, on the first call
+
         def market(start: int, stop: int, **env_kwargs: Any) -> Any:
-            cal = resolve_calendar(self.cfg.data.calendar, window.symbols)
-            ppy = periods_per_year(window.index, cal)
-            return panel_market(self.cfg, window, x, self.fill, ppy)(start, stop, **env_kwargs)
+            if not built:
+                cal = resolve_calendar(self.cfg.data.calendar, window.symbols)
+                ppy = periods_per_year(window.index, cal)
+                built.append(panel_market(self.cfg, window, x, self.fill, ppy))
+            return built[0](start, stop, **env_kwargs)
 
         return market
 
@@ -111,7 +115,9 @@ class PanelPolicy:
         assert self.model is not None and self.plan is not None
         t = len(window) - 1
         lo = max(0, fold.test_start - WARMUP)
-        y = panel_labels(window, self.cfg, self.fill)
+        # labels only for a policy that reads them (online): not recomputed on every bar else
+        y = (panel_labels(window, self.cfg, self.fill) if getattr(self.model, "online", False)
+             else np.full(window.shape, np.nan))
         if getattr(self.model, "needs_market", False):  # its market spans the whole window
             x = self.inputs(window, feats)
             positions = predict_panel(self.model, x, y, slice(lo, t + 1),

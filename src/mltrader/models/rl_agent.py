@@ -118,13 +118,15 @@ class RLAgent(BaseEstimator):
                          ("n_steps", 2), ("batch_size", 2), ("n_epochs", 1),
                          ("buffer_size", 100), ("n_envs", 1)):
             whole(name, lo)
-        for name, lo, hi in (("learning_rate", 0.0, math.inf), ("gamma", 0.0, 1.0),
-                             ("ent_coef", -1e-300, math.inf), ("eta", 0.0, 1.0),
-                             ("drawdown_penalty", -1e-300, math.inf)):
+        for name, zero_ok, hi in (("learning_rate", False, math.inf), ("gamma", False, 1.0),
+                                  ("ent_coef", True, math.inf), ("eta", False, 1.0),
+                                  ("drawdown_penalty", True, math.inf)):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not lo < v <= hi:
-                raise ConfigError(f"model.params.{name} for {self.algo}: a number in "
-                                  f"({max(lo, 0):g}, {hi:g}] (got {v!r})")
+            number = not isinstance(v, bool) and isinstance(v, int | float)
+            if not number or not (v >= 0 if zero_ok else v > 0) or not v <= hi:
+                span = f"[0, {hi:g}]" if zero_ok else f"(0, {hi:g}]"
+                raise ConfigError(f"model.params.{name} for {self.algo}: a number in {span} "
+                                  f"(got {v!r})")
         arch = self.net_arch
         if not isinstance(arch, list | tuple) or not arch or not all(
                 isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in arch):

@@ -45,10 +45,10 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import pandas as pd
 from gymnasium import spaces
 
 from mltrader.core.params import FP_LEVERAGE, IP_SHORT, MODE_TARGETS, pack
+from mltrader.core.sessions import session_days
 from mltrader.core.settings import EngineSettings
 from mltrader.data.bars import Bars
 from mltrader.rl import execution as X
@@ -56,20 +56,6 @@ from mltrader.rl.settings import check_settings
 
 REWARDS = ("log_return", "differential_sharpe", "drawdown_penalised")
 _TINY = 1e-300
-
-
-def _session_days(index: pd.DatetimeIndex, sessions: np.ndarray | None) -> np.ndarray:
-    """Each bar's session number for the daily guards: the rule of the backtest engine's
-    `session_days` (rl sits below backtest in the layers, so it cannot import it): the
-    `sessions` given, as int64, else the bar's calendar date in the index's time zone."""
-    if sessions is not None:
-        out = np.ascontiguousarray(sessions, dtype=np.int64)
-        if out.shape != (len(index),):
-            raise ValueError(f"sessions has shape {out.shape}, expected ({len(index)},): "
-                             "one session number per bar")
-        return out
-    local = index.tz_localize(None) if index.tz is not None else index
-    return local.to_numpy().astype("datetime64[D]").astype(np.int64)
 
 
 class PortfolioEnv(gym.Env):
@@ -122,7 +108,7 @@ class PortfolioEnv(gym.Env):
         # state, with the guards' parameters and each bar's session (as run_backtest's)
         self._guards = self.settings.guards.active
         self._S, self._st, self._ints = X.new_state(n, t_len, self.settings.guards.vector(),
-                                                    _session_days(bars.index, sessions))
+                                                    session_days(bars.index, sessions))
         self._lo = self.window - 1 if start is None else int(start)
         self._hi = t_len - 1 if end is None else int(end)
         self._check_span(self._lo, self._hi, "start", "end")
