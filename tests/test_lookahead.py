@@ -152,3 +152,32 @@ def test_the_check_catches_a_planted_future_feature():
     assert leak is not None and leak.startswith("feature leak_next_return")
     # and the leak flows on into the predictions at t
     assert not np.array_equal(base.predictions.to_numpy()[t], other.predictions.to_numpy()[t])
+
+
+def test_a_share_features_sectors_regimes_and_fundamentals_are_causal():
+    """The A-share side: Alpha158 factors, sector measures (the board snapshot is known only
+    from its as-of date), the six regimes, point-in-time fundamentals and the regime filter
+    on real CSI 300 stocks: changing prices after t changes nothing at or before t."""
+    from mltrader.data.ashare import load_ashare
+
+    data = load_ashare("qfq").select(
+        ["000001.SZ", "601318.SH", "600036.SH", "601166.SH", "600519.SH", "000858.SZ"],
+        "2017-01-01", "2020-12-31")
+    bars = data.bars
+    cfg = config_from_dict({
+        "market": "cn_a",
+        "data": {"source": "bundled", "dataset": "ashare_csi300"},
+        "features": ["a158_KMID", "a158_ROC5", "a158_CORR20", "a158_RSQR10", "a158_VSUMD30",
+                     "sector_rel_20", "sector_breadth_20", "sector_rank_20", "regime_60",
+                     "market_regime_60", "fund_roe", "fund_revenue_growth"],
+        "model": {"name": "ridge"},
+        "walk_forward": {"first_test_year": 2019, "retrain": "quarterly",
+                         "min_train_rows": 100},
+        "strategy": {"name": "regime_filter", "buy_above": 0.0, "sell_below": -0.001},
+    })
+    base = compute_signals(bars, cfg)
+    assert base.predictions.notna().to_numpy().any()
+    for t in (len(bars) - 250, len(bars) - 60):
+        other = compute_signals(perturb(bars, t + 1, 1, 1.3, tail=True), cfg)
+        assert first_leak(base, other, t) is None
+        assert changed_after(base, other, t)

@@ -70,12 +70,30 @@ def metrics_table(metrics: dict[str, Any], title: str) -> Table:
     table.add_column("metric")
     table.add_column("strategy", justify="right")
     table.add_column("buy & hold (equal weight)", justify="right")
+    index = metrics.get("index")
+    if isinstance(index, dict):
+        table.add_column(f"index {index['name']}", justify="right")
     short = bool(metrics.get("annualised_from_under_a_year"))
     for label, key, fmt in ROWS:
         if short and key in ("cagr", "annual_volatility", "sharpe"):
             label += " (from < 1 year)"
-        table.add_row(label, fmt(metrics["strategy"].get(key)),
-                      fmt(metrics["buy_and_hold"].get(key)))
+        cells = [fmt(metrics["strategy"].get(key)), fmt(metrics["buy_and_hold"].get(key))]
+        if isinstance(index, dict):
+            cells.append(fmt(index[key]) if key in index else "")
+        table.add_row(label, *cells)
+    return table
+
+
+def engines_table(frame: Any) -> Table:
+    """mltrader and backtrader on the same targets, side by side."""
+    from mltrader.backtest.report import engine_cell
+
+    table = Table(title="Same targets, two engines", title_justify="left")
+    table.add_column("metric")
+    for c in frame.columns:
+        table.add_column(str(c), justify="right")
+    for idx, row in zip(frame.index, frame.to_numpy(), strict=True):
+        table.add_row(str(idx), *(engine_cell(str(idx), v) for v in row))
     return table
 
 
@@ -111,6 +129,10 @@ def backtest(
     strategy: StrategyOpt = None,
     set_: SetOpt = None,
     smoke: SmokeOpt = False,
+    engine: Annotated[str, typer.Option(
+        help="Backtest engine: mltrader (ours), or backtrader to ALSO run the same targets "
+        "through backtrader and show both results side by side (needs `pip install "
+        "'mltrader[cn]'`). Example: --engine backtrader")] = "mltrader",
 ) -> None:
     """Train walk-forward, trade the out-of-sample predictions, compare with buy-and-hold.
 
@@ -146,8 +168,10 @@ def backtest(
               "rule on prices); drop --model, or pick a strategy that uses one, e.g. "
               "--strategy threshold")
     check_writable(Path(cfg.output_dir))  # fail now, not after training
+    if engine not in ("mltrader", "backtrader"):
+        _fail(f"--engine {engine}: choose mltrader or backtrader")
     result = run(cfg, progress=_fold_progress,
-                 registry=None if smoke else registry_for(cfg.output_dir))
+                 registry=None if smoke else registry_for(cfg.output_dir), engine=engine)
     if smoke:
         from mltrader.smoke import SMOKE_NOTE
 
@@ -159,6 +183,8 @@ def backtest(
     what = (f"{cfg.model.name}, {cfg.strategy.name} rule" if m.get("model")
             else f"{cfg.strategy.name} rule (no model)")
     out.print(metrics_table(m, f"Out of sample {oos['start']} .. {oos['end']}: {what}"))
+    if result.engines is not None:
+        out.print(engines_table(result.engines))
     for note in result.notes[1:]:
         out.print(f"- {escape(note)}", highlight=False)
     for w in result.warnings:
@@ -537,7 +563,7 @@ def main() -> None:
 
 # the trading commands (paper, live) and the account commands (status, flatten, parity)
 # register themselves on `app`, in this order
-from mltrader import cli_account, cli_live, cli_placebo, cli_seeds, cli_trials  # noqa: E402,F401,I001
+from mltrader import cli_account, cli_financials, cli_live, cli_placebo, cli_sectors, cli_seeds, cli_trials  # noqa: E402,F401,I001,E501
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -76,13 +76,15 @@ def parse_set(item: str) -> tuple[str, Any]:
     """``--set a.b=VALUE`` as (``a.b``, the YAML value); a malformed one is a one-line error."""
     import yaml
 
+    from mltrader.config import load_yaml
+
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not key or any(not p for p in key.split(".")):
         raise MltraderError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. "
                             "--set costs.slippage_bps=10 or --set data.symbols=[AAPL,MSFT]")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = load_yaml(text) if text.strip() else None
     except yaml.YAMLError as e:
         problem = " ".join(str(getattr(e, "problem", None) or e).split())
         raise MltraderError(f"--set {item!r}: the value is not valid YAML ({problem}); quote "

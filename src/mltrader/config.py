@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +19,25 @@ DEFAULT_FEATURES = (
 )
 
 
+class _CodeLoader(yaml.SafeLoader):
+    """YAML that keeps numbers written with leading zeros as text: `000651` is the stock code,
+    not the octal number 425 that YAML 1.1 would make of it."""
+
+
+_CodeLoader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:int"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_CodeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?(?:[1-9][0-9_]*|0)|0x[0-9a-fA-F_]+|0b[01_]+)$"),
+    list("-+0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML as configs are read: like `yaml.safe_load`, but `000651` stays text."""
+    return yaml.load(text, Loader=_CodeLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -26,8 +46,12 @@ class DataConfig(_Strict):
     """Where the bars come from and which part of them to use."""
 
     source: Literal["bundled", "csv", "parquet", "file", "yahoo", "alphavantage", "alpaca",
-                    "ib"] = "bundled"
-    dataset: str = Field("sp500_20stocks", description="bundled dataset name (source: bundled)")
+                    "ib", "akshare"] = "bundled"
+    dataset: str = Field("sp500_20stocks", description="bundled dataset name (source: bundled)"
+                         "; ashare_csi300 for the A-share stocks (with market: cn_a)")
+    adjust: Literal["qfq", "hfq", "none"] = Field(
+        "qfq", description="A-shares (market: cn_a): the prices signals see: qfq forward-"
+        "adjusted, hfq backward-adjusted, none; orders always fill at the real traded price")
     path: Path | None = Field(None, description="file to load (source: csv / parquet / file)")
     symbols: list[str] | Literal["all"] = Field("all", description="the universe, e.g. "
                                                 "[AAPL, MSFT]; all: every symbol of the data")
@@ -46,6 +70,14 @@ class DataConfig(_Strict):
         None, description="exchange-calendars code (XNYS, XLON, XSHG, ...), \"24/7\" or "
         "\"24/5\"; default from the symbols' suffix (.HK -> XHKG, BTC-USD -> 24/7, else XNYS)")
 
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _codes_as_text(cls, v: Any) -> Any:
+        """A-share codes written as numbers (600519) become text ("600519")."""
+        if isinstance(v, list):
+            return [str(s) if isinstance(s, int) and not isinstance(s, bool) else s for s in v]
+        return v
+
     @field_validator("calendar")
     @classmethod
     def _known_calendar(cls, v: str | None) -> str | None:
@@ -61,7 +93,7 @@ class DataConfig(_Strict):
 
     @model_validator(mode="after")
     def _path_needed(self) -> DataConfig:
-        network = self.source in ("yahoo", "alphavantage", "alpaca", "ib")
+        network = self.source in ("yahoo", "alphavantage", "alpaca", "ib", "akshare")
         if network and (self.symbols == "all" or self.start is None):
             raise ValueError(f"data.source is {self.source!r}: list the symbols and a start "
                              "date, e.g. `symbols: [AAPL, MSFT]` and `start: 2015-01-01`")
@@ -242,7 +274,9 @@ class RiskConfig(_Strict):
     vol_window: int = Field(60, ge=5, le=1000)
     max_position: float | None = Field(None, gt=0, le=10, description="per symbol, of equity")
     max_sector: float | None = Field(None, gt=0, le=10, description="per sector, of equity")
-    sectors: dict[str, str] = Field(default_factory=dict, description="symbol: sector")
+    sectors: dict[str, str] | Literal["auto"] = Field(
+        default_factory=dict, description="symbol: sector; auto: each A-share's industry board "
+        "from the bundled 2018 snapshot (`mltrader sectors list`), valid from 2018-07-01")
     max_net: float | None = Field(None, ge=0, le=10)
     max_gross: float | None = Field(None, gt=0, le=10)
     daily_loss_limit: float | None = Field(
@@ -260,7 +294,8 @@ class RiskConfig(_Strict):
             raise ValueError("risk.sizing is risk_per_trade but risk.stop_loss is not set; the "
                              "stop distance sizes the position, e.g. stop_loss: 0.03")
         if self.max_sector is not None and not self.sectors:
-            raise ValueError("risk.max_sector is set but risk.sectors is empty; add the map, "
+            raise ValueError("risk.max_sector is set but risk.sectors is empty; add the map "
+                             "(or sectors: auto for A-shares), "
                              "e.g. sectors: {AAPL: tech, XOM: energy}")
         if self.sizing == "fixed_shares" and (self.max_sector or self.max_net):
             raise ValueError("risk.max_sector / max_net cap weights but sizing is fixed_shares; "
@@ -324,6 +359,31 @@ class RunConfig(_Strict):
     execution: ExecutionConfig = ExecutionConfig()
     risk: RiskConfig = RiskConfig()
     output_dir: Path = Field(Path("runs"), description="where run folders go")
+    market: Literal["us", "cn_a"] = Field(
+        "us", description="the market's trading rules: us (none beyond the engine's), cn_a "
+        "(China A-shares: 100-share lots, T+1, price limits, 5 CNY minimum commission, stamp "
+        "duty on sells, transfer fee; reports in CNY)")
+    benchmark_index: str | None = Field(
+        None, description="an index to judge against besides buy-and-hold (cn_a: 000300.SH, "
+        "the CSI 300, by default)")
+
+    @model_validator(mode="after")
+    def _market_data(self) -> RunConfig:
+        cn_data = self.data.source == "akshare" or (
+            self.data.source == "bundled" and self.data.dataset == "ashare_csi300")
+        if cn_data and self.market != "cn_a":
+            raise ValueError("the data are China A-shares; add `market: cn_a` so their trading "
+                             "rules (lots, T+1, price limits, stamp duty) apply")
+        if self.market == "cn_a" and self.data.source not in ("bundled", "akshare", "csv",
+                                                             "parquet", "file"):
+            raise ValueError(f"market cn_a needs A-share data; data.source {self.data.source!r}"
+                             " cannot serve it: use akshare, bundled (dataset: ashare_csi300) "
+                             "or a file")
+        if (self.market == "cn_a" and self.data.source == "bundled"
+                and self.data.dataset != "ashare_csi300"):
+            raise ValueError(f"market cn_a with bundled dataset {self.data.dataset!r}: that is "
+                             "not A-share data; use dataset: ashare_csi300")
+        return self
 
     @field_validator("features")
     @classmethod
@@ -429,7 +489,7 @@ def parse_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: cannot read the config ({err.strerror or err}); check "
                           "the path and its permissions") from None
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         problem = _one_line(err.problem or err.context or type(err).__name__)

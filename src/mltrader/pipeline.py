@@ -20,6 +20,7 @@ from mltrader.backtest.metrics import bar_returns, benchmark_metrics, compute_me
 from mltrader.backtest.result import BacktestResult
 from mltrader.backtest.significance import benchmark_verdict
 from mltrader.config import ModelConfig, RunConfig
+from mltrader.core.settings import EngineSettings
 from mltrader.data.bars import Bars
 from mltrader.data.calendars import (
     MarketCalendar,
@@ -49,6 +50,7 @@ from mltrader.models.walkforward import (
 )
 from mltrader.plan import (
     engine_settings,
+    execution,
     judged_start,
     panel_market,
     panel_plan,
@@ -115,6 +117,7 @@ class RunOutput:
     warnings: list[str]
     sizing: pd.DataFrame | None = None  # every cap that resized a target (risk/sizing.py)
     stress: dict[str, pd.DataFrame] | None = None  # crisis and regime tables
+    engines: pd.DataFrame | None = None  # --engine backtrader: both engines side by side
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,8 @@ def load_data(cfg: RunConfig) -> tuple[Bars, list[str]]:
     came from and what cleaning changed."""
     d = cfg.data
     notes: list[str] = []
+    if cfg.market == "cn_a":
+        return _load_cn(cfg)
     if d.source in NETWORK_SOURCES:
         from mltrader.data.fetch import fetch_bars
 
@@ -171,8 +176,54 @@ def load_data(cfg: RunConfig) -> tuple[Bars, list[str]]:
     return bars, notes
 
 
+def _load_cn(cfg: RunConfig) -> tuple[Bars, list[str]]:
+    """A-share data as a panel (signal prices per `data.adjust`, the traded prices and the
+    exchange's reference data behind them, found again by `plan.execution`)."""
+    from mltrader.data.ashare import ashare_panel, load_ashare, register_panel
+
+    d = cfg.data
+    if d.source == "bundled":
+        data = load_ashare(d.adjust)
+        where = "bundled 44 CSI 300 stocks (baostock, MIT)"
+    elif d.source == "akshare":
+        from mltrader.data.cn_fetch import fetch_ashare
+
+        frame = fetch_ashare([str(s) for s in d.symbols], d.start, d.end, cache=d.cache)
+        data = ashare_panel(frame, d.adjust, "akshare")
+        where = "akshare (East Money daily history)"
+    else:
+        from mltrader.data.cn_fetch import read_ashare_file
+
+        data = ashare_panel(read_ashare_file(d.path), d.adjust, str(d.path))
+        where = str(d.path)
+    if d.symbols != "all" or d.start is not None or d.end is not None:
+        symbols = None
+        if d.symbols != "all":
+            from mltrader.data.cn_codes import normalize_code
+
+            symbols = [normalize_code(s) for s in d.symbols]
+        data = data.select(symbols, d.start, d.end)
+    register_panel(data)
+    from mltrader.features.alpha158 import adjusted_vwap
+    from mltrader.features.registry import set_alpha158_vwap
+
+    set_alpha158_vwap(data.bars, adjusted_vwap(data.bars, data.amount, data.exec_bars))
+    n_susp = int(data.suspended.sum())
+    n_st = int(data.is_st.any(axis=0).sum())
+    notes = [f"A-share data from {where}: signals see {_ADJUST_WORDS[data.adjust]}; orders "
+             f"fill at the real traded price of the day; {n_susp} suspended stock-days (no "
+             f"fills, marked at the last price); {n_st} stock(s) ST at some point (5% limits)."]
+    return data.bars, notes
+
+
+_ADJUST_WORDS = {"qfq": "forward-adjusted (qfq) prices", "hfq": "backward-adjusted (hfq) prices",
+                 "none": "unadjusted prices"}
+
+
 def load_bars(cfg: RunConfig) -> Bars:
     """The configured file or bundled data, cut to the configured symbols and dates."""
+    if cfg.market == "cn_a":
+        return _load_cn(cfg)[0]
     if cfg.data.source in NETWORK_SOURCES:
         return load_data(cfg)[0]
     return _load_local(cfg)[0]
@@ -414,7 +465,7 @@ def trade_targets(sig: Signals, bars: Bars, cfg: RunConfig, ppy: float | None = 
     ``ppy``: the run's bars a year (`run_clock`), computed here when not given."""
     if ppy is None:
         ppy = periods_per_year(bars.index, resolve_calendar(cfg.data.calendar, bars.symbols))
-    return size_targets(sig.weights, bars, sizing_rules(cfg, ppy))
+    return size_targets(sig.weights, bars, sizing_rules(cfg, ppy, bars))
 
 
 def buy_and_hold_targets(bars: Bars, start: int) -> pd.DataFrame:
@@ -481,16 +532,21 @@ def _record_trial(registry: TrialRegistry | None, cfg: RunConfig, bars: Bars, si
 def _ic_summary(sig: Signals) -> dict[str, object]:
     stats = prediction_stats(sig.predictions.to_numpy(), sig.labels.to_numpy())
     return {"mean_daily_ic": stats["ic_mean"], "ic_t_stat": stats["ic_t"],
-            "folds": len(sig.folds)}
+            "mean_daily_pearson_ic": stats["pearson_ic_mean"], "folds": len(sig.folds)}
 
 
 def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | None = None,
-        registry: TrialRegistry | None = None, trial_kind: str = "backtest") -> RunOutput:
+        registry: TrialRegistry | None = None, trial_kind: str = "backtest",
+        engine: str = "mltrader") -> RunOutput:
     """The whole job for one config; `bars` overrides the configured data (for tests).
 
     `registry`: the trials run on this data so far (`mltrader trials`); this run is recorded
     in it (as a `trial_kind` trial: "rl_seed" for one seed of `mltrader seeds`) and its
-    deflated Sharpe counts them all. None: the run counts only itself."""
+    deflated Sharpe counts them all. None: the run counts only itself.
+    `engine` "backtrader": the same targets also run through backtrader, and the output
+    carries both engines' results side by side (`RunOutput.engines`)."""
+    if engine not in ("mltrader", "backtrader"):
+        raise ConfigError(f"--engine must be mltrader or backtrader; got {engine!r}")
     data_notes: list[str] = []
     if bars is None:
         bars, data_notes = load_data(cfg)
@@ -502,13 +558,21 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
     start = sig.start
     settings = engine_settings(cfg, sig.fill, ppy)
     sized = trade_targets(sig, bars, cfg, ppy)
-    strat = run_backtest(bars, sized.values, settings, start=start, unit=sized.unit,
-                         sessions=sessions)
+    fill_bars, rules = execution(cfg, bars)  # A-shares: real prices, the market's rules
+    strat = run_backtest(fill_bars, sized.values, settings, start=start, unit=sized.unit,
+                         sessions=sessions, rules=rules)
     # buy-and-hold holds: same costs and fills, but no stop, target or guard ever sells it
     hold = dataclasses.replace(settings, stop_loss=None, take_profit=None, trailing_stop=None,
                                guards=Guards(), allow_short=False)
-    bench = run_backtest(bars, buy_and_hold_targets(bars, start), hold, start=start,
-                         sessions=sessions)
+    bench = run_backtest(fill_bars, buy_and_hold_targets(bars, start), hold, start=start,
+                         sessions=sessions, rules=rules)
+    engines = None
+    if engine == "backtrader":
+        from mltrader.backtest.bt_engine import compare_engines, run_backtrader
+
+        theirs = run_backtrader(fill_bars, sized.values, settings, start=start,
+                                rules=settings.market, arrays=rules, unit=sized.unit)
+        engines = compare_engines(strat, theirs, ppy)
     adjustments = sized.adjustments[sized.adjustments["date"] >= bars.index[start]]
     stress = stress_tables(bars, strat, bench, ppy)
     idx = bars.index
@@ -535,6 +599,14 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
         "fill_timing": strat.fill_timing,
         "symbols": list(bars.symbols),
     }
+    if engines is not None:
+        metrics["engines"] = engines.reset_index().to_dict(orient="records")
+    index_name = cfg.benchmark_index or ("000300.SH" if cfg.market == "cn_a" else None)
+    if index_name:
+        metrics["index"] = index_metrics(index_name, strat.equity, ppy)
+    if cfg.market != "us":
+        metrics["market"] = {"name": cfg.market, "currency": settings.market.currency,
+                             "payouts": strat.payouts}
     metrics["vs_buy_and_hold_significance"] = significance(
         strat, bench, ppy, metrics["deflated_sharpe"])  # type: ignore[arg-type]
     retrain = (f"the model is retrained {cfg.walk_forward.retrain} on data before each period "
@@ -594,7 +666,54 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
     m = metrics["strategy"]
     notes.append(f"Turnover {m['turnover'] or 0:.1f}x equity per year; costs ate "  # type: ignore[index]
                  f"{m['cost_drag'] or 0:.2%} of equity per year (cost drag).")  # type: ignore[index]
-    return RunOutput(cfg, bars, sig, strat, bench, metrics, notes, warnings, adjustments, stress)
+    if cfg.market != "us":
+        notes.append(_market_note(cfg, strat, settings))
+    if "index" in metrics:
+        ix = metrics["index"]
+        notes.append(f"Against the index {ix['name']} over the same days: total return "  # type: ignore[index]
+                     f"{s_ret:+.1%} vs {ix['total_return']:+.1%}, Sharpe {s_sharpe or 0:.2f} vs "  # type: ignore[index]
+                     f"{ix['sharpe'] or 0:.2f} (the index pays no costs).")  # type: ignore[index]
+    return RunOutput(cfg, bars, sig, strat, bench, metrics, notes, warnings, adjustments, stress,
+                     engines)
+
+
+def _market_note(cfg: RunConfig, strat: BacktestResult, settings: EngineSettings) -> str:
+    """What the market's own rules did, in words (the counts are in the risk table)."""
+    m = settings.market
+    orders = strat.orders
+    blocked = 0
+    if orders is not None and len(orders):
+        blocked = int(orders["reason"].astype(str).str.startswith("market:").sum())
+    held = sum(n for _, n in strat.held_back)
+    return (f"Market {cfg.market}: money in {m.currency}; {m.lot_size}-share lots (odd lots "
+            f"sold whole), T+1, daily price limits, {m.min_commission:g} {m.currency} minimum "
+            "commission, stamp duty on sells and the transfer fee at their rates on each day; "
+            f"{blocked} order(s) refused by these rules and {held} exit(s) held back (see Risk "
+            f"actions); {strat.payouts:,.0f} {m.currency} of dividends and other ex-rights "
+            "value credited to holders.")
+
+
+def index_curve(name: str, index: pd.DatetimeIndex, initial: float) -> pd.Series:
+    """An index held from the close of `index[0]` (where the strategy's first decision is
+    taken), as a value curve starting at `initial`, on `index`'s dates (bundled CN indices)."""
+    from mltrader.data.ashare import load_cn_index
+
+    close = load_cn_index(name).frame("close").iloc[:, 0]
+    if close.index[0] > index[0] or close.index[-1] < index[-1]:
+        raise ConfigError(f"benchmark_index {name}: the bundled index does not cover "
+                          f"{index[0].date()}..{index[-1].date()}")
+    on = close.reindex(index).ffill()
+    curve = on / float(on.iloc[0]) * initial  # bought at the first judged close, like ours
+    return curve.rename(name)
+
+
+def index_metrics(name: str, equity: pd.Series, ppy: float) -> dict[str, object]:
+    """The index's metrics over the strategy's out-of-sample bars (from the same cash)."""
+    from mltrader.backtest.metrics import curve_metrics
+
+    initial = float(equity.iloc[0]) if len(equity) else 1.0
+    curve = index_curve(name, equity.index, initial)
+    return {"name": name, **curve_metrics(curve, initial, ppy)}
 
 
 def close_only_exits_note(stop_loss: float | None, take_profit: float | None,
@@ -618,8 +737,11 @@ def risk_summary(strat: BacktestResult, adjustments: pd.DataFrame, cfg: RunConfi
     acted: dict[str, int] = {}
     if orders is not None and len(orders):
         reason = orders["reason"].astype(str)
-        hit = orders[reason.str.startswith("risk:") | (reason == "resized to fit cash / "
-                                                       "leverage")]
+        rules = reason.str.startswith("risk:") | reason.str.startswith("market:") | (
+            reason == "resized to fit cash / leverage")
+        if cfg.market != "us":  # suspensions: no fill on a halted day
+            rules |= reason == "symbol did not trade on the fill bar"
+        hit = orders[rules]
         for (why, status), n in hit.groupby([hit["reason"].astype(str),
                                              hit["status"].astype(str)]).size().items():
             if n:
@@ -632,6 +754,7 @@ def risk_summary(strat: BacktestResult, adjustments: pd.DataFrame, cfg: RunConfi
         else {},
         "orders": acted,
         "exits": {str(k): int(v) for k, v in exits.items() if v},
+        "held_back": dict(strat.held_back),
     }
 
 

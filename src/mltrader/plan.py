@@ -21,6 +21,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from mltrader.config import ModelConfig, RunConfig
+from mltrader.core.market import RuleArrays, market_rules, rule_arrays
 from mltrader.core.settings import EngineSettings
 from mltrader.data.bars import Bars
 from mltrader.errors import ConfigError
@@ -45,10 +46,12 @@ def resolve_fill(cfg: RunConfig, bars: Bars) -> str:
 def engine_settings(cfg: RunConfig, fill: str, ppy: float = 252.0) -> EngineSettings:
     """The engine's settings from a run config (costs, execution, exits, guards)."""
     ex, co, rk = cfg.execution, cfg.costs, cfg.risk
+    market = market_rules(cfg.market)
     return EngineSettings(
+        market=market,
         allow_short=allows_short(cfg), guards=guards(cfg), periods_per_year=ppy,
         initial_cash=cfg.initial_cash, fill=fill,  # type: ignore[arg-type]
-        whole_shares=ex.whole_shares, order_type=ex.order_type,
+        whole_shares=ex.whole_shares or market.lot_size > 1, order_type=ex.order_type,
         limit_offset_bps=ex.limit_offset_bps, stop_offset_bps=ex.stop_offset_bps, tif=ex.tif,
         stop_loss=rk.stop_loss, take_profit=rk.take_profit, trailing_stop=rk.trailing_stop,
         commission_bps=co.commission_bps, commission_per_share=co.commission_per_share,
@@ -59,6 +62,21 @@ def engine_settings(cfg: RunConfig, fill: str, ppy: float = 252.0) -> EngineSett
         max_gross_leverage=ex.max_gross_leverage, oversize=ex.oversize,
         rebalance_band=ex.rebalance_band, size_at=ex.size_at,
     )
+
+
+def execution(cfg: RunConfig, bars: Bars) -> tuple[Bars, RuleArrays | None]:
+    """What orders fill at and the market's per-bar rule arrays, for the signal `bars`.
+
+    US: the bars themselves, no arrays. A-shares: the real traded prices of the panel the
+    bars came from (signals may see adjusted prices) with its price limits, taxes and
+    ex-rights payouts (`core.market.rule_arrays`)."""
+    if cfg.market == "us":
+        return bars, None
+    from mltrader.data.ashare import panel_of
+
+    data = panel_of(bars)
+    rules = rule_arrays(market_rules(cfg.market), data, data.bars.index, len(data.symbols))
+    return data.exec_bars, rules
 
 
 def allows_short(cfg: RunConfig) -> bool:
@@ -77,16 +95,38 @@ def guards(cfg: RunConfig) -> Guards:
         price_sanity=rk.price_sanity, max_position=rk.max_position, time_stop=rk.time_stop)
 
 
-def sizing_rules(cfg: RunConfig, ppy: float = 252.0) -> SizingRules:
-    """The risk config's sizing and caps; gross exposure never above the leverage limit."""
+def sizing_rules(cfg: RunConfig, ppy: float = 252.0, bars: Bars | None = None
+                 ) -> SizingRules:
+    """The risk config's sizing and caps; gross exposure never above the leverage limit.
+    `bars`: the panel sized (for `risk.sectors: auto`, its symbols' industry boards)."""
     rk = cfg.risk
     gross = min(rk.max_gross or np.inf, cfg.execution.max_gross_leverage)
     return SizingRules(
         mode=rk.sizing, percent=rk.percent, shares=rk.shares, risk_per_trade=rk.risk_per_trade,
         stop_loss=rk.stop_loss, target_vol=rk.target_vol, vol_window=rk.vol_window,
-        max_position=rk.max_position, max_sector=rk.max_sector, sectors=dict(rk.sectors),
+        max_position=rk.max_position, max_sector=rk.max_sector, sectors=sector_caps(cfg, bars),
         max_net=rk.max_net, max_gross=None if rk.sizing == "fixed_shares" else gross,
         periods_per_year=ppy)
+
+
+def sector_caps(cfg: RunConfig, bars: Bars | None) -> dict[str, str]:
+    """The symbol -> sector map of the sector cap: as given, or (`auto`) each A-share's
+    industry board from the bundled snapshot, which may only be used from its as-of date."""
+    if cfg.risk.sectors != "auto":
+        return dict(cfg.risk.sectors)
+    from mltrader.data.cn_boards import bundled_boards, sector_map
+
+    if bars is None:
+        raise ConfigError("risk.sectors: auto needs the data's symbols; give the map instead, "
+                          "e.g. sectors: {600519.SH: liquor}")
+    snap = bundled_boards()
+    first = pd.Timestamp(f"{cfg.walk_forward.test_year}-01-01")
+    as_of = pd.Timestamp(snap.as_of)
+    if first < as_of:
+        raise ConfigError(f"risk.sectors: auto uses the board snapshot of {as_of.date()}, which "
+                          f"did not exist in {first.year}; set walk_forward.first_test_year to "
+                          f"{as_of.year + 1} or later, or give the map")
+    return sector_map(bars.symbols, "industry", snap, unknown=None)
 
 
 def run_folds(bars: Bars, cfg: RunConfig) -> list[Fold]:

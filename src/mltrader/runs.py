@@ -78,7 +78,19 @@ def _sections(out: RunOutput) -> list[str]:
              risk_html(out.metrics.get("risk") or {})]  # type: ignore[arg-type]
     if out.stress:
         parts.append(stress_html(out.stress["crises"], out.stress.get("regimes")))
+    if out.engines is not None:
+        from mltrader.backtest.report import engines_html
+
+        parts.append(engines_html(out.engines))
     return parts
+
+
+def _index_column(out: RunOutput) -> dict[str, dict[str, object]]:
+    """The benchmark index (cn_a: the CSI 300) as a column of the metrics table."""
+    ix = out.metrics.get("index")
+    if not isinstance(ix, dict):
+        return {}
+    return {f"index {ix['name']}": {k: v for k, v in ix.items() if k != "name"}}
 
 
 def _levered_column(out: RunOutput) -> dict[str, dict[str, object]]:
@@ -144,7 +156,7 @@ def write_run(out: RunOutput, run_dir: Path) -> dict[str, Path]:
         metrics={"strategy": {**out.metrics["strategy"],  # type: ignore[dict-item]
                               **out.metrics["vs_buy_and_hold"]},  # type: ignore[dict-item]
                  "buy & hold": out.metrics["buy_and_hold"],  # type: ignore[dict-item]
-                 **_levered_column(out)},
+                 **_index_column(out), **_levered_column(out)},
         notes=out.notes,
         warnings=out.warnings,
         strategy_name=(f"Strategy ({out.config.model.name}, {out.config.strategy.name})"
@@ -152,8 +164,20 @@ def write_run(out: RunOutput, run_dir: Path) -> dict[str, Path]:
         benchmark_name="Buy & hold (equal weight)",
         sections=_sections(out),
         short_period=bool(out.metrics.get("annualised_from_under_a_year")),
+        currency=str((out.metrics.get("market") or {}).get("currency", "")),  # type: ignore[union-attr]
+        extra_curves=_index_curves(out),
     )
     return paths
+
+
+def _index_curves(out: RunOutput) -> dict[str, pd.Series]:
+    ix = out.metrics.get("index")
+    if not isinstance(ix, dict):
+        return {}
+    from mltrader.pipeline import index_curve
+
+    eq = out.strategy.equity
+    return {f"Index {ix['name']}": index_curve(str(ix["name"]), eq.index, float(eq.iloc[0]))}
 
 
 def write_compare(out: CompareOutput, run_dir: Path) -> dict[str, Path]:

@@ -67,12 +67,15 @@ def test_select_errors():
 def test_bundled_datasets_load():
     for name in DATASETS:
         b = load_bundled(name)
-        assert len(b) > 4000
+        assert len(b) > (1400 if name == "ashare_csi300" else 4000)
     stocks = load_bundled("sp500_20stocks")
     assert stocks.close_only and len(stocks.symbols) == 20
     assert str(stocks.index[0].date()) == "1990-01-02"
     ohlcv = load_bundled("sp500_ohlcv")
     assert not ohlcv.close_only and ohlcv.volume is not None
+    cn = load_bundled("ashare_csi300")
+    assert len(cn.symbols) == 44 and str(cn.index[0].date()) == "2017-01-03"
+    assert "600519.SH" in cn.symbols and not cn.close_only
     assert str(ohlcv.index[0].date()) == "1999-01-04"
 
 

@@ -37,7 +37,7 @@ def _same_upto(a: pd.DataFrame | pd.Series, b: pd.DataFrame | pd.Series, t: int)
 @given(seed=st.integers(0, 10_000), data=st.data())
 def test_rule_regimes_are_causal(seed, data):
     close = _panel(seed)
-    t = data.draw(st.integers(60, len(close) - 2), label="t")
+    t = data.draw(st.integers(60, len(close) - 10), label="t")
     factor = data.draw(st.sampled_from([0.3, 0.8, 1.25, 4.0]), label="factor")
     bumped = close.copy()
     noise = np.random.default_rng(seed).normal(0, 0.3, bumped.iloc[t + 1:].shape)
@@ -46,9 +46,10 @@ def test_rule_regimes_are_causal(seed, data):
         base = fn(close)
         _same_upto(base, fn(bumped), t)
         _same_upto(base, fn(close.iloc[: t + 1]), t)  # truncating the future: same past
-    assert not np.array_equal(rg.rolling_regimes(close, 10, 20).to_numpy()[t + 1:],
-                              rg.rolling_regimes(bumped, 10, 20).to_numpy()[t + 1:],
-                              equal_nan=True)  # the perturbation was real
+    if factor < 1:  # a fall moves a trend state (a rise may leave a bull state as it is)
+        assert not np.array_equal(rg.rolling_regimes(close, 10, 20).to_numpy()[t + 1:],
+                                  rg.rolling_regimes(bumped, 10, 20).to_numpy()[t + 1:],
+                                  equal_nan=True)  # the perturbation was real
 
 
 def _two_regime_returns(n: int, seed: int, block: int = 60) -> pd.Series:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from mltrader.backtest import kernel as K
 from mltrader.backtest.result import BacktestResult, LazyBacktestResult
+from mltrader.core.market import RuleArrays, rule_arrays
 from mltrader.core.params import (
     LIMIT,
     MODE_SIGNALS,
@@ -44,7 +45,13 @@ REASONS = {
     K.W_EXITED: "position closed by a stop/target", K.W_VOLUME: "volume limit: rest cancelled",
     K.W_ZERO: "nothing to trade", K.W_RESIZED: "resized to fit cash / leverage",
     **{K.W_GUARD + g: f"risk: {name}" for g, name in GUARD_NAMES.items()},
+    K.W_LIMIT_UP: "market: limit-up lock (no buy at the limit price)",
+    K.W_LIMIT_DOWN: "market: limit-down lock (no sell at the limit price)",
+    K.W_T1: "market: T+1 (shares bought this session cannot be sold)",
+    K.W_LOT: "market: board lot (under one lot to trade)",
 }
+HELD_BACK = {K.X_T1: "stop/target held back by T+1 (bought this session)",
+             K.X_LIMIT_DOWN: "stop held back by a limit-down lock"}
 ORIGINS = {K.ORIGIN_STRATEGY: "strategy", G_DAILY_LOSS: "daily loss limit",
            G_KILL: "kill switch"}
 
@@ -58,7 +65,8 @@ def _prices(bars: Bars) -> tuple[np.ndarray, ...]:
 
 def _simulate(bars: Bars, settings: EngineSettings, mode: int, tw: np.ndarray,
               sig: tuple[np.ndarray, ...], independent: bool, start: int,
-              unit_shares: bool = False, sessions: np.ndarray | None = None) -> BacktestResult:
+              unit_shares: bool = False, sessions: np.ndarray | None = None,
+              rules: RuleArrays | None = None) -> BacktestResult:
     if settings.fill == "next_open" and bars.close_only:
         raise MltraderError("execution.fill is next_open but the data has closes only; "
                             "use fill: next_close (or auto)")
@@ -76,9 +84,16 @@ def _simulate(bars: Bars, settings: EngineSettings, mode: int, tw: np.ndarray,
     cap = _capacity(mode, tw, sig, n, settings)
     day = session_days(bars.index, sessions)
     gp = settings.guards.vector()
+    if rules is None:
+        rules = rule_arrays(settings.market, None, bars.index, n)
+    if settings.market.price_limits and rules.limit_up.shape != bars.shape:
+        raise MltraderError(f"market {settings.market.name} has price limits but no limit "
+                            "prices were given for these bars; load the data as an A-share "
+                            "panel (data.market: cn_a)")
     while True:
         out = K.simulate(o, h, lo, c, vol, tw, *sig, book_of, n_books, start, ip, fp, cap, day,
-                         gp)
+                         gp, rules.limit_up, rules.limit_down, rules.sell_tax_bps,
+                         rules.buy_tax_bps, rules.payout)
         if not out[0]:
             return _result(bars, settings, start, independent, *out[1:])
         cap *= 4  # more events than the estimate: run again with bigger record tables
@@ -98,7 +113,8 @@ def _capacity(mode: int, tw: np.ndarray, sig: tuple[np.ndarray, ...], n: int,
 def _result(bars: Bars, s: EngineSettings, start: int, independent: bool, eq: np.ndarray,
             cash: np.ndarray, pos: np.ndarray, borrow: np.ndarray,
             f_i: np.ndarray, f_f: np.ndarray, tr_i: np.ndarray, tr_f: np.ndarray,
-            od_i: np.ndarray, od_f: np.ndarray) -> BacktestResult:
+            od_i: np.ndarray, od_f: np.ndarray, held_back: np.ndarray, paid_out: float
+            ) -> BacktestResult:
     idx = bars.index[start:]
     cols = list(bars.symbols)
     equity = pd.Series(eq[:, 0] if eq.shape[1] == 1 else eq.sum(axis=1), index=idx,
@@ -191,6 +207,8 @@ def _result(bars: Bars, s: EngineSettings, start: int, independent: bool, eq: np
         initial_cash=float(s.initial_cash) * (bars.shape[1] if independent else 1),
         fill_timing="next bar's open" if s.fill == "next_open" else "next bar's close",
         borrow_costs=float(borrow.sum()),
+        held_back=tuple((HELD_BACK[k], int(v)) for k, v in enumerate(held_back) if v),
+        payouts=float(paid_out),
     )
 
 
@@ -211,11 +229,14 @@ def _check_targets(targets: np.ndarray, symbols: tuple[str, ...], s: EngineSetti
 
 def run_backtest(bars: Bars, targets: pd.DataFrame, settings: EngineSettings, start: int = 0,
                  independent: bool = False, unit: str = "weight",
-                 sessions: np.ndarray | None = None) -> BacktestResult:
+                 sessions: np.ndarray | None = None, rules: RuleArrays | None = None
+                 ) -> BacktestResult:
     """Trade to targets (T x N; NaN = no decision) from `start`.
 
     `unit` "weight": fractions of equity; "shares": signed share counts (fixed-size rules).
     `sessions`: each bar's trading session for the daily guards (see `session_days`).
+    `rules`: the per-bar arrays of `settings.market` (`core.market.rule_arrays`): limit
+    prices, taxes, ex-rights payouts; None: the market's taxes only.
     """
     if unit not in ("weight", "shares"):
         raise MltraderError(f"unit must be 'weight' or 'shares'; got {unit!r}")
@@ -228,7 +249,7 @@ def run_backtest(bars: Bars, targets: pd.DataFrame, settings: EngineSettings, st
     empty = np.zeros((1, 1), dtype=np.bool_)
     return _simulate(bars, settings, MODE_TARGETS, np.ascontiguousarray(tgt),
                      (empty, empty, empty, empty), independent, start, unit == "shares",
-                     sessions)
+                     sessions, rules)
 
 
 def _as_bool(name: str, a: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
@@ -245,7 +266,8 @@ def _as_bool(name: str, a: np.ndarray | None, shape: tuple[int, int]) -> np.ndar
 def run_signals(bars: Bars, entries: np.ndarray, exits: np.ndarray, settings: EngineSettings,
                 *, short_entries: np.ndarray | None = None,
                 short_exits: np.ndarray | None = None, independent: bool = False,
-                start: int = 0, sessions: np.ndarray | None = None) -> BacktestResult:
+                start: int = 0, sessions: np.ndarray | None = None,
+                rules: RuleArrays | None = None) -> BacktestResult:
     """Enter on `entries` when flat, exit on `exits` when long (and mirrored for shorts).
 
     Entries are sized from cash at the fill price: size_fraction x cash / (price x
@@ -262,4 +284,4 @@ def run_signals(bars: Bars, entries: np.ndarray, exits: np.ndarray, settings: En
            _as_bool("short_exits", short_exits, shape))
     tw = np.zeros((1, 1))
     return _simulate(bars, settings, MODE_SIGNALS, tw, sig, independent, start,
-                     sessions=sessions)
+                     sessions=sessions, rules=rules)

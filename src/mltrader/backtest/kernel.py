@@ -21,6 +21,7 @@ from numba import njit
 
 from mltrader.core.book import book_leg, split_fill
 from mltrader.core.fills import order_price, slipped
+from mltrader.core.market import lot_round
 from mltrader.core.orders import cash_room, leverage_room, order_delta, target_shares
 from mltrader.core.params import (
     FP_BAND,
@@ -32,6 +33,8 @@ from mltrader.core.params import (
     FP_COMM_PS,
     FP_LEVERAGE,
     FP_LIMIT_OFF,
+    FP_LOT,
+    FP_MIN_ORDER,
     FP_SIZE_BUF,
     FP_SIZE_FRAC,
     FP_SL,
@@ -43,12 +46,14 @@ from mltrader.core.params import (
     FP_VOL_SHARE,
     IP_GTC,
     IP_GUARDS,
+    IP_LIMITS,
     IP_MODE,
     IP_NEXT_OPEN,
     IP_ORDER_TYPE,
     IP_REJECT,
     IP_SHORT,
     IP_SIZE_DECISION,
+    IP_T1,
     IP_UNIT_SHARES,
     IP_WAIT,
     IP_WHOLE,
@@ -85,6 +90,11 @@ S_WORKING, S_FILLED, S_CANCELLED, S_REJECTED, S_REPLACED, S_PARTIAL = 0, 1, 2, 3
  W_VOLUME, W_ZERO, W_RESIZED) = range(11)
 W_GUARD = 10  # a risk guard's reason is W_GUARD + its G_ code (risk/guards.py): 11..16
 W_MAX_POSITION = W_GUARD + G_MAX_POSITION
+# a market's rules (core/market.py): limit-up / limit-down locks, T+1, board lots
+W_LIMIT_UP, W_LIMIT_DOWN, W_T1, W_LOT = 17, 18, 19, 20  # after the guards (11..16)
+# exits a market's rule held back (counted): T+1, limit-down lock
+X_T1, X_LIMIT_DOWN = 0, 1
+_HALF_TICK = 0.005  # a price within half a tick of its limit is at the limit
 # order origins: 0 the strategy, else the guard whose flatten order it is
 ORIGIN_STRATEGY = 0
 
@@ -93,8 +103,13 @@ _EPS = 1e-9
 
 @njit(cache=True, error_model="numpy")
 def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_of, n_books,
-             start, ip, fp, cap, day, gp):
+             start, ip, fp, cap, day, gp, lim_up, lim_dn, sell_tax, buy_tax, payout):
     """Run the simulation; returns output arrays and record tables (see engine.py).
+
+    A market's rules (core/market.py): `lim_up` / `lim_dn` are each bar's limit prices (read
+    when IP_LIMITS is set; a buy whose price is at limit-up, a sell at limit-down, does not
+    fill), `sell_tax` / `buy_tax` each bar's taxes in bps, `payout` the cash a held share
+    receives at a bar (ex-rights days; (1, 1) when none); FP_LOT board lots, IP_T1 T+1.
 
     `book_of` maps symbols to books: all 0 (one account) or 0..n-1 (a book per symbol).
     `day` is each bar's session number and `gp` the guard parameters (risk/guards.py); the
@@ -163,6 +178,15 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
     borrow = fp[FP_BORROW]
     vol_share = fp[FP_VOL_SHARE]
     any_orders = 0
+    lot = fp[FP_LOT]
+    t1 = ip[IP_T1] == 1
+    limits = ip[IP_LIMITS] == 1
+    has_payout = payout.shape[0] == t_len
+    b_day = np.full(n, -1, dtype=np.int64)  # T+1: the session of the last buy ...
+    b_qty = np.zeros(n)  # ... and the shares bought in it
+    held_back = np.zeros(2, dtype=np.int64)  # exits a market's rule held back (X_*)
+    paid_out = 0.0
+    xr = np.ones(n)  # ex-rights factor of each position's entry price since its entry
 
     for t in range(start, t_len):
         k = t - start
@@ -176,6 +200,20 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                     cash[book_of[i]] -= fee
                     borrow_out[book_of[i]] += fee
                     inv[i] += fee
+        # ---------------------------------------------------------------- ex-rights payouts
+        if has_payout and t > start:
+            for i in range(n):
+                if sh[i] != 0.0 and payout[t, i] != 0.0:
+                    cash_in = sh[i] * payout[t, i]
+                    cash[book_of[i]] += cash_in
+                    rec[i] += cash_in
+                    paid_out += cash_in
+                    if last[i] > 0.0:  # stops and targets move with the ex-rights price
+                        ratio = 1.0 - payout[t, i] / last[i]
+                        xr[i] *= ratio
+                        best[i] *= ratio
+        tax_b = buy_tax[t]
+        tax_s = sell_tax[t]
         # ---------------------------------------------------------------- working orders
         if any_orders > 0:
             na = 0  # the symbols with a working order
@@ -235,7 +273,8 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                         if unit_shares or od_i[r, 9] == 1:  # a share count already
                             desired = np.trunc(val) if whole else val
                         else:
-                            desired = target_shares(val, bvalue[b], ref, sh[i], buy_bps, whole)
+                            desired = target_shares(val, bvalue[b], ref, sh[i],
+                                                    buy_bps + tax_b, whole)
                         # decision-sized orders had their band check at the decision
                         delta = order_delta(desired, sh[i], ref, bvalue[b],
                                             0.0 if od_i[r, 9] == 1 else fp[FP_BAND])
@@ -265,6 +304,28 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                         if g != G_NONE:
                             od_i[r, 5] = S_REJECTED
                             od_i[r, 6] = W_GUARD + g
+                            od_i[r, 7] = t
+                            o_row[i] = -1
+                            o_fixed[i] = np.nan
+                            trig[i] = 0
+                            any_orders -= 1
+                            continue
+                    if ref_px == ref_px and (limits or t1):
+                        why_not = W_NONE
+                        if limits and delta > 0 and ref_px >= lim_up[t, i] - _HALF_TICK:
+                            why_not = W_LIMIT_UP
+                        elif limits and delta < 0 and ref_px <= lim_dn[t, i] + _HALF_TICK:
+                            why_not = W_LIMIT_DOWN
+                        elif t1 and delta < 0 and sh[i] > 0:
+                            bought = b_qty[i] if b_day[i] == day[t] else 0.0
+                            if -delta > sh[i] - bought:  # only yesterday's shares may go
+                                delta = -(sh[i] - bought)
+                                status_reason = W_T1
+                                if delta == 0.0:
+                                    why_not = W_T1
+                        if why_not != W_NONE:
+                            od_i[r, 5] = S_REJECTED
+                            od_i[r, 6] = why_not
                             od_i[r, 7] = t
                             o_row[i] = -1
                             o_fixed[i] = np.nan
@@ -301,9 +362,9 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                                     q_ok = q_pos
                                     status_reason = W_MAX_POSITION
                             if side > 0 and lev <= 1.0 + 1e-12:
-                                afford = cash_room(cash[b], fpx, fp[FP_COMM_BPS],
+                                afford = cash_room(cash[b], fpx, fp[FP_COMM_BPS] + tax_b,
                                                    fp[FP_COMM_PS], fp[FP_COMM_MIN],
-                                                   fp[FP_COMM_FIXED])
+                                                   fp[FP_COMM_FIXED] + fp[FP_MIN_ORDER])
                                 if afford < q_ok:
                                     q_ok = afford
                                     status_reason = W_CASH
@@ -320,6 +381,13 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                                     q_ok = np.floor(q_ok)
                                 delta = side * q_ok
                                 rest = 0.0
+                        if lot > 1.0 and delta != 0.0:  # board lots (odd lots sold whole)
+                            lotted = lot_round(delta, sh[i], lot)
+                            if lotted != delta:
+                                rest = 0.0
+                                if lotted == 0.0:
+                                    status_reason = W_LOT
+                                delta = lotted
                         if delta != 0.0:
                             if nf + 2 > cap or nt + 2 > cap:
                                 overflow = True
@@ -335,6 +403,12 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                             s0 = sh[i]
                             # a fill that flips the sign is a close plus an open
                             legs, fee = split_fill(s0, delta, fpx, fp)
+                            fee += abs(delta) * fpx * (tax_s if delta < 0 else tax_b) * 1e-4
+                            if t1 and delta > 0:
+                                if b_day[i] != day[t]:
+                                    b_day[i] = day[t]
+                                    b_qty[i] = 0.0
+                                b_qty[i] += delta
                             for leg in range(legs):
                                 q, s_after, _, comm, flow, d_value, d_gross = book_leg(
                                     leg, legs, s0, delta, sh[i], fpx, mark[i], fee)
@@ -353,6 +427,7 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                                 if sh[i] == 0.0:
                                     e_bar[i] = t
                                     e_px[i] = fpx
+                                    xr[i] = 1.0
                                     best[i] = fpx
                                     adv[i] = fpx
                                     fav[i] = fpx
@@ -392,6 +467,8 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                             status = S_REJECTED
                         elif status_reason == W_NO_SHORT and not filled_any:
                             status = S_REJECTED
+                        elif (status_reason == W_LOT or status_reason == W_T1) and delta == 0.0:
+                            status = S_REJECTED
                         od_i[r, 5] = status
                         od_i[r, 6] = status_reason
                         od_i[r, 7] = t
@@ -423,7 +500,7 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                     px = oi if next_open else ci
                     why = R_TIME
                 else:
-                    lvl, trailing, tgt = exit_levels(lng, e_px[i], best[i], sl, tp, ts)
+                    lvl, trailing, tgt = exit_levels(lng, e_px[i] * xr[i], best[i], sl, tp, ts)
                     if trailing:
                         why = R_TRAIL
                     if lng:
@@ -448,6 +525,13 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                                 px = oi
                             elif li <= tgt:
                                 px = tgt
+                if px == px and (t1 or limits) and lng:
+                    if t1 and b_day[i] == day[t] and b_qty[i] > 0.0:
+                        held_back[X_T1] += 1  # bought this session: it cannot go today
+                        px = np.nan
+                    elif limits and px <= lim_dn[t, i] + _HALF_TICK:
+                        held_back[X_LIMIT_DOWN] += 1  # locked at limit-down: no buyer
+                        px = np.nan
                 if px == px:
                     if nf + 1 > cap or nt + 1 > cap:
                         overflow = True
@@ -456,6 +540,7 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                     side = 1.0 if q > 0 else -1.0
                     fpx = slipped(px, side, hi, li, fp)
                     legs, fee = split_fill(sh[i], q, fpx, fp)  # one leg: to flat
+                    fee += abs(q) * fpx * (tax_s if q < 0 else tax_b) * 1e-4
                     _, _, _, comm, flow, _, _ = book_leg(0, legs, sh[i], q, sh[i], fpx, px, fee)
                     b = book_of[i]
                     cash[b] += flow
@@ -651,7 +736,7 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                               last[i], maxq[i], rec[i] + sh[i] * last[i] - inv[i], adv[i],
                               fav[i])
     return (overflow, eq_out, cash_out, pos_out, borrow_out, f_i[:nf], f_f[:nf], tr_i[:nt],
-            tr_f[:nt], od_i[:nod], od_f[:nod])
+            tr_f[:nt], od_i[:nod], od_f[:nod], held_back, paid_out)
 
 
 @njit(cache=True, error_model="numpy")

@@ -274,6 +274,25 @@ def compute_metrics(
     return {key: _json_safe(metrics[key]) for key in METRIC_KEYS}
 
 
+def curve_metrics(equity: pd.Series, initial: float, periods_per_year: float = 252.0
+                  ) -> dict[str, float | int | None]:
+    """The return and risk metrics of a value curve without trades (an index): total
+    return, CAGR, volatility, Sharpe, Sortino, max drawdown, Calmar; JSON-safe."""
+    _check_periods(periods_per_year)
+    returns = bar_returns(equity, initial)
+    years = _years(len(equity), periods_per_year)
+    total_return = float(equity.iloc[-1]) / initial - 1.0
+    max_dd = float(drawdown_series(equity, initial).min())
+    cagr = _cagr(total_return, years)
+    out = {"total_return": total_return, "cagr": cagr,
+           "annual_volatility": _volatility(returns, periods_per_year),
+           "sharpe": _sharpe(returns, periods_per_year),
+           "sortino": _sortino(returns, periods_per_year),
+           "max_drawdown": min(max_dd, 0.0), "calmar": _calmar(cagr, max_dd),
+           "longest_drawdown_days": longest_drawdown_days(equity, initial)}
+    return {k: _json_safe(v) for k, v in out.items()}
+
+
 def benchmark_metrics(
     result: BacktestResult, benchmark: BacktestResult, periods_per_year: float = 252.0
 ) -> dict[str, float | None]:

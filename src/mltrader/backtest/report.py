@@ -58,7 +58,7 @@ _BETTER: dict[str, Callable[[Sequence[float]], float]] = {
 }
 _SIG_DIGITS = 6
 _TRADE_ROWS = 50
-_COLORS = ("#1f77b4", "#7f7f7f")  # strategy, benchmark
+_COLORS = ("#1f77b4", "#7f7f7f", "#d62728", "#2ca02c")  # strategy, benchmark, index, ...
 
 _CSS = """
 body{font-family:-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;
@@ -96,6 +96,8 @@ def write_report(
     benchmark_name: str = "Benchmark",
     sections: Sequence[str] = (),
     short_period: bool = False,
+    currency: str = "",
+    extra_curves: dict[str, pd.Series] | None = None,
 ) -> Path:
     """Write the report for ``strategy`` against ``benchmark`` to ``path`` and return the path.
 
@@ -103,10 +105,14 @@ def write_report(
     dict (as from `compute_metrics`); unknown metric keys are shown with a generic label.
     ``sections`` are ready HTML fragments (risk actions, stress tables) placed after the charts.
     ``short_period``: the bars span less than a year, so CAGR is flagged "(from < 1 year)".
+    ``currency``: the account's money (e.g. CNY), named on the equity chart and the period
+    line; ``extra_curves``: more value curves for the equity chart (e.g. an index).
     """
     path = Path(path)
     figures = [
-        ("Equity", _equity_figure(strategy, benchmark, strategy_name, benchmark_name)),
+        (f"Equity ({currency})" if currency else "Equity",
+         _equity_figure(strategy, benchmark, strategy_name, benchmark_name, extra_curves,
+                        currency)),
         ("Drawdown", _drawdown_figure(strategy, benchmark, strategy_name, benchmark_name)),
         (f"Positions ({strategy_name.lower()})", _positions_figure(strategy)),
     ]
@@ -181,7 +187,8 @@ def risk_html(summary: dict[str, object]) -> str:
     """What the risk layer did: resized targets, blocked or resized orders, exits by reason."""
     rows = []
     for what, key in (("Target resized by a cap", "targets_resized"),
-                      ("Order blocked or resized", "orders"), ("Position closed by", "exits")):
+                      ("Order blocked or resized", "orders"), ("Position closed by", "exits"),
+                      ("Exit held back by", "held_back")):
         for rule, n in dict(summary.get(key) or {}).items():  # type: ignore[call-overload]
             rows.append(f"<tr><td>{html.escape(what)}</td><td>{html.escape(str(rule))}</td>"
                         f"<td>{int(n):,}</td></tr>")
@@ -193,6 +200,32 @@ def risk_html(summary: dict[str, object]) -> str:
             "blocked or resized is in orders.parquet with its reason.</p>\n<table><thead><tr>"
             "<th>What</th><th>Rule</th><th>Count</th></tr></thead><tbody>"
             + "".join(rows) + "</tbody></table>")
+
+
+# the rows of `bt_engine.compare_engines` -> the metric key that formats them
+ENGINE_ROW_KEYS = {"total return": "total_return", "CAGR": "cagr", "Sharpe": "sharpe",
+                   "max drawdown": "max_drawdown", "fills": "fills",
+                   "total commission": "total_costs", "final equity": "total_costs"}
+
+
+def engine_cell(row: str, value: object) -> str:
+    """One cell of the engines table, formatted as its metric."""
+    return format_metric(ENGINE_ROW_KEYS.get(row, row), value)
+
+
+def engines_html(table: pd.DataFrame) -> str:
+    """Both engines' results side by side (`--engine backtrader`)."""
+    cols = list(table.columns)
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in ["", *cols])
+    body = "".join(
+        "<tr><td>" + html.escape(str(idx)) + "</td>"
+        + "".join(f"<td>{html.escape(engine_cell(str(idx), v))}</td>" for v in row) + "</tr>"
+        for idx, row in zip(table.index, table.to_numpy(), strict=True))
+    return ("<h2>mltrader and backtrader, same targets</h2>\n<p class=\"sub\">The same target "
+            "weights (or shares) through both engines, with the same fills, costs and market "
+            "rules where backtrader can model them; the difference column is backtrader minus "
+            "mltrader.</p>\n<table class=\"metrics\"><thead><tr>" + head
+            + "</tr></thead><tbody>" + body + "</tbody></table>")
 
 
 def _period_line(result: BacktestResult) -> str:
@@ -341,14 +374,18 @@ def _layout(fig: go.Figure, *, y_title: str, height: int = 430) -> None:
 
 
 def _equity_figure(strategy: BacktestResult, benchmark: BacktestResult,
-                   s_name: str, b_name: str) -> go.Figure:
+                   s_name: str, b_name: str, extra: dict[str, pd.Series] | None = None,
+                   currency: str = "") -> go.Figure:
     fig = go.Figure()
-    for res, name, color in ((strategy, s_name, _COLORS[0]), (benchmark, b_name, _COLORS[1])):
+    curves = [(strategy.equity, s_name), (benchmark.equity, b_name), *((extra or {}).items())]
+    for k, (series, name) in enumerate((c, n) if isinstance(n, str) else (n, c)
+                                       for c, n in curves):
         fig.add_trace(go.Scatter(
-            x=_x(res.equity.index), y=round_sig(res.equity), name=name, mode="lines",
-            line={"color": color, "width": 1.6}, hovertemplate="%{y:,.0f}",
+            x=_x(series.index), y=round_sig(series), name=name, mode="lines",
+            line={"color": _COLORS[k % len(_COLORS)], "width": 1.6},
+            hovertemplate="%{y:,.0f}",
         ))
-    _layout(fig, y_title="Equity")
+    _layout(fig, y_title=f"Equity ({currency})" if currency else "Equity")
     buttons = [{"label": label, "method": "relayout", "args": [{"yaxis.type": kind}]}
                for label, kind in (("Linear", "linear"), ("Log", "log"))]
     fig.update_layout(updatemenus=[{

@@ -37,6 +37,9 @@ class BacktestResult:
     - ``orders``: every order with its final status and the reason (ORDER_COLUMNS);
       ``book_equity``: equity per symbol when each symbol trades its own book;
       ``borrow_costs``: money paid to borrow shares for shorts.
+    - A market's rules (core/market.py): ``held_back`` counts the exits a rule held back
+      (name, count), e.g. a stop on a stock locked at limit-down; ``payouts`` is the cash
+      credited to holders on ex-rights days.
     - Trades from the engine also carry ``entry_bar``/``exit_bar`` (positions in the bar
       index), signed ``qty`` (largest position), ``mae``/``mfe`` (worst / best price move
       from entry while open, as fractions: mae <= 0 <= mfe) and ``exit_reason``.
@@ -53,6 +56,8 @@ class BacktestResult:
     orders: pd.DataFrame | None = None
     book_equity: pd.DataFrame | None = None
     borrow_costs: float = 0.0
+    held_back: tuple[tuple[str, int], ...] = ()
+    payouts: float = 0.0
 
 
 def _lazy_table(name: str) -> property:

@@ -22,6 +22,7 @@ from mltrader.core.params import (
     FP_COMM_FIXED,
     FP_COMM_MIN,
     FP_COMM_PS,
+    FP_MIN_ORDER,
     FP_SLIP_BPS,
     FP_SLIP_RANGE,
     FP_SPREAD,
@@ -36,7 +37,10 @@ def commission(qty: float, value: float, fp: np.ndarray) -> float:
     per_share = abs(qty) * fp[FP_COMM_PS]
     if per_share < fp[FP_COMM_MIN]:
         per_share = fp[FP_COMM_MIN]
-    return per_share + value * fp[FP_COMM_BPS] * 1e-4 + fp[FP_COMM_FIXED]
+    on_value = value * fp[FP_COMM_BPS] * 1e-4
+    if on_value < fp[FP_MIN_ORDER]:  # a market's minimum per order (A-shares: 5 CNY)
+        on_value = fp[FP_MIN_ORDER]
+    return per_share + on_value + fp[FP_COMM_FIXED]
 
 
 @njit(cache=True, error_model="numpy", inline="always")

@@ -13,13 +13,13 @@ from mltrader.core.settings import EngineSettings
 
 # ---- integer parameters
 (IP_NEXT_OPEN, IP_WHOLE, IP_SHORT, IP_ORDER_TYPE, IP_GTC, IP_WAIT, IP_REJECT, IP_MODE,
- IP_UNIT_SHARES, IP_GUARDS, IP_SIZE_DECISION) = range(11)
-N_IP = 11
+ IP_UNIT_SHARES, IP_GUARDS, IP_SIZE_DECISION, IP_T1, IP_LIMITS) = range(13)
+N_IP = 13
 # ---- float parameters
 (FP_CASH, FP_LIMIT_OFF, FP_STOP_OFF, FP_SL, FP_TP, FP_TS, FP_COMM_BPS, FP_COMM_PS,
  FP_COMM_MIN, FP_COMM_FIXED, FP_SLIP_BPS, FP_SLIP_RANGE, FP_SPREAD, FP_BORROW, FP_VOL_SHARE,
- FP_LEVERAGE, FP_SIZE_FRAC, FP_SIZE_BUF, FP_BAND) = range(19)
-N_FP = 19
+ FP_LEVERAGE, FP_SIZE_FRAC, FP_SIZE_BUF, FP_BAND, FP_LOT, FP_MIN_ORDER) = range(21)
+N_FP = 21
 
 MODE_TARGETS, MODE_SIGNALS = 0, 1
 MARKET, LIMIT, STOP, STOP_LIMIT = 0, 1, 2, 3
@@ -43,6 +43,8 @@ def pack(s: EngineSettings, mode: int, close_only: bool, unit_shares: bool = Fal
     ip[IP_WAIT] = int(s.remainder == "wait")
     ip[IP_REJECT] = int(s.oversize == "reject")
     ip[IP_MODE] = mode
+    ip[IP_T1] = int(s.market.t_plus_one)
+    ip[IP_LIMITS] = int(s.market.price_limits)
     fp = np.zeros(N_FP)
     fp[FP_CASH] = s.initial_cash
     fp[FP_LIMIT_OFF] = s.limit_offset_bps
@@ -63,4 +65,6 @@ def pack(s: EngineSettings, mode: int, close_only: bool, unit_shares: bool = Fal
     fp[FP_SIZE_FRAC] = s.size_fraction
     fp[FP_SIZE_BUF] = s.size_buffer
     fp[FP_BAND] = s.rebalance_band
+    fp[FP_LOT] = float(s.market.lot_size)
+    fp[FP_MIN_ORDER] = s.market.min_commission
     return ip, fp

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from mltrader.core.market import US, MarketRules
 from mltrader.errors import MltraderError
 from mltrader.risk.guards import Guards
 
@@ -53,6 +54,10 @@ class EngineSettings:
 
     Guards (`guards`, risk/guards.py): daily loss limit, kill switch, trade and order limits,
     price sanity, max position, time stop; the same compiled checks the live runner calls.
+
+    Market (`market`, core/market.py): a market's own rules on top, e.g. China A-shares:
+    board lots, T+1, price limits (with the per-bar arrays of `core.market.RuleArrays`), a
+    minimum commission per order, stamp duty and transfer fee.
     """
 
     initial_cash: float = 100_000.0
@@ -89,6 +94,7 @@ class EngineSettings:
     rebalance_band: float = 0.0
     size_at: Literal["fill", "decision"] = "fill"
     guards: Guards = Guards()
+    market: MarketRules = US
 
     def __post_init__(self) -> None:
         checks = [
@@ -114,6 +120,9 @@ class EngineSettings:
                      "slippage_bps", "slippage_range_frac", "half_spread_bps",
                      "borrow_bps_per_year", "size_buffer", "rebalance_band"):
             checks.append((getattr(self, name) >= 0, f"{name} must be >= 0"))
+        if self.market.lot_size > 1 and not self.whole_shares:
+            checks.append((False, f"market {self.market.name} trades board lots of "
+                           f"{self.market.lot_size} shares; set whole_shares"))
         for ok, msg in checks:
             if not ok:
                 raise MltraderError(f"engine settings: {msg}")

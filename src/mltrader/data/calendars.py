@@ -22,6 +22,7 @@ from the symbols' suffix (AAPL -> XNYS, 0700.HK -> XHKG, BTC-USD -> 24/7, EURUSD
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -57,9 +58,11 @@ _FX_SHIFT = pd.Timedelta(hours=7).value  # 17:00 New York + 7 h = 00:00 of the n
 _NS_DAY = 86_400 * 10**9
 
 # symbol suffix -> exchange (exchange_calendars has no Shenzhen calendar, XSHE: Shenzhen
-# trades on the same days and hours as Shanghai, so .SZ uses XSHG)
-SUFFIXES = {"SS": "XSHG", "SH": "XSHG", "SZ": "XSHG", "HK": "XHKG", "L": "XLON", "T": "XTKS",
-            "TO": "XTSE", "DE": "XETR", "PA": "XPAR", "AX": "XASX"}
+# trades on the same days and hours as Shanghai, so .SZ uses XSHG; so does Beijing, .BJ)
+SUFFIXES = {"SS": "XSHG", "SH": "XSHG", "SZ": "XSHG", "BJ": "XSHG", "HK": "XHKG", "L": "XLON",
+            "T": "XTKS", "TO": "XTSE", "DE": "XETR", "PA": "XPAR", "AX": "XASX"}
+# an A-share code without a suffix: 600519, sh600519, SZ.000001
+_CN_CODE = re.compile(r"^(?:(?:SH|SZ|BJ)\.?)?\d{6}$")
 CRYPTO_BASES = frozenset({
     "BTC", "ETH", "SOL", "XRP", "ADA", "DOGE", "DOT", "LTC", "BCH", "BNB", "AVAX", "MATIC",
     "POL", "LINK", "TRX", "XLM", "ATOM", "UNI", "ETC", "SHIB", "TON", "XMR", "FIL", "APT",
@@ -135,6 +138,8 @@ def symbol_calendar(symbol: str) -> str:
             return CRYPTO
     if len(s) == 6 and s[:3] in CURRENCIES and s[3:] in CURRENCIES:
         return FX
+    if _CN_CODE.match(s):  # an A-share code without suffix: 600519, sh600519, SZ.000001
+        return "XSHG"
     return DEFAULT
 
 

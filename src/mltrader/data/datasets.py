@@ -44,6 +44,13 @@ DATASETS: dict[str, Dataset] = {
             "S&P 500 index, daily OHLCV (an index, not tradable; for intrabar logic)",
             False,
         ),
+        Dataset(
+            "ashare_csi300",
+            "ashare_csi300_44_daily_2017_2023.csv.gz",
+            "44 CSI 300 A-shares, daily OHLCV 2017-2023, with the exchange's reference prices, "
+            "suspensions and listings (use with market: cn_a; signals see qfq prices)",
+            False,
+        ),
     )
 }
 
@@ -62,6 +69,10 @@ def load_bundled(name: str) -> Bars:
             "(list them with `mltrader data list`)"
         )
     ds = DATASETS[name]
+    if name == "ashare_csi300":  # an A-share panel: its forward-adjusted signal prices
+        from mltrader.data.ashare import load_ashare
+
+        return load_ashare("qfq").bars
     df = _read(ds.filename)
     dates = pd.to_datetime(df.pop("Date"), format="ISO8601" if ds.close_only else "%m/%d/%Y")
     index = pd.DatetimeIndex(dates).tz_localize("UTC")

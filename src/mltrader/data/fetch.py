@@ -24,7 +24,7 @@ from mltrader.data.sources.base import (
 )
 from mltrader.errors import ConfigError, DataError
 
-NETWORK_SOURCES: tuple[str, ...] = ("yahoo", "alphavantage", "alpaca", "ib")
+NETWORK_SOURCES: tuple[str, ...] = ("yahoo", "alphavantage", "alpaca", "ib", "akshare")
 
 
 def make_source(name: str, **kwargs: Any) -> Source:
@@ -45,6 +45,10 @@ def make_source(name: str, **kwargs: Any) -> Source:
         from mltrader.data.sources.ib import IBSource
 
         return IBSource(**kwargs)
+    if name == "akshare":
+        from mltrader.data.sources.akshare import AkshareSource
+
+        return AkshareSource(**kwargs)
     raise ConfigError(f"unknown data source {name!r}; choose one of {', '.join(NETWORK_SOURCES)}")
 
 

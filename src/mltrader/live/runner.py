@@ -118,7 +118,7 @@ class Runner(JournalSync):
         self.calendar = resolve_calendar(cfg.data.calendar, history.symbols)
         ppy = periods_per_year(history.index, self.calendar)
         self.settings = engine_settings(cfg, resolve_fill(cfg, history), ppy)
-        self.rules = sizing_rules(cfg, ppy)
+        self.rules = sizing_rules(cfg, ppy, history)
         self.guards = guards(cfg)
         self._session: tuple[pd.Timestamp | None, int] = (None, 0)  # last time -> session
         self.gate = RiskGate(self.guards, cfg.initial_cash, list(history.symbols))

@@ -232,8 +232,19 @@ def _replay(cfg: RunConfig, bars: Bars, folder: Path, start: int, speed: float,
     try:
         # the backtest's bars a year (pipeline.run_clock): the per-bar borrow rate on shorts
         ppy = periods_per_year(bars.index, resolve_calendar(cfg.data.calendar, bars.symbols))
+        market: dict[str, Any] = {}
+        if cfg.market != "us":  # the market's per-bar rules: limits, taxes, payouts
+            if cfg.data.adjust != "none":
+                raise ConfigError(f"paper trading market {cfg.market}: the paper broker fills "
+                                  "the prices it is fed, so they must be the real ones; set "
+                                  "data.adjust: none (the backtest may use qfq)")
+            from mltrader.plan import execution
+
+            fill_bars, arrays = execution(cfg, bars)
+            market = {"market_arrays": arrays, "market_index": fill_bars.index,
+                      "market_symbols": fill_bars.symbols}
         broker = PaperBroker(engine_settings(cfg, resolve_fill(cfg, bars), ppy),
-                             bars.close_only, state_path=folder / BROKER_FILE)
+                             bars.close_only, state_path=folder / BROKER_FILE, **market)
         point = Runner.resume_point(journal, cfg, broker.name)
         run_id, last = (point if point is not None else (None, None))
         if last is not None and pd.isna(last):

@@ -10,12 +10,29 @@ from scipy.stats import binomtest
 from mltrader.models.walkforward import daily_ic
 
 
+def _mean_pearson_ic(pred: np.ndarray, realised: np.ndarray) -> float | None:
+    """Mean over bars of the cross-sectional Pearson correlation (bars with >= 3 pairs)."""
+    ok = np.isfinite(pred) & np.isfinite(realised)
+    n = ok.sum(axis=1)
+    p = np.where(ok, pred, 0.0)
+    r = np.where(ok, realised, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pm = p.sum(axis=1) / n
+        rm = r.sum(axis=1) / n
+        dp = np.where(ok, p - pm[:, None], 0.0)
+        dr = np.where(ok, r - rm[:, None], 0.0)
+        ic = (dp * dr).sum(axis=1) / np.sqrt((dp ** 2).sum(axis=1) * (dr ** 2).sum(axis=1))
+    ic = ic[(n >= 3) & np.isfinite(ic)]
+    return float(ic.mean()) if len(ic) else None
+
+
 def prediction_stats(pred: np.ndarray, realised: np.ndarray, regression: bool = True
                      ) -> dict[str, float | int | None]:
     """Quality of (T, N) predictions against realised returns, over cells where both exist.
 
-    - ``ic_mean``, ``ic_t``: mean per-bar Spearman IC and its t-statistic (IC / its
-      standard error over bars);
+    - ``ic_mean``, ``ic_t``: mean per-bar Spearman IC (rank IC) and its t-statistic (IC / its
+      standard error over bars); ``pearson_ic_mean``: the mean per-bar Pearson IC (Qlib's
+      "IC"; its rank IC is ``ic_mean``);
     - ``hit_rate``: share of cells where the predicted sign matches the realised sign
       (realised exactly 0 is left out), ``hit_p_value``: one-sided binomial test against 50%,
       ``always_up_rate``: the hit rate of always predicting "up" on the same cells;
@@ -32,6 +49,7 @@ def prediction_stats(pred: np.ndarray, realised: np.ndarray, regression: bool = 
         "ic_mean": float(ic.mean()) if len(ic) else None,
         "ic_t": (float(ic.mean() / ic.std(ddof=1) * math.sqrt(len(ic)))
                  if len(ic) > 2 and ic.std(ddof=1) > 0 else None),
+        "pearson_ic_mean": _mean_pearson_ic(pred, realised),
         "n_predictions": n,
         "hit_rate": hits / n if n else None,
         "hit_p_value": float(binomtest(hits, n, 0.5, alternative="greater").pvalue) if n else None,

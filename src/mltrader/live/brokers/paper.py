@@ -20,6 +20,13 @@ first when both lie in one bar; an exit that flattens the position voids the sym
 working orders. A `fill_gate` (the risk guards) may veto a market/limit fill that adds
 exposure, as the kernel's `gate_fill`; exits are never gated.
 
+A market's own rules (`settings.market`, core/market.py; China A-shares) apply as in the
+kernel: board lots (buys in whole lots, an odd lot sold whole), T+1 (shares bought in a
+session are not sold in it; protective exits wait too), the minimum commission, stamp duty
+and transfer fee at the day's rates, and, given the market's per-bar arrays
+(`market_arrays` on `market_index` x `market_symbols`, from `core.market.rule_arrays`),
+no buy at a limit-up price, no sell at limit-down, and the ex-rights payouts to holders.
+
 With `state_path` the whole state lives in a SQLite file (paper_store.py) and every call
 that changes it commits in one transaction before it returns, so a restarted process
 resumes exactly where the last call left off; `on_bar` ignores a bar it has already
@@ -31,13 +38,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
 
 from mltrader.core.costs import CostModel, limit_fill_price
+from mltrader.core.market import RuleArrays, lot_round
 from mltrader.core.orders import cash_room, leverage_room
 from mltrader.core.settings import EngineSettings
 from mltrader.data.feeds import BarEvent
@@ -54,6 +62,7 @@ from mltrader.live.brokers.base import (
 from mltrader.live.brokers.paper_store import PaperStore
 
 _P = ParamSpec("_P")
+_HALF_TICK = 0.005  # a price within half a tick of its limit is at the limit (as the kernel)
 _R = TypeVar("_R")
 
 
@@ -137,8 +146,17 @@ class PaperBroker:
 
     def __init__(self, settings: EngineSettings | None = None, close_only: bool = False,
                  *, state_path: str | os.PathLike[str] | None = None,
-                 fill_gate: FillGate | None = None) -> None:
+                 fill_gate: FillGate | None = None, market_arrays: RuleArrays | None = None,
+                 market_index: pd.DatetimeIndex | None = None,
+                 market_symbols: Sequence[str] = ()) -> None:
         self.settings = settings or EngineSettings(fill="next_open")
+        self._arrays = market_arrays
+        self._rows = ({t: k for k, t in enumerate(market_index)}
+                      if market_index is not None else {})
+        self._cols = {sym: j for j, sym in enumerate(market_symbols)}
+        self._row = -1  # this bar's row in the market arrays (-1: none)
+        self._bought: dict[str, tuple[object, float]] = {}  # T+1: session -> shares bought
+        self.payouts = 0.0  # ex-rights cash credited to holders so far (in `cash` already)
         self.close_only = close_only
         self.costs = CostModel(self.settings, close_only)
         self.fill_gate = fill_gate
@@ -264,6 +282,15 @@ class PaperBroker:
         self._time = self._last_bar = now
         if self._borrow > 0:
             self._charge_borrow()
+        self._row = self._rows.get(now, -1)
+        if self._arrays is not None and self._row >= 0 and \
+                self._arrays.payout.shape[0] == len(self._rows):
+            for sym, q in self._qty.items():  # the kernel's ex-rights payout, before fills
+                j = self._cols.get(sym)
+                pay = self._arrays.payout[self._row, j] if j is not None else 0.0
+                if q != 0 and pay != 0:
+                    self.cash += q * pay
+                    self.payouts += q * pay
         next_open = self.settings.fill == "next_open"
         marks = {s: (b.open if next_open else b.close) for s, b in bars.items()
                  if np.isfinite(b.close)}
@@ -324,6 +351,12 @@ class PaperBroker:
                 self._set(w.order, status="rejected", event="rejected", reason=why)
                 return
         qty = w.order.qty - w.order.filled_qty
+        held = self._qty.get(w.order.symbol, 0.0)
+        blocked, qty = self._market_gate(w.order.symbol, side, px, qty, held)
+        if blocked:
+            self._unwork(cid)
+            self._set(w.order, status="rejected", event="rejected", reason=blocked)
+            return
         if s.max_volume_share and np.isfinite(bar.volume):
             cap = bar.volume * s.max_volume_share
             qty = min(qty, np.floor(cap) if s.whole_shares else cap)
@@ -336,9 +369,9 @@ class PaperBroker:
             ok = min(qty, leverage_room(held, side * qty, marks.get(sym, px), value, gross,
                                         s.max_gross_leverage))
             if side > 0 and s.max_gross_leverage <= 1.0 + 1e-12:
-                ok = min(ok, cash_room(self.cash, fpx, s.commission_bps,
+                ok = min(ok, cash_room(self.cash, fpx, s.commission_bps + self._tax(1.0),
                                        s.commission_per_share, s.commission_min,
-                                       s.commission_fixed))
+                                       s.commission_fixed + s.market.min_commission))
             if ok < qty - 1e-12:
                 if s.oversize == "reject":
                     self._unwork(cid)
@@ -346,6 +379,14 @@ class PaperBroker:
                               reason="insufficient buying power")
                     return
                 qty = np.floor(ok) if s.whole_shares else ok
+        lot = float(s.market.lot_size)
+        if lot > 1 and qty > 0:  # board lots, after every other cut (as the kernel)
+            qty = abs(lot_round(side * qty, self._qty.get(w.order.symbol, 0.0), lot))
+            if qty == 0:
+                self._unwork(cid)
+                self._set(w.order, status="rejected", event="rejected",
+                          reason="market: board lot (under one lot to trade)")
+                return
         if qty > 0:
             self._fill(w, side, qty, fpx, px)
         if cid in self._working and self._working[cid].order.filled_qty < \
@@ -368,6 +409,8 @@ class PaperBroker:
             return
         if self._opened.get(sym) == self._time:
             return  # the kernel checks exits from the bar after the entry
+        if self.settings.market.t_plus_one and held > 0 and self._bought_today(sym) > 0:
+            return  # T+1: bought this session, it can only go in the next one
         if self.close_only:
             o = h = lo = float(bar.close)
         else:
@@ -377,6 +420,9 @@ class PaperBroker:
                         None if tp is None else float(tp), o, h, lo)
         if px is None:
             return
+        limits = self._limits(sym)
+        if limits is not None and held > 0 and px <= limits[1] + _HALF_TICK:
+            return  # locked at limit-down: no buyer (the kernel holds the stop back too)
         qty = min(w.order.qty - w.order.filled_qty, abs(held))
         self._fill(w, side, qty, self.costs.fill_price(px, side, h, lo), px)
         if self._qty.get(sym, 0.0) == 0:  # flat: the symbol's other orders are void
@@ -391,9 +437,54 @@ class PaperBroker:
         px = limit_fill_price(side, float(req.limit_price), o, h, lo)  # type: ignore[arg-type]
         return None if px != px else px
 
+    def _limits(self, sym: str) -> tuple[float, float] | None:
+        """This bar's (limit-up, limit-down) prices of `sym`, None when unknown or none."""
+        if not self.settings.market.price_limits or self._arrays is None or self._row < 0:
+            return None
+        j = self._cols.get(sym)
+        if j is None or self._arrays.limit_up.shape[0] != len(self._rows):
+            return None
+        return float(self._arrays.limit_up[self._row, j]), \
+            float(self._arrays.limit_down[self._row, j])
+
+    def _tax(self, side: float) -> float:
+        """The market's taxes in bps on this bar for a buy (+1) or a sell (-1)."""
+        m = self.settings.market
+        if not (m.stamp_duty or m.transfer_fee):
+            return 0.0
+        if self._arrays is not None and self._row >= 0:
+            arr = self._arrays.sell_tax_bps if side < 0 else self._arrays.buy_tax_bps
+            return float(arr[self._row])
+        sell, buy = m.rates(self._now().date())
+        return sell if side < 0 else buy
+
+    def _bought_today(self, sym: str) -> float:
+        day, qty = self._bought.get(sym, (None, 0.0))
+        return qty if day == self._now().date() else 0.0
+
+    def _market_gate(self, sym: str, side: float, px: float, qty: float, held: float
+                     ) -> tuple[str | None, float]:
+        """A market's rules on an order about to fill at reference price `px`: why it may
+        not fill (limit locks, T+1), else None and the quantity it may fill."""
+        limits = self._limits(sym)
+        if limits is not None:
+            if side > 0 and px >= limits[0] - _HALF_TICK:
+                return "market: limit-up lock (no buy at the limit price)", qty
+            if side < 0 and px <= limits[1] + _HALF_TICK:
+                return "market: limit-down lock (no sell at the limit price)", qty
+        if self.settings.market.t_plus_one and side < 0 and held > 0:
+            sellable = held - self._bought_today(sym)
+            if qty > sellable:
+                if sellable <= 0:
+                    return "market: T+1 (shares bought this session cannot be sold)", qty
+                qty = sellable
+        return None, qty
+
     def _fill(self, w: _Working, side: float, qty: float, price: float, ref: float) -> None:
         sym = w.order.symbol
-        comm = self.costs.commission(qty, qty * price)
+        comm = self.costs.commission(qty, qty * price) + qty * price * self._tax(side) * 1e-4
+        if side > 0 and self.settings.market.t_plus_one:
+            self._bought[sym] = (self._now().date(), self._bought_today(sym) + qty)
         self.cash -= side * qty * price + comm
         held = self._qty.get(sym, 0.0)
         new = held + side * qty
