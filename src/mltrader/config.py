@@ -173,6 +173,16 @@ class TargetConfig(_Strict):
 
     kind: Literal["return", "direction", "price"] = "return"
     horizon: int = Field(1, ge=1, le=60)
+    cross_section: Literal["none", "rank", "zscore"] = Field(
+        "none", description="train on each bar's returns ranked (or z-scored) across the "
+        "symbols, as Qlib's CSRankNorm: the model learns which stock beats the others, not the "
+        "market's move; its predictions are then scores for a ranking rule (topk), not returns")
+
+    @model_validator(mode="after")
+    def _cs_needs_returns(self) -> TargetConfig:
+        if self.cross_section != "none" and self.kind != "return":
+            raise ValueError("target.cross_section ranks returns; use it with kind: return")
+        return self
 
 
 DEFAULT_FIRST_TEST_YEAR = 2005

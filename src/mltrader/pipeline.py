@@ -34,6 +34,7 @@ from mltrader.data.fetch import NETWORK_SOURCES
 from mltrader.data.intervals import check_interval, detect_interval
 from mltrader.errors import ConfigError
 from mltrader.features.labels import (
+    cross_sectional,
     forward_price,
     forward_return,
     price_to_return,
@@ -268,9 +269,10 @@ def _predict(bars: Bars, cfg: RunConfig, mc: ModelConfig, feats: dict[str, pd.Da
         return _predict_panel(bars, cfg, mc, feats, labels, folds, fill, progress)
     fitted: list[object] = []
     price = cfg.target.kind == "price"
-    train_on = forward_price(bars, fill, cfg.target.horizon) if price else labels
+    train_on = (forward_price(bars, fill, cfg.target.horizon) if price
+                else cross_sectional(labels, cfg.target.cross_section))
     x = stack(feats)
-    params, n_trials = tuned_params(mc, x, labels.to_numpy(np.float64), folds[0], cfg)
+    params, n_trials = tuned_params(mc, x, train_on.to_numpy(np.float64), folds[0], cfg)
     pred, reports = walk_forward_predict(
         x, train_on.to_numpy(np.float64), folds,
         lambda: make_model(mc.name, params, cfg.seed),
@@ -746,6 +748,12 @@ def risk_summary(strat: BacktestResult, adjustments: pd.DataFrame, cfg: RunConfi
                                              hit["status"].astype(str)]).size().items():
             if n:
                 acted[f"{why} ({status})"] = int(n)
+    if cfg.market != "us":  # every rule of the market is listed, 0 when it never acted
+        from mltrader.backtest.engine import MARKET_REASONS
+
+        for why in MARKET_REASONS:
+            if not any(k.startswith(why) for k in acted):
+                acted[f"{why} (rejected)"] = 0
     exits = strat.trades["exit_reason"].astype(str).value_counts()
     return {
         "sizing": cfg.risk.sizing,

@@ -50,6 +50,7 @@ REASONS = {
     K.W_T1: "market: T+1 (shares bought this session cannot be sold)",
     K.W_LOT: "market: board lot (under one lot to trade)",
 }
+MARKET_REASONS = tuple(REASONS[k] for k in (K.W_LIMIT_UP, K.W_LIMIT_DOWN, K.W_T1, K.W_LOT))
 HELD_BACK = {K.X_T1: "stop/target held back by T+1 (bought this session)",
              K.X_LIMIT_DOWN: "stop held back by a limit-down lock"}
 ORIGINS = {K.ORIGIN_STRATEGY: "strategy", G_DAILY_LOSS: "daily loss limit",

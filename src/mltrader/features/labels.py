@@ -48,3 +48,30 @@ def price_to_return(pred_price: np.ndarray, bars: Bars) -> np.ndarray:
     """Expected return of a predicted price, measured from the decision bar's close."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return pred_price / bars.close - 1.0
+
+
+def cross_sectional(labels: pd.DataFrame, how: str) -> pd.DataFrame:
+    """Each bar's labels across symbols as ranks or z-scores (Qlib's CSRankNorm /
+    CSZScoreNorm): what is learned is which stock beats the others that day, not the
+    market's move. "rank": percentile ranks scaled to unit variance, centred on 0; "zscore":
+    (label - the bar's mean) / its standard deviation; bars with < 2 labels stay NaN."""
+    if how == "none":
+        return labels
+    values = labels.to_numpy(np.float64)
+    ok = np.isfinite(values)
+    n = ok.sum(axis=1, keepdims=True)
+    if how == "rank":
+        pct = labels.rank(axis=1, pct=True).to_numpy(np.float64)
+        out = (pct - 0.5) * np.sqrt(12.0)  # uniform(-0.5, 0.5) has variance 1/12
+    elif how == "zscore":
+        v = np.where(ok, values, 0.0)
+        cnt = np.maximum(n, 1)
+        mean = v.sum(axis=1, keepdims=True) / cnt
+        dev = np.where(ok, values - mean, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            std = np.sqrt((dev ** 2).sum(axis=1, keepdims=True) / (cnt - 1))
+            out = (values - mean) / std
+    else:
+        raise ValueError(f"cross_sectional: how must be none, rank or zscore; got {how!r}")
+    out[(n < 2).repeat(values.shape[1], axis=1) | ~ok] = np.nan
+    return pd.DataFrame(out, index=labels.index, columns=labels.columns)
