@@ -260,17 +260,34 @@ def panel_market(cfg: RunConfig, bars: Bars, x: np.ndarray, fill: str, ppy: floa
     the equity the backtest would give its actions. The risk guards (daily loss limit, kill
     switch, trade limits, price sanity, max position, time stop) act in it as in the
     backtest, on the run's sessions; the intrabar exits (stop-loss, take-profit, trailing
-    stop) are left to the backtest (the environment does not simulate them)."""
+    stop) are left to the backtest (the environment does not simulate them). A market with
+    its own rules (`cfg.market` not us: A-shares) fills as the backtest fills: at
+    `execution`'s traded prices, under its lots, T+1, price limits, taxes, minimum commission
+    and ex-rights payouts; the inputs `x` stay those of the signal `bars`."""
     from mltrader.rl.env import PortfolioEnv  # gymnasium: only for the agents
 
     settings = dataclasses.replace(engine_settings(cfg, fill, ppy),
                                    stop_loss=None, take_profit=None, trailing_stop=None)
     params = validate_params(cfg.strategy.name, cfg.strategy.params)
     scale = float(getattr(params, "allocation", 1.0)) / bars.shape[1]
+    fill_bars, rules = execution(cfg, bars)
+    if rules is not None and fill_bars.symbols != bars.symbols:  # a panel's own order
+        cols = [fill_bars.symbols.index(s) for s in bars.symbols if s in fill_bars.symbols]
+        if len(cols) == bars.shape[1]:
+            fill_bars = fill_bars.select(list(bars.symbols))
+            rules = dataclasses.replace(rules, **{
+                k: getattr(rules, k)[:, cols] for k in ("limit_up", "limit_down", "payout")
+                if getattr(rules, k).shape == (len(fill_bars), len(cols))})
+    if rules is not None and (fill_bars.symbols != bars.symbols
+                              or not fill_bars.index.equals(bars.index)):
+        raise ConfigError(f"market {cfg.market}: the traded prices behind the bars "
+                          "(plan.execution) are on other dates or symbols than the bars; the "
+                          "agent's market needs both on one index")
 
     def market(start: int, stop: int, **env_kwargs: Any) -> PortfolioEnv:
         window = int(env_kwargs.get("window", 1))
-        return PortfolioEnv(bars, x, settings, action_scale=scale,
-                            start=max(start, window - 1), end=stop - 1, **env_kwargs)
+        return PortfolioEnv(fill_bars, x, settings, action_scale=scale,
+                            start=max(start, window - 1), end=stop - 1, rules=rules,
+                            **env_kwargs)
 
     return market

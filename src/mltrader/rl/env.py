@@ -36,6 +36,16 @@ block added exposure), max trades per day, max orders per symbol per day, price 
 position (resize) and time stop. Sessions are each bar's calendar date, or the `sessions`
 given (as `run_backtest(..., sessions=)`). `info["guard"]` names the last guard that acted
 in the step (None if none did) and `info["guard_actions"]` counts its actions.
+
+A market's own rules (`settings.market`, e.g. `core.market.CN_A`, with the bars' `rules`
+arrays from `core.market.rule_arrays`: the same arguments as `run_backtest(..., rules=)`)
+act as in the backtest: board lots, T+1, limit-up / limit-down locks, taxes, the minimum
+commission and ex-rights payouts. `bars` are then the prices orders fill at (A-shares: the
+traded prices, `AshareData.exec_bars`); the features may come from other (adjusted) prices
+on the same index and symbols. `info["market"]` says what the rules did in the step (None
+for a market without rules): orders refused at a limit-up / limit-down lock, sells cut by
+T+1, orders lot-rounded (dropped when under one lot), time stops held back, the cash of
+ex-rights payouts and the taxes paid.
 """
 
 from __future__ import annotations
@@ -47,6 +57,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from mltrader.core.market import RuleArrays, rule_arrays
 from mltrader.core.params import FP_LEVERAGE, IP_SHORT, MODE_TARGETS, pack
 from mltrader.core.sessions import session_days
 from mltrader.core.settings import EngineSettings
@@ -68,7 +79,8 @@ class PortfolioEnv(gym.Env):
                  eta: float = 0.01, drawdown_penalty: float = 1.0, flat: bool = False,
                  start: int | None = None, end: int | None = None,
                  episode_length: int | None = None, nan_fill: float = 0.0,
-                 action_scale: float = 1.0, sessions: np.ndarray | None = None) -> None:
+                 action_scale: float = 1.0, sessions: np.ndarray | None = None,
+                 rules: RuleArrays | None = None) -> None:
         super().__init__()
         self.settings = settings if settings is not None else EngineSettings()
         check_settings(self.settings, bars)
@@ -103,7 +115,8 @@ class PortfolioEnv(gym.Env):
         self._feats = np.ascontiguousarray(f32)
         c = bars.close
         o, h, lo = (c, c, c) if bars.close_only else (bars.open, bars.high, bars.low)
-        self._px = np.ascontiguousarray(np.stack([o, h, lo, c]))
+        self.rules = self._market_rules(rules)
+        self._px = X.price_planes(o, h, lo, c, self.rules)
         self._ip, self._fp = pack(self.settings, MODE_TARGETS, bars.close_only)
         # state, with the guards' parameters and each bar's session (as run_backtest's)
         self._guards = self.settings.guards.active
@@ -199,6 +212,29 @@ class PortfolioEnv(gym.Env):
         return self._S[X.SH].copy()
 
     # ------------------------------------------------------------------ internals
+    def _market_rules(self, rules: RuleArrays | None) -> RuleArrays | None:
+        """The market's per-bar arrays the steps read (None: no market rules, the US path),
+        checked as `run_backtest` checks them."""
+        market = self.settings.market
+        t_len, n = self.bars.shape
+        if rules is None:
+            if not market.active:
+                return None
+            rules = rule_arrays(market, None, self.bars.index, n)  # taxes only
+        if market.price_limits and rules.limit_up.shape != (t_len, n):
+            raise ValueError(f"market {market.name} has price limits but no limit prices were "
+                             f"given for these bars ({t_len}, {n}); pass rules="
+                             "core.market.rule_arrays(market, data, index, n) of an A-share panel")
+        for name in ("sell_tax_bps", "buy_tax_bps"):
+            if np.shape(getattr(rules, name)) != (t_len,):
+                raise ValueError(f"rules.{name} has shape {np.shape(getattr(rules, name))}, "
+                                 f"expected ({t_len},): one rate per bar")
+        for name in ("limit_up", "limit_down", "payout"):
+            if np.shape(getattr(rules, name)) not in ((t_len, n), (1, 1)):
+                raise ValueError(f"rules.{name} has shape {np.shape(getattr(rules, name))}, "
+                                 f"expected ({t_len}, {n}) (or (1, 1): none)")
+        return rules
+
     def _scaled(self, a: np.ndarray) -> tuple[np.ndarray, bool]:
         """(targets before the short / leverage rules, discrete?): with an action_scale
         other than 1 the action is clipped to [-1, 1] (discrete: -1 / 0 / +1) then scaled."""
@@ -243,7 +279,18 @@ class PortfolioEnv(gym.Env):
                 "commission": float(st[X.COMM]), "traded_value": float(st[X.TRADED]),
                 "borrow": float(st[X.BORROW]), "target_weights": self._S[X.TARGET].copy(),
                 "guard": X.ACTED.get(int(st[X.GUARD])) if self._guards else None,
-                "guard_actions": int(st[X.GUARD_N]) if self._guards else 0}
+                "guard_actions": int(st[X.GUARD_N]) if self._guards else 0,
+                "market": self._market_info()}
+
+    def _market_info(self) -> dict[str, float] | None:
+        """What the market's rules did in the step (None without market rules)."""
+        if self.rules is None:
+            return None
+        st = self._st
+        out: dict[str, float] = {name: int(st[k]) for k, name in X.MARKET_NAMES.items()}
+        out["payout"] = float(st[X.PAYOUT])
+        out["tax"] = float(st[X.TAX])
+        return out
 
     def _reward(self, prev: float, eq: float) -> float:
         log_r = math.log(max(eq, _TINY) / prev)

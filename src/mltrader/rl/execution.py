@@ -18,8 +18,22 @@ fill; `position_room` between the leverage and the cash limits; `record_fill` pe
 order; `time_stop_due` before the close (a position is closed at the fill price, as the
 kernel's exit); `on_close` with the equity at the close.
 
-State lives in arrays the environment owns: a per-symbol float matrix (`SH`...`ORIGIN`
-rows), a float vector (`CASH`...`GUARD_N`, then the guards' parameters and state) and an
+A market's own rules (core/market.py: `EngineSettings.market` and the `RuleArrays` of the
+bars) act as in the kernel, in its order: ex-rights payouts at the fill bar's start (after
+borrow fees; cash per held share); on each order about to fill, after the guards' `gate_fill`,
+the limit-up (buy) / limit-down (sell) lock on the reference price, then T+1 (only shares
+bought before the fill bar's session may be sold; the sell is cut to them or dropped), then
+the shorting rule, the leverage / position / cash limits (`cash_room` with the buy tax and the
+market's minimum commission), then `core.market.lot_round` (an order under one lot is
+dropped); the fee adds the day's tax on the traded value (`target_shares` at the fill sizes
+with it too). A time stop is held back by T+1 and a limit-down lock as the kernel's exits are.
+The rule arrays travel as extra planes of `px` ((9, T, N) instead of (4, T, N), only when a
+market's rules are active: the US path reads four planes and nothing else), the T+1
+bookkeeping as two rows of the per-symbol matrix, and what the rules did in a step as counts
+in the scalar vector (`MK_*`).
+
+State lives in arrays the environment owns: a per-symbol float matrix (`SH`...`BQTY`
+rows), a float vector (`CASH`...`TAX`, then the guards' parameters and state) and an
 int64 vector (each bar's session, then the guards' per-symbol order counts). Not supported
 here (`env.check_settings` refuses them): limit / stop orders, volume caps, stops /
 targets / trailing stops.
@@ -32,6 +46,7 @@ from numba import njit
 
 from mltrader.core.book import book_leg, split_fill
 from mltrader.core.fills import slipped
+from mltrader.core.market import RuleArrays, lot_round
 from mltrader.core.orders import cash_room, leverage_room, order_delta, target_shares
 from mltrader.core.params import (
     FP_BAND,
@@ -42,14 +57,18 @@ from mltrader.core.params import (
     FP_COMM_MIN,
     FP_COMM_PS,
     FP_LEVERAGE,
+    FP_LOT,
+    FP_MIN_ORDER,
     FP_SLIP_BPS,
     FP_SPREAD,
     IP_GTC,
     IP_GUARDS,
+    IP_LIMITS,
     IP_NEXT_OPEN,
     IP_REJECT,
     IP_SHORT,
     IP_SIZE_DECISION,
+    IP_T1,
     IP_WHOLE,
 )
 from mltrader.risk.guards import (
@@ -75,14 +94,28 @@ from mltrader.risk.guards import new_state as new_guard_state
 # its share count when SIZED; MARK the fill bar's valuation price; WEIGHT position value /
 # equity at the close; TARGET the target weights of the latest decision; with guards on:
 # ENTRY the bar of the position's entry fill (-1 when flat, the kernel's e_bar) and ORIGIN
-# who placed the working order (0 the strategy, else the G_ code of its flatten order)
-SH, LAST, ON, VAL, SIZED, MARK, WEIGHT, TARGET, ENTRY, ORIGIN = range(10)
-N_ROWS = 10
-# scalar state: cash and equity at the close; the last step's commission, traded value and
-# borrow fees; the G_ code of the last guard that acted in the step (0 none; G_TIME_STOP for
-# a time stop) and how many guard actions the step had
-CASH, EQUITY, COMM, TRADED, BORROW, GUARD, GUARD_N = range(7)
-N_SCALARS = 7
+# who placed the working order (0 the strategy, else the G_ code of its flatten order);
+# T+1 (the kernel's b_day / b_qty): BDAY the session of the last buy fill (-1 none), BQTY
+# the shares bought in it
+SH, LAST, ON, VAL, SIZED, MARK, WEIGHT, TARGET, ENTRY, ORIGIN, BDAY, BQTY = range(12)
+N_ROWS = 12
+# scalar state: cash and equity at the close; the last step's commission (taxes included, as
+# the kernel's fill records), traded value and borrow fees; the G_ code of the last guard
+# that acted in the step (0 none; G_TIME_STOP for a time stop) and how many guard actions
+# the step had; then what a market's rules did in the step: orders refused at a limit-up /
+# limit-down lock, sells T+1 cut (or dropped), orders lot-rounded (or dropped under one
+# lot), time stops held back (T+1 or a limit-down lock), the cash of ex-rights payouts and
+# the taxes paid
+(CASH, EQUITY, COMM, TRADED, BORROW, GUARD, GUARD_N, MK_LIMIT_UP, MK_LIMIT_DOWN, MK_T1,
+ MK_LOT, MK_HELD, PAYOUT, TAX) = range(14)
+N_SCALARS = 14
+MARKET_NAMES = {MK_LIMIT_UP: "limit_up", MK_LIMIT_DOWN: "limit_down", MK_T1: "t_plus_one",
+                MK_LOT: "lot", MK_HELD: "held_back"}
+# the planes of `px`: open, high, low, close; with a market's rules also each bar's limit-up
+# and limit-down prices (NaN: none), the cash paid per held share, and the sell / buy tax in
+# bps (a (T,) row repeated over the symbols)
+P_OPEN, P_HIGH, P_LOW, P_CLOSE, P_LIM_UP, P_LIM_DN, P_PAYOUT, P_SELL_TAX, P_BUY_TAX = range(9)
+N_PLANES, N_PLANES_RULES = 4, 9
 # then the guards' parameters (`Guards.vector()`) and state (`risk.guards.new_state`), views
 # of the same vector (fewer arrays to pass: each argument costs the compiled call time)
 GP0 = N_SCALARS
@@ -96,6 +129,7 @@ G_TIME_STOP = 7
 ACTED = {**GUARD_NAMES, G_TIME_STOP: "time stop"}
 
 _EPS = 1e-9  # the kernel's tolerance for "below zero" without allow_short
+_HALF_TICK = 0.005  # the kernel's: a price within half a tick of its limit is at the limit
 
 
 def new_state(n: int, t_len: int, gp: np.ndarray, day: np.ndarray
@@ -109,6 +143,24 @@ def new_state(n: int, t_len: int, gp: np.ndarray, day: np.ndarray
     return np.zeros((N_ROWS, n)), st, ints
 
 
+def price_planes(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
+                 rules: RuleArrays | None) -> np.ndarray:
+    """The `px` array `step_bar` reads: (4, T, N) open, high, low, close; with `rules` (a
+    market's per-bar arrays, `core.market.rule_arrays`) (9, T, N), the `P_*` planes."""
+    if rules is None:
+        return np.ascontiguousarray(np.stack([o, h, lo, c]))
+    t_len, n = c.shape
+    px = np.empty((N_PLANES_RULES, t_len, n))
+    px[P_OPEN], px[P_HIGH], px[P_LOW], px[P_CLOSE] = o, h, lo, c
+    whole = (t_len, n)
+    px[P_LIM_UP] = rules.limit_up if rules.limit_up.shape == whole else np.nan
+    px[P_LIM_DN] = rules.limit_down if rules.limit_down.shape == whole else np.nan
+    px[P_PAYOUT] = rules.payout if rules.payout.shape == whole else 0.0
+    px[P_SELL_TAX] = np.asarray(rules.sell_tax_bps, dtype=np.float64)[:, None]
+    px[P_BUY_TAX] = np.asarray(rules.buy_tax_bps, dtype=np.float64)[:, None]
+    return px
+
+
 def reset_state(S: np.ndarray, st: np.ndarray, ints: np.ndarray, close: np.ndarray, t0: int,
                 fp: np.ndarray, ip: np.ndarray) -> None:
     """Flat book with the initial cash at bar `t0` (the kernel's state after its start bar:
@@ -116,6 +168,7 @@ def reset_state(S: np.ndarray, st: np.ndarray, ints: np.ndarray, close: np.ndarr
     S[:] = 0.0
     S[LAST] = close[t0]  # NaN where the symbol does not trade on t0, as in the kernel
     S[ENTRY] = -1.0
+    S[BDAY] = -1.0
     st[:N_SCALARS] = 0.0
     st[CASH] = fp[FP_CASH]
     st[EQUITY] = fp[FP_CASH]
@@ -170,13 +223,15 @@ def step_bar(t: int, px: np.ndarray, ip: np.ndarray, fp: np.ndarray, S: np.ndarr
              st: np.ndarray, ints: np.ndarray) -> None:
     """Decide on bar t's close to the weights in S[TARGET]; fill on t+1; mark at its close.
 
-    `px` is (4, T, N): open, high, low, close (the close four times for close-only data).
-    The guards' parameters and state are views of `st` and `ints` (read only with guards on)."""
-    o_arr = px[0]
-    h_arr = px[1]
-    l_arr = px[2]
-    c_arr = px[3]
+    `px` is (4, T, N): open, high, low, close (the close four times for close-only data), or
+    (9, T, N) with a market's rule arrays (`price_planes`). The guards' parameters and state
+    are views of `st` and `ints` (read only with guards on)."""
+    o_arr = px[P_OPEN]
+    h_arr = px[P_HIGH]
+    l_arr = px[P_LOW]
+    c_arr = px[P_CLOSE]
     t_len, n = c_arr.shape
+    rules = px.shape[0] == N_PLANES_RULES
     gp = st[GP0:GS0]
     gs = st[GS0:]
     day = ints[:t_len]
@@ -202,8 +257,8 @@ def step_bar(t: int, px: np.ndarray, ip: np.ndarray, fp: np.ndarray, S: np.ndarr
     band = fp[FP_BAND]
     borrow = fp[FP_BORROW]
     buy_bps = fp[FP_SLIP_BPS] + fp[FP_SPREAD] + fp[FP_COMM_BPS]
-    st[GUARD] = 0.0
-    st[GUARD_N] = 0.0
+    for k in range(GUARD, N_SCALARS):  # what the guards and the market's rules did this step
+        st[k] = 0.0
 
     # ------------------------------------------------ decision on t's close (kernel: decisions)
     eq_d = st[EQUITY]
@@ -259,6 +314,24 @@ def step_bar(t: int, px: np.ndarray, ip: np.ndarray, fp: np.ndarray, S: np.ndarr
                 fee = -sh[i] * last[i] * borrow
                 cash -= fee
                 borrow_sum += fee
+    tax_b = 0.0
+    tax_s = 0.0
+    limits = False
+    t1 = ip[IP_T1] == 1
+    lot = fp[FP_LOT]
+    if rules:
+        pay = px[P_PAYOUT]
+        paid = 0.0
+        for i in range(n):  # ex-rights payouts: cash per held share, at the bar's start
+            if sh[i] != 0.0 and pay[u, i] != 0.0:
+                cash_in = sh[i] * pay[u, i]
+                cash += cash_in
+                paid += cash_in
+        st[PAYOUT] = paid
+        tax_b = px[P_BUY_TAX, u, 0]
+        tax_s = px[P_SELL_TAX, u, 0]
+        limits = ip[IP_LIMITS] == 1
+    tax_sum = 0.0
     working = 0
     for i in range(n):
         if on[i] != 0.0:
@@ -293,7 +366,7 @@ def step_bar(t: int, px: np.ndarray, ip: np.ndarray, fp: np.ndarray, S: np.ndarr
                     desired = np.trunc(val[i]) if whole else val[i]
                     delta = order_delta(desired, sh[i], bo, bvalue, 0.0)
                 else:
-                    desired = target_shares(val[i], bvalue, bo, sh[i], buy_bps, whole)
+                    desired = target_shares(val[i], bvalue, bo, sh[i], buy_bps + tax_b, whole)
                     delta = order_delta(desired, sh[i], bo, bvalue, band)
                 reduces = delta != 0.0 and abs(sh[i] + delta) < abs(sh[i])
                 if (phase == 0) != reduces:
@@ -307,6 +380,20 @@ def step_bar(t: int, px: np.ndarray, ip: np.ndarray, fp: np.ndarray, S: np.ndarr
                     if g != G_NONE:
                         _acted(st, g)
                         continue  # rejected by a guard
+                if limits or t1:  # a market's rules, on the reference price (kernel's order)
+                    if limits and delta > 0 and bo >= px[P_LIM_UP, u, i] - _HALF_TICK:
+                        st[MK_LIMIT_UP] += 1.0
+                        continue  # locked at limit-up: no seller
+                    if limits and delta < 0 and bo <= px[P_LIM_DN, u, i] + _HALF_TICK:
+                        st[MK_LIMIT_DOWN] += 1.0
+                        continue  # locked at limit-down: no buyer
+                    if t1 and delta < 0 and sh[i] > 0:
+                        bought = S[BQTY, i] if S[BDAY, i] == day[u] else 0.0
+                        if -delta > sh[i] - bought:  # only earlier sessions' shares may go
+                            delta = -(sh[i] - bought)
+                            st[MK_T1] += 1.0
+                            if delta == 0.0:
+                                continue
                 if not allow_short and sh[i] + delta < -_EPS:
                     delta = -sh[i]
                 fpx = slipped(bo, side, bh, bl, fp)
@@ -322,8 +409,9 @@ def step_bar(t: int, px: np.ndarray, ip: np.ndarray, fp: np.ndarray, S: np.ndarr
                             q_ok = q_pos
                             capped = True
                     if side > 0 and lev <= 1.0 + 1e-12:
-                        afford = cash_room(cash, fpx, fp[FP_COMM_BPS], fp[FP_COMM_PS],
-                                           fp[FP_COMM_MIN], fp[FP_COMM_FIXED])
+                        afford = cash_room(cash, fpx, fp[FP_COMM_BPS] + tax_b, fp[FP_COMM_PS],
+                                           fp[FP_COMM_MIN],
+                                           fp[FP_COMM_FIXED] + fp[FP_MIN_ORDER])
                         if afford < q_ok:
                             q_ok = afford
                     if q_ok < abs(delta):
@@ -334,6 +422,11 @@ def step_bar(t: int, px: np.ndarray, ip: np.ndarray, fp: np.ndarray, S: np.ndarr
                         if whole:
                             q_ok = np.floor(q_ok)
                         delta = side * q_ok
+                if lot > 1.0 and delta != 0.0:  # board lots (an odd lot only sold whole)
+                    lotted = lot_round(delta, sh[i], lot)
+                    if lotted != delta:
+                        st[MK_LOT] += 1.0
+                        delta = lotted
                 if delta == 0.0:
                     continue
                 if guards:
@@ -343,6 +436,15 @@ def step_bar(t: int, px: np.ndarray, ip: np.ndarray, fp: np.ndarray, S: np.ndarr
                 s0 = sh[i]
                 # a fill that flips the sign is a close plus an open, sharing one fee
                 legs, fee = split_fill(s0, delta, fpx, fp)
+                if rules:
+                    tax = abs(delta) * fpx * (tax_s if delta < 0 else tax_b) * 1e-4
+                    fee += tax
+                    tax_sum += tax
+                if t1 and delta > 0:  # T+1: the shares bought in this session
+                    if S[BDAY, i] != day[u]:  # the kernel's b_day / b_qty
+                        S[BDAY, i] = day[u]
+                        S[BQTY, i] = 0.0
+                    S[BQTY, i] += delta
                 for leg in range(legs):
                     _, s_after, value, comm, flow, d_value, d_gross = book_leg(
                         leg, legs, s0, delta, sh[i], fpx, mark[i], fee)
@@ -363,11 +465,22 @@ def step_bar(t: int, px: np.ndarray, ip: np.ndarray, fp: np.ndarray, S: np.ndarr
         if (time_stops and sh[i] != 0.0 and ent[i] < u and ci == ci
                 and time_stop_due(gp, int(ent[i]), u)):
             p = o_arr[u, i] if next_open else ci
+            if p == p and (t1 or limits) and sh[i] > 0:
+                if t1 and S[BDAY, i] == day[u] and S[BQTY, i] > 0.0:
+                    st[MK_HELD] += 1.0  # bought this session: it cannot go today
+                    p = np.nan
+                elif limits and p <= px[P_LIM_DN, u, i] + _HALF_TICK:
+                    st[MK_HELD] += 1.0  # locked at limit-down: no buyer
+                    p = np.nan
             if p == p:
                 q = -sh[i]
                 side = 1.0 if q > 0 else -1.0
                 fpx = slipped(p, side, h_arr[u, i], l_arr[u, i], fp)
                 legs, fee = split_fill(sh[i], q, fpx, fp)  # one leg: to flat
+                if rules:
+                    tax = abs(q) * fpx * (tax_s if q < 0 else tax_b) * 1e-4
+                    fee += tax
+                    tax_sum += tax
                 _, _, value, comm, flow, _, _ = book_leg(0, legs, sh[i], q, sh[i], fpx, p, fee)
                 cash += flow
                 comm_sum += comm
@@ -389,6 +502,7 @@ def step_bar(t: int, px: np.ndarray, ip: np.ndarray, fp: np.ndarray, S: np.ndarr
     st[COMM] = comm_sum
     st[TRADED] = traded
     st[BORROW] = borrow_sum
+    st[TAX] = tax_sum
     if guards:
         g = on_close(gs, gp, eq)
         if g != G_NONE:
