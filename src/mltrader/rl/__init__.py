@@ -3,7 +3,8 @@ backtest's fills.
 
 - `env.PortfolioEnv`: observation = a window of causal features + current weights; action =
   target weights (continuous or -1/0/+1); each step fills at the next bar by the
-  `EngineSettings` rules through `mltrader.core` (rl/execution.py, numba-compiled) and pays
+  `EngineSettings` rules (a market's own included: A-shares) through `mltrader.core`
+  (rl/execution.py, numba-compiled) and pays
   a log-return, differential-Sharpe or drawdown-penalised reward.
 - `settings.check_settings`: the supported `EngineSettings` subset; the rest raise
   `UnsupportedSettingError` (a ValueError) naming the setting.

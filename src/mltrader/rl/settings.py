@@ -6,7 +6,9 @@ fixed), slippage (bps, share of the bar's range), half spread, borrow fees on sh
 rebalance_band, max_gross_leverage, oversize resize / reject, tif (a market order only
 waits when its symbol has no price on the fill bar), and the risk guards (`Guards`: daily
 loss limit, kill switch, trades per day, orders per symbol per day, price sanity, max
-position, time stop), applied by the functions the backtest kernel calls. Settings the
+position, time stop), applied by the functions the backtest kernel calls, and a market's own
+rules (`market`: A-shares' lots, T+1, price limits, taxes, minimum commission, ex-rights
+payouts, with `PortfolioEnv(rules=...)`). Settings the
 target path never reads (size_fraction, size_buffer, the limit / stop offsets of market
 orders) are accepted as the backtest accepts them.
 
