@@ -187,11 +187,12 @@ def _load_cn(cfg: RunConfig) -> tuple[Bars, list[str]]:
         data = load_ashare(d.adjust)
         where = "bundled 44 CSI 300 stocks (baostock, MIT)"
     elif d.source == "akshare":
-        from mltrader.data.cn_fetch import fetch_ashare
+        from mltrader.data.cn_fetch import check_ashare, fetch_ashare
 
         frame = fetch_ashare([str(s) for s in d.symbols], d.start, d.end, cache=d.cache)
+        quality = check_ashare(frame, "akshare")
         data = ashare_panel(frame, d.adjust, "akshare")
-        where = "akshare (East Money daily history)"
+        where = "akshare (East Money daily history; " + "; ".join(quality) + ")"
     else:
         from mltrader.data.cn_fetch import read_ashare_file
 
@@ -209,11 +210,20 @@ def _load_cn(cfg: RunConfig) -> tuple[Bars, list[str]]:
     from mltrader.features.registry import set_alpha158_vwap
 
     set_alpha158_vwap(data.bars, adjusted_vwap(data.bars, data.amount, data.exec_bars))
+    from mltrader.core.market import price_limits
+
+    up, dn = price_limits(data)
+    with np.errstate(invalid="ignore"):
+        outside = int(np.sum(data.exec_bars.high > up + 1e-6) + np.sum(data.exec_bars.low
+                                                                        < dn - 1e-6))
     n_susp = int(data.suspended.sum())
     n_st = int(data.is_st.any(axis=0).sum())
     notes = [f"A-share data from {where}: signals see {_ADJUST_WORDS[data.adjust]}; orders "
              f"fill at the real traded price of the day; {n_susp} suspended stock-days (no "
-             f"fills, marked at the last price); {n_st} stock(s) ST at some point (5% limits)."]
+             f"fills, marked at the last price); {n_st} stock(s) ST at some point (5% limits); "
+             f"{outside} high(s) / low(s) beyond the exchange's price limits"
+             + (" (check the reference closes: the limits are computed from them)."
+                if outside else ".")]
     return data.bars, notes
 
 
