@@ -131,8 +131,8 @@ def backtest(
     smoke: SmokeOpt = False,
     engine: Annotated[str, typer.Option(
         help="Backtest engine: mltrader (ours), or backtrader to ALSO run the same targets "
-        "through backtrader and show both results side by side (needs `pip install "
-        "'mltrader[cn]'`). Example: --engine backtrader")] = "mltrader",
+        "through backtrader and show both results side by side (needs backtrader: the cn "
+        "extra, `pip install 'mltrader\\[cn]'`). Example: --engine backtrader")] = "mltrader",
 ) -> None:
     """Train walk-forward, trade the out-of-sample predictions, compare with buy-and-hold.
 

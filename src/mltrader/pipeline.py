@@ -580,7 +580,11 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
                          sessions=sessions, rules=rules)
     engines = None
     if engine == "backtrader":
-        from mltrader.backtest.bt_engine import compare_engines, run_backtrader
+        try:
+            from mltrader.backtest.bt_engine import compare_engines, run_backtrader
+        except ModuleNotFoundError as e:
+            raise ConfigError(f"--engine backtrader needs the {e.name} package: pip install "
+                              "'mltrader[cn]' (or pip install backtrader)") from None
 
         theirs = run_backtrader(fill_bars, sized.values, settings, start=start,
                                 rules=settings.market, arrays=rules, unit=sized.unit)
