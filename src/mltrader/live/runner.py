@@ -129,6 +129,7 @@ class Runner(JournalSync):
         self._pred_buf: dict[str, np.ndarray] = {}  # key -> (capacity, N), row = window bar
         self._held: dict[str, float] = {}  # from fills: the exits' "held before"
         self._exit_orders: dict[str, dict[str, Any]] = {}  # symbol -> protective order
+        self._placed_before: list[OrderRequest] = []  # this bar's, at the broker before
         self._unconfirmed: dict[str, pd.Timestamp] = {}  # sent? the broker did not say
         self._deferred: list[Callable[[Journal], object]] | None = None
         self._fill_totals: dict[str, tuple[float, float, float]] = {}
@@ -236,11 +237,14 @@ class Runner(JournalSync):
         try:
             reqs = self._plan(time, row, equity, closes, held, sized.unit)
             self._release_exits(reqs)
+            self._placed_before = []
             sent = self._send(time, reqs)
             after = dict(held)  # held once the bar's orders fill: what to protect
             for r in sent:
                 signed = r.qty if r.side == "buy" else -r.qty
                 after[r.symbol] = after.get(r.symbol, 0.0) + signed
+            for sym, rest in self._unfilled(self._placed_before).items():
+                after[sym] = after.get(sym, 0.0) + rest  # sent before a crash, this bar
             sent += self._protect(time, {s: q for s, q in after.items() if abs(q) > _EPS})
             self.sent += sent
             for sym, c in closes.items():
@@ -352,10 +356,27 @@ class Runner(JournalSync):
         for req, new in zip(reqs, fresh, strict=True):
             if not new and not self._still_unsent(req):
                 log.info("order %s already at the broker: not sent again", req.client_order_id)
+                self._placed_before.append(req)
                 continue
             if self._submit(req, time):
                 sent.append(req)
         return sent
+
+    def _unfilled(self, reqs: list[OrderRequest]) -> dict[str, float]:
+        """Signed unfilled quantity per symbol of orders this bar re-derived that the broker
+        already had (sent before a crash cut the bar short): they will fill like the
+        bar's new ones, so the position they leave is the one to protect."""
+        out: dict[str, float] = {}
+        for req in reqs:
+            try:
+                order = self.broker.get_order(req.client_order_id)
+            except BrokerError:
+                continue
+            if order is None or order.done:
+                continue
+            rest = order.qty - order.filled_qty
+            out[req.symbol] = out.get(req.symbol, 0.0) + (rest if req.side == "buy" else -rest)
+        return out
 
     def _still_unsent(self, req: OrderRequest) -> bool:
         """A journaled intent that the broker never got (a crash between the two)."""
@@ -468,6 +489,8 @@ class Runner(JournalSync):
             req = _exit_request(self.cfg.name, time, plan)
             if self._send(time, [req]):
                 sent.append(req)
+                self._exit_orders[sym] = {**want, "cid": req.client_order_id}
+            elif req in self._placed_before:  # sent before a crash cut this bar short
                 self._exit_orders[sym] = {**want, "cid": req.client_order_id}
         return sent
 

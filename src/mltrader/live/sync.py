@@ -127,6 +127,7 @@ class JournalSync:
                             "not know", order.client_order_id, order.side, order.symbol,
                             order.qty)
         held = {s: p.qty for s, p in self.broker.positions().items()}
+        self._catch_up_entries(held)
         implied = self._journal_positions()
         for sym in sorted(set(held) | set(implied)):
             if abs(held.get(sym, 0.0) - implied.get(sym, 0.0)) > 1e-6:
@@ -148,6 +149,31 @@ class JournalSync:
         signed = np.where(fills["side"] == "buy", 1.0, -1.0) * fills["qty"]
         out = signed.groupby(fills["symbol"]).sum()
         return {str(k): float(v) for k, v in out.items() if abs(v) > 1e-9}
+
+    def _catch_up_entries(self, held: Mapping[str, float]) -> None:
+        """Positions opened (or flipped) after the restored state was saved, i.e. inside the
+        bar a crash cut short after its fills were journaled: their entries come from the
+        journal's fills, so the bar's re-run places their protective orders (the state of
+        the bar before knew nothing of them)."""
+        assert self.journal is not None
+        stale = sorted(s for s, q in held.items() if q != 0.0 and (
+            (self._held.get(s, 0.0) > 0) != (q > 0) or self._held.get(s, 0.0) == 0.0))
+        if not stale or not self.exits.active:
+            return
+        fills = self.journal.fills_for()
+        for sym in stale:
+            rows = fills[fills["symbol"] == sym]
+            signed = [(r.qty if r.side == "buy" else -r.qty, r.price, r.time)
+                      for r in rows.itertuples()]
+            pos, start = 0.0, 0
+            for k, (q, _, _) in enumerate(signed):  # the current position's first fill
+                if abs(pos) < _EPS:
+                    start = k
+                pos += q
+            before = 0.0
+            for q, px, t in signed[start:]:
+                self.exits.on_fill(sym, q, px, t, before)
+                before += q
 
     def _cancel_unsent(self, cid: str, row: Mapping[str, Any]) -> None:
         assert self.journal is not None
