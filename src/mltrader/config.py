@@ -348,6 +348,88 @@ class ExecutionConfig(_Strict):
         "decision close as a live bot must (the paper broker then trades the same shares)")
 
 
+NOTIFY_EVENTS = ("fill", "guard", "error", "daily_summary")
+
+
+def _http_url(v: str, key: str) -> str:
+    if not v.startswith(("http://", "https://")):
+        raise ValueError(f"notify.{key} must start with http:// or https:// (got {v!r})")
+    return v.rstrip("/") if key == "telegram.api_base" else v
+
+
+class NotifyWebhookConfig(_Strict):
+    """A JSON POST per notification; MLTRADER_WEBHOOK_TOKEN, when set, is sent as a bearer
+    token."""
+
+    url: str = Field(description="the endpoint, e.g. https://hooks.example.com/mltrader")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _http_url(v, "webhook.url")
+
+
+class NotifyTelegramConfig(_Strict):
+    """A Telegram bot message; the bot token comes from MLTRADER_TELEGRAM_TOKEN."""
+
+    chat_id: str = Field(description="the chat (or @channel) the bot writes to")
+    api_base: str = Field("https://api.telegram.org", description="the Bot API's base URL")
+
+    @field_validator("chat_id", mode="before")
+    @classmethod
+    def _id_as_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @field_validator("api_base")
+    @classmethod
+    def _base(cls, v: str) -> str:
+        return _http_url(v, "telegram.api_base")
+
+
+class NotifyEmailConfig(_Strict):
+    """An e-mail over SMTP; MLTRADER_SMTP_USER / MLTRADER_SMTP_PASSWORD log in when set."""
+
+    smtp_host: str
+    smtp_port: int = Field(587, ge=1, le=65535)
+    from_addr: str
+    to_addrs: list[str] = Field(min_length=1)
+    starttls: bool = Field(True, description="upgrade the connection with STARTTLS")
+
+
+class NotifyConfig(_Strict):
+    """Notifications of the live runner: fills, guard trips, errors and a daily summary.
+
+    Each configured sink (webhook, telegram, email) is fed from its own queue by its own
+    thread: a slow or failing sink is timed out, retried and logged, and never holds up
+    trading. Secrets come only from MLTRADER_ environment variables, never from this file.
+    """
+
+    webhook: NotifyWebhookConfig | None = Field(
+        None, description="{url}: a JSON POST per message (bearer token from "
+        "MLTRADER_WEBHOOK_TOKEN when set)")
+    telegram: NotifyTelegramConfig | None = Field(
+        None, description="{chat_id, api_base}: a bot message; the token from "
+        "MLTRADER_TELEGRAM_TOKEN")
+    email: NotifyEmailConfig | None = Field(
+        None, description="{smtp_host, smtp_port: 587, from_addr, to_addrs, starttls: true}; "
+        "login from MLTRADER_SMTP_USER / MLTRADER_SMTP_PASSWORD when set")
+    events: list[Literal["fill", "guard", "error", "daily_summary"]] = Field(
+        default_factory=lambda: list(NOTIFY_EVENTS), description="which events to send")
+    min_interval_s: float = Field(
+        5.0, ge=0, le=86_400, description="at most one message per sink this often; what "
+        "comes in between is sent as one combined message")
+    timeout_s: float = Field(10.0, gt=0, le=300, description="per attempt, per sink")
+    retries: int = Field(3, ge=0, le=20, description="extra attempts after a failure")
+    backoff_s: float = Field(1.0, ge=0, le=600, description="first retry delay; doubles")
+    queue_size: int = Field(1000, ge=1, le=1_000_000, description="per sink; when full the "
+                            "oldest message is dropped (and counted)")
+
+    @property
+    def sinks(self) -> list[str]:
+        """The configured sinks' names."""
+        return [n for n in ("webhook", "telegram", "email") if getattr(self, n) is not None]
+
+
 class RunConfig(_Strict):
     """One run: data, features, model, walk-forward, strategy, costs, output."""
 
@@ -368,6 +450,7 @@ class RunConfig(_Strict):
     costs: CostsConfig = CostsConfig()
     execution: ExecutionConfig = ExecutionConfig()
     risk: RiskConfig = RiskConfig()
+    notify: NotifyConfig = NotifyConfig()
     output_dir: Path = Field(Path("runs"), description="where run folders go")
     market: Literal["us", "cn_a"] = Field(
         "us", description="the market's trading rules: us (none beyond the engine's), cn_a "

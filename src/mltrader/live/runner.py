@@ -1,6 +1,8 @@
 """The runner: on each finished bar, the strategy's newest targets become journaled orders.
 
-Per bar, in this order (the backtest kernel's order within a bar):
+Per bar, in this order (the backtest kernel's order within a bar; before it, the operator's
+pending commands from the journal are applied: pause, flatten, kill, parameter edits, see
+`live.controls`):
 1. take the broker's order events and journal them (fills deduplicated against the broker's
    cumulative totals, so a replayed or re-sent event never counts twice), one transaction;
 2. append the bar to the window; compute the strategy's row for it from the window only
@@ -46,10 +48,12 @@ from mltrader.core.orders import decision_orders
 from mltrader.data.bars import Bars
 from mltrader.data.calendars import MarketCalendar, periods_per_year, resolve_calendar, session_ids
 from mltrader.data.feeds import BarEvent
+from mltrader.live import controls
 from mltrader.live.brokers.base import (
     UNTRIGGERABLE_BUY_STOP,
     Broker,
     BrokerError,
+    Fill,
     Order,
     OrderRejected,
     OrderRequest,
@@ -105,6 +109,12 @@ class Runner(JournalSync):
         self.cfg = cfg
         self.broker = broker
         self.journal = journal
+        from mltrader.live.notify import Notifier
+
+        # fills, guard trips, errors and a daily summary to the configured sinks (never blocks)
+        self.notifier = Notifier(cfg.notify, source=cfg.name)
+        self._day_note: list[Any] | None = None  # [session date, its start equity, fills]
+        self._peak_eq = float(cfg.initial_cash)
         self.mode = mode
         self.spec = get_strategy(cfg.strategy.name)
         if self.spec.needs_model and signal is None:
@@ -141,6 +151,7 @@ class Runner(JournalSync):
         self._last_done: pd.Timestamp | None = None
         self._time: pd.Timestamp | None = None
         self._fill_gate = _FillGate(self)
+        self.controls = controls.ControlState()  # the operator's commands (live.controls)
         if self.guards.active and hasattr(broker, "fill_gate"):
             broker.fill_gate = self._fill_gate  # type: ignore[attr-defined]
         if journal is None:
@@ -198,6 +209,7 @@ class Runner(JournalSync):
     def on_bar(self, time: pd.Timestamp, bars: Mapping[str, BarEvent]) -> list[OrderRequest]:
         """Process one finished bar of every symbol; returns the orders sent."""
         time = pd.Timestamp(time)
+        controls.apply_pending(self)  # the operator's commands, between bars
         self._time = time
         self.bars_digest = chain_digest(self.bars_digest, time, bars)
         self._start_day(time)
@@ -222,6 +234,8 @@ class Runner(JournalSync):
             held = {s: p.qty for s, p in self.broker.positions().items()}
         except BrokerError as e:
             log.warning("bar %s skipped: the broker's account is unavailable (%s)", time, e)
+            self.notifier.error(f"bar {time} skipped: the broker's account is unavailable",
+                                time)
             if self.journal is not None:
                 self.journal.audit("bar_skipped", {"bar_time": time, "reason": str(e)},
                                    run_id=self.run_id)
@@ -233,6 +247,7 @@ class Runner(JournalSync):
         self.exits.sync(held)
         self._held = {s: q for s, q in held.items() if q != 0}
         equity = float(account.equity)
+        self._daily_summary(time, equity)
         self._deferred = []
         try:
             reqs = self._plan(time, row, equity, closes, held, sized.unit)
@@ -291,7 +306,11 @@ class Runner(JournalSync):
             self._journal(lambda j: j.audit("guard_tripped", detail, run_id=self.run_id))
         if tripped:
             log.warning("risk guard tripped at %s: %s (equity %.2f)", time, tripped, equity)
+            self.notifier.guard(tripped, f"equity {equity:,.2f}", time)
         flat = self.gate.must_flatten() if self.guards.active else None
+        operator = self.controls.flatten_reason()  # taken even when a guard flattens now
+        flat = flat or operator
+        held_back = self.controls.blocks_adds()
         tif = "gtc" if self.cfg.execution.tif == "gtc" else "day"
         out: list[OrderRequest] = []
         if flat:
@@ -313,6 +332,14 @@ class Runner(JournalSync):
             h = held.get(sym, 0.0)
             new = h + d
             adds = abs(new) > abs(h) * (1 + _EPS) or new * h < 0
+            if adds and held_back and sym not in due:
+                if new * h < 0:  # a flip: only its closing part reduces
+                    d, adds = -h, False
+                else:
+                    detail = {"symbol": sym, "delta": d, "guard": held_back, "bar_time": time}
+                    self._journal(lambda j, x=detail: j.audit("order_blocked", x,
+                                                              run_id=self.run_id))
+                    continue
             if sym not in due and self.guards.active:
                 blocked = self.gate.check_order(sym, adds)
                 if blocked is None and not hasattr(self.broker, "fill_gate"):
@@ -420,6 +447,7 @@ class Runner(JournalSync):
             order = self.broker.submit(req)
         except OrderRejected as e:
             log.warning("rejected %s: %s", cid, e)
+            self.notifier.error(f"order {cid} rejected: {e}", time)
             why = str(e)
             rejected = Order(cid, "", req.symbol, req.side, req.qty, 0.0, "rejected", req.type,
                              reason=why)
@@ -534,13 +562,22 @@ class Runner(JournalSync):
                 write(self.journal)
             self.journal.record_decisions(self.run_id, time, decided, art)
             self.journal.snapshot(self.run_id, time, positions, cash, equity)
-            gs, orders = self.gate.state()
-            self.journal.save_runner_state(self.run_id, time, {
-                "gate": gs, "orders": orders, "exits": self.exits.state(),
+            self.journal.save_runner_state(self.run_id, time, self._state())
+        self._last_done = time
+
+    def _state(self) -> dict[str, Any]:
+        """What a restarted runner needs back (saved after each bar)."""
+        gs, orders = self.gate.state()
+        return {"gate": gs, "orders": orders, "exits": self.exits.state(),
                 "held": self._held, "exit_orders": self._exit_orders,
                 "last_close": self._last_close, "eq_last": self._eq_last,
-                "bars_digest": self.bars_digest})
-        self._last_done = time
+                "bars_digest": self.bars_digest, "controls": self.controls.state()}
+
+    def _restore(self, journal: Journal, run_id: int) -> None:
+        super()._restore(journal, run_id)
+        saved = journal.runner_state(run_id)
+        if saved is not None:
+            controls.restore(self, saved[1].get("controls"))
 
     # ------------------------------------------------------------------ operator
     def flatten(self, reason: str) -> list[OrderRequest]:
@@ -560,8 +597,27 @@ class Runner(JournalSync):
         return sent
 
     def finish(self) -> None:
-        """Journal the last order events."""
+        """Journal the last order events; deliver the notifications still queued."""
         self._drain(pd.Timestamp.max.tz_localize("UTC"))
+        self.notifier.close(5.0)
+
+    def _daily_summary(self, time: pd.Timestamp, equity: float) -> None:
+        """At the first bar of a new session, the summary of the one before (notify)."""
+        day = pd.Timestamp(time).date()
+        self._peak_eq = max(self._peak_eq, equity)
+        note = self._day_note
+        if note is not None and note[0] != day:
+            self.notifier.daily_summary(
+                note[0], equity, equity - note[1], equity - float(self.cfg.initial_cash),
+                int(note[2]), equity / self._peak_eq - 1.0, time)
+        if note is None or note[0] != day:
+            self._day_note = [day, equity, 0]
+
+    def count_fill(self, fill: Fill) -> None:
+        """A new fill: notified, and counted for the day's summary."""
+        self.notifier.fill(fill.symbol, fill.side, fill.qty, fill.price, fill.time)
+        if self._day_note is not None:
+            self._day_note[2] += 1
 
 
 def chain_digest(prev: str, time: pd.Timestamp, bars: Mapping[str, BarEvent]) -> str:

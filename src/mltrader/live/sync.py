@@ -229,7 +229,11 @@ class JournalSync:
         self._fill_totals[fill.client_order_id] = (q + fill.qty, notional + fill.qty * fill.price,
                                                    comm + fill.commission)
         self._apply_fill(fill)
+        self.count_fill(fill)
         return True
+
+    def count_fill(self, fill: Fill) -> None:
+        """A fill journaled for the first time (the runner notifies it)."""
 
     def _totals(self, cid: str) -> tuple[float, float, float] | None:
         """Journaled (qty, notional, commission) of an order's fills; None when the journal

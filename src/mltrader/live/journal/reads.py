@@ -11,12 +11,13 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Connection
 
 from mltrader.live.brokers.base import FINAL_STATUSES
 from mltrader.live.journal.schema import (
     t_audit,
+    t_commands,
     t_decisions,
     t_equity,
     t_fills,
@@ -144,6 +145,26 @@ class JournalReads:
             stmt = stmt.where(t_audit.c.action == action)
         return _frame(self._rows(stmt), [c.name for c in t_audit.c], times=["time"])
 
+    def pending_commands(self, run_id: int | None = None) -> list[dict[str, Any]]:
+        """Pending operator commands, oldest first, as dicts of the commands columns: those
+        addressed to ``run_id`` and those addressed to no run (None: every pending one)."""
+        c = t_commands.c
+        stmt = select(t_commands).where(c.status == "pending").order_by(c.id)
+        if run_id is not None:
+            stmt = stmt.where(or_(c.run_id == run_id, c.run_id.is_(None)))
+        return self._rows(stmt)
+
+    def command_row(self, command_id: int) -> dict[str, Any] | None:
+        """One operator command as a dict of its columns, or None."""
+        rows = self._rows(select(t_commands).where(t_commands.c.id == command_id))
+        return rows[0] if rows else None
+
+    def commands_frame(self, limit: int = 200) -> pd.DataFrame:
+        """The newest ``limit`` operator commands, oldest first (``params`` and ``result``
+        are dicts; ``result`` is None while pending)."""
+        stmt = select(t_commands).order_by(t_commands.c.id.desc()).limit(int(limit))
+        rows = self._rows(stmt)[::-1]
+        return _frame(rows, [c.name for c in t_commands.c], times=["time", "applied_at"])
 
 
 def _frame(rows: list[dict[str, Any]], columns: list[str], times: Iterable[str] = (),

@@ -32,7 +32,7 @@ from sqlalchemy.types import TypeDecorator
 
 from mltrader.live.journal.errors import JournalError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the operator command table (`commands`)
 _PG_LOCK_KEY = 0x6D6C7472  # "mltr": serialises schema creation between processes
 
 
@@ -187,6 +187,22 @@ t_audit = Table(
     Column("detail", JSON, nullable=False),
     Index("ix_audit_run", "run_id"),
     sqlite_autoincrement=True,  # ids are never reused
+)
+
+t_commands = Table(
+    "commands", metadata,  # operator controls for a runner (pause, flatten, kill, set, ...)
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", UTCDateTime, nullable=False),
+    Column("run_id", Integer, ForeignKey("runs.id")),  # NULL: the first run that reads it
+    Column("actor", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("applied_at", UTCDateTime),
+    Column("result", JSON),
+    CheckConstraint("status IN ('pending', 'applied', 'refused')", name="ck_commands_status"),
+    Index("ix_commands_status", "status", "id"),
+    sqlite_autoincrement=True,
 )
 
 _SQLITE_AUDIT_TRIGGERS = (

@@ -44,7 +44,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import create_engine, event, select, update
+from sqlalchemy import and_, create_engine, event, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -65,6 +65,7 @@ from mltrader.live.journal.redact import (
 from mltrader.live.journal.schema import (
     create_schema,
     t_audit,
+    t_commands,
     t_decisions,
     t_equity,
     t_fills,
@@ -532,3 +533,70 @@ class Journal(JournalReads):
         data = to_jsonable(dict(state))
         self._run(lambda conn: conn.execute(t_runner_state.insert().values(
             run_id=run_id, time=time, state=data)))
+
+    # ---------------------------------------------------------------- operator commands
+
+    def add_command(self, kind: str, params: Mapping[str, Any] | None = None,
+                    actor: str = "dashboard", run_id: int | None = None) -> int:
+        """Queue an operator command (status "pending") for run ``run_id`` (None: whichever
+        run reads it first) with its ``command_requested`` audit row, in one transaction;
+        returns its id. The runner applies it between bars (see ``live.controls``)."""
+        kind = str(kind)
+        data = self._scrub(to_jsonable(dict(params or {})))
+        now = utc_now()
+
+        def write(conn: Connection) -> int:
+            cid = int(conn.execute(t_commands.insert().values(
+                time=now, run_id=run_id, actor=str(actor), kind=kind, params=data,
+                status="pending", applied_at=None, result=None)).inserted_primary_key[0])
+            self._insert_audit(conn, "command_requested",
+                               {"command_id": cid, "kind": kind, "params": data},
+                               actor=actor, run_id=run_id)
+            return cid
+
+        return self._run(write)
+
+    def claim_command(self, command_id: int, run_id: int) -> bool:
+        """Address a pending command that names no run to ``run_id``; False when another
+        run claimed it first (or it is no longer pending). A command already addressed to
+        ``run_id`` is claimed already (True)."""
+        c = t_commands.c
+
+        def write(conn: Connection) -> bool:
+            conn.execute(update(t_commands).where(
+                c.id == command_id, c.status == "pending", c.run_id.is_(None)
+            ).values(run_id=run_id))
+            row = conn.execute(select(c.run_id, c.status).where(c.id == command_id)).first()
+            return row is not None and row.status == "pending" and row.run_id == run_id
+
+        return self._run(write)
+
+    def finish_command(self, command_id: int, status: str, result: Mapping[str, Any],
+                       run_id: int | None = None) -> None:
+        """Mark a pending command "applied" or "refused" with its ``result`` (what changed:
+        ``old`` -> ``new``, or the ``reason`` of a refusal) and audit it
+        (``command_applied`` / ``command_refused``, actor: who asked for it). ``run_id``:
+        the run that handled it (kept when the command already names one). JournalError
+        when the command is unknown or not pending any more."""
+        if status not in ("applied", "refused"):
+            raise JournalError(f"command status {status!r}: use 'applied' or 'refused'")
+        data = self._scrub(to_jsonable(dict(result)))
+        c = t_commands.c
+
+        def write(conn: Connection) -> None:
+            row = conn.execute(select(c.run_id, c.actor, c.kind, c.params, c.status)
+                               .where(c.id == command_id)).first()
+            if row is None or row.status != "pending":
+                state = "unknown" if row is None else f"already {row.status}"
+                raise JournalError(f"command {command_id} is {state}: nothing to finish")
+            rid = row.run_id if row.run_id is not None else run_id
+            conn.execute(update(t_commands).where(and_(c.id == command_id,
+                                                       c.status == "pending"))
+                         .values(status=status, applied_at=utc_now(), result=data,
+                                 run_id=rid))
+            self._insert_audit(conn, f"command_{status}",
+                               {"command_id": command_id, "kind": row.kind,
+                                "params": row.params, "result": data},
+                               actor=row.actor, run_id=rid)
+
+        self._run(write)
