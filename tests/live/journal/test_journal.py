@@ -452,13 +452,16 @@ def test_reopen_after_close_keeps_everything(url):
     with pytest.raises(JournalError, match="closed"):
         j.audit("late", {})
 
+    from mltrader.live.journal.schema import SCHEMA_VERSION
+
     again = Journal(url)
     for name, frame in frames.items():
         pd.testing.assert_frame_equal(getattr(again, name)(), frame, check_dtype=False)
     pd.testing.assert_frame_equal(again.equity_frame(run), eq)
     pd.testing.assert_frame_equal(again.positions_frame(run), pos)
     with again.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version FROM schema_version")).scalars().all() == [1]
+        versions = conn.execute(sa.text("SELECT version FROM schema_version")).scalars().all()
+        assert versions == [SCHEMA_VERSION]  # reopening records no version again
     new_id = again.audit("after", {})
     assert new_id > frames["audit_frame"]["id"].max()
     again.close()
