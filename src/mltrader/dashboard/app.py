@@ -26,13 +26,10 @@ import asyncio
 import contextlib
 import json
 import logging
-import threading
-import time as _time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
 
-import pandas as pd
 from fastapi import Body, FastAPI, HTTPException, Query, Request
 from fastapi.responses import (
     FileResponse,
@@ -44,21 +41,44 @@ from fastapi.responses import (
     StreamingResponse,
 )
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, ConfigDict, Field
 
 from mltrader import __version__
 from mltrader.dashboard import security as sec
 from mltrader.dashboard.data import (
     COMMAND_KINDS,
     SETTABLE,
-    JournalViews,
-    ReadOnlyJournal,
     Source,
     backtest_dir,
     backtest_equity,
     list_backtests,
 )
 from mltrader.dashboard.metrics import exposition, registry_for
+from mltrader.dashboard.models import (
+    AuditEvent,
+    Backtest,
+    BacktestEquity,
+    Command,
+    ControlIn,
+    ControlOut,
+    Decision,
+    FillRow,
+    Health,
+    Order,
+    Overview,
+    Positions,
+    Problem,
+    Risk,
+)
+from mltrader.dashboard.render import (
+    _health,
+    _num,
+    _overlay_chart,
+    _overview_chart,
+    _pct,
+    _short,
+    _when,
+)
+from mltrader.dashboard.state import Dashboard, _own_origin
 from mltrader.errors import MltraderError
 
 log = logging.getLogger("mltrader.dashboard")
@@ -68,329 +88,6 @@ TEMPLATES = Path(__file__).parent / "templates"
 TOPICS = {"overview": "equity fills positions runs", "positions": "positions orders fills",
           "decisions": "decisions orders", "risk": "audit commands",
           "health": "equity audit", "commands": "commands"}
-
-
-# ------------------------------------------------------------------------------ models
-
-
-class Row(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class RunInfo(Row):
-    id: int
-    strategy: str
-    broker: str
-    mode: str
-    started_at: str | None = None
-    config_hash: str | None = None
-
-
-class CurvePoint(BaseModel):
-    time: str
-    equity: float
-    drawdown: float
-
-
-class Overview(BaseModel):
-    run: RunInfo | None
-    equity: float | None
-    cash: float | None
-    roi_total: float | None = Field(description="equity / first snapshot - 1")
-    roi_today: float | None = Field(description="vs the last snapshot of the previous day")
-    max_drawdown: float | None
-    drawdown: float | None
-    sharpe: float | None = Field(description="annualised, from daily equity returns so far")
-    win_rate: float | None = Field(description="share of closing trades with a profit")
-    closed_trades: int
-    exposure: float | None = Field(description="(equity - cash) / equity")
-    last_bar: str | None
-    lag_seconds: float | None = Field(description="now - the last bar's time")
-    bars: int
-    fills: int
-    curve: list[CurvePoint]
-    buy_and_hold: list[float] | None = Field(
-        None, description="buy-and-hold equity on the same times, when known")
-
-
-class Position(Row):
-    symbol: str
-    qty: float
-    avg_price: float | None = None
-    time: str | None = None
-
-
-class Order(Row):
-    client_order_id: str
-    symbol: str
-    side: str
-    qty: float
-    type: str
-    status: str
-    limit_price: float | None = None
-    stop_price: float | None = None
-    protective: bool = Field(False, description="a protective stop / target / exit order")
-
-
-class FillRow(Row):
-    fill_id: str
-    client_order_id: str
-    symbol: str
-    side: str
-    qty: float
-    price: float
-    commission: float
-    time: str
-
-
-class Positions(BaseModel):
-    positions: list[Position]
-    working_orders: list[Order]
-    fills: list[FillRow]
-
-
-class Decision(Row):
-    bar_time: str
-    symbol: str
-    features: dict[str, Any] | None = None
-    prediction: float | None = None
-    target: float | None = None
-    model_artifact_hash: str
-    order: dict[str, Any] | None = None
-
-
-class AuditEvent(Row):
-    id: int
-    time: str
-    actor: str
-    action: str
-    detail: dict[str, Any] | None = None
-    run_id: int | None = None
-
-
-class Command(Row):
-    id: int
-    kind: str
-    status: str
-    actor: str | None = None
-    params: Any = None
-    time: str | None = None
-    applied_at: str | None = None
-    result: Any = None
-
-
-class Risk(BaseModel):
-    events: list[AuditEvent]
-    commands: list[Command]
-
-
-class Health(BaseModel):
-    journal: str | None = Field(description="the journal URL, password masked")
-    journal_reachable: bool
-    journal_error: str | None
-    last_bar: str | None
-    lag_seconds: float | None
-    stream_clients: int
-    errors: list[AuditEvent]
-    version: str
-
-
-class Backtest(BaseModel):
-    name: str
-    total_return: float | None
-    cagr: float | None
-    sharpe: float | None
-    max_drawdown: float | None
-    bh_total_return: float | None
-    bh_sharpe: float | None
-    has_report: bool
-    has_equity: bool
-
-
-class BacktestEquity(BaseModel):
-    name: str
-    time: list[str]
-    equity: list[float | None]
-    buy_and_hold: list[float | None] | None
-
-
-class ControlIn(BaseModel):
-    params: dict[str, Any] | None = Field(
-        None, description='for "set": {"param": "risk.max_position", "value": 0.2}; '
-        'otherwise optional, e.g. {"reason": "..."}')
-    csrf: str | None = Field(None, description="the page's CSRF token (cookie sessions)")
-
-
-class ControlOut(BaseModel):
-    id: int
-    kind: str
-    status: Literal["pending"]
-    actor: str
-
-
-class StreamEvent(BaseModel):
-    seq: int
-    changed: list[str]
-    marks: dict[str, Any]
-    time: float
-
-
-class Problem(BaseModel):
-    detail: str
-
-
-# ------------------------------------------------------------------------------ state
-
-
-class Broadcaster:
-    """One poller for all stream clients: reads the journal's change marks every
-    ``interval`` seconds (in a worker thread) and puts an event in each client's queue."""
-
-    def __init__(self, marks: Any, interval: float) -> None:
-        self._marks = marks
-        self.interval = interval
-        self.queues: set[asyncio.Queue[dict[str, Any]]] = set()
-        self.seq = 0
-        self.last: dict[str, Any] | None = None
-        self._task: asyncio.Task[None] | None = None
-        self.polls = 0
-
-    @property
-    def clients(self) -> int:
-        return len(self.queues)
-
-    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
-        q: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=32)
-        self.queues.add(q)
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._poll())
-        return q
-
-    def unsubscribe(self, q: asyncio.Queue[dict[str, Any]]) -> None:
-        self.queues.discard(q)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-
-    async def _poll(self) -> None:
-        while self.queues:
-            try:
-                marks = await asyncio.to_thread(self._marks)
-            except Exception as exc:  # the journal went away: tell the pages, keep polling
-                marks = {"error": str(exc)[:200]}
-            self.polls += 1
-            if self.last is None:  # the first look: nothing changed yet, pages are fresh
-                self.last = marks
-            elif marks != self.last:
-                changed = sorted(k for k in set(marks) | set(self.last or {})
-                                 if (self.last or {}).get(k) != marks.get(k))
-                self.last = marks
-                self.seq += 1
-                self.publish({"seq": self.seq, "changed": changed, "marks": marks,
-                              "time": _time.time()})
-            await asyncio.sleep(self.interval)
-
-    def publish(self, event: dict[str, Any]) -> None:
-        for q in list(self.queues):
-            if q.full():
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    q.get_nowait()
-            q.put_nowait(event)
-
-
-class Dashboard:
-    """What the routes share: the read-only journal, the runs folder, the token, the
-    stream and the (lazy) command writer."""
-
-    def __init__(self, source: Source, token: str, host: str, poll_interval: float) -> None:
-        self.source = source
-        self.token = token
-        self.host = host
-        self.csrf = sec.csrf_token(token)
-        self.journal: ReadOnlyJournal | None = None
-        self.journal_error: str | None = None
-        if source.journal_url:
-            try:
-                self.journal = ReadOnlyJournal(source.journal_url)
-            except MltraderError as exc:
-                self.journal_error = str(exc)
-        self.views = JournalViews(self.journal) if self.journal is not None else None
-        self.stream = Broadcaster(self._marks, poll_interval)
-        self._writer: Any = None
-        self._writer_lock = threading.Lock()
-
-    def _marks(self) -> dict[str, Any]:
-        return self.journal.marks() if self.journal is not None else {}
-
-    def need_views(self) -> JournalViews:
-        if self.views is None:
-            raise HTTPException(404, self.journal_error or "this dashboard shows no journal: "
-                                "start it with --session DIR or --journal URL")
-        return self.views
-
-    def need_runs(self) -> Path:
-        if self.source.runs_dir is None:
-            raise HTTPException(404, "this dashboard shows no runs folder: start it with "
-                                "--runs DIR")
-        return self.source.runs_dir
-
-    # -- security
-    def authed(self, request: Request) -> bool:
-        return (sec.same(sec.bearer(request.headers.get("authorization")), self.token)
-                or sec.same(request.cookies.get(sec.COOKIE), self.token))
-
-    def may_read(self, request: Request) -> bool:
-        client = request.client.host if request.client else None
-        return self.authed(request) or (sec.is_loopback(self.host) and sec.is_loopback(client))
-
-    def control_allowed(self, request: Request, csrf: str | None) -> bool:
-        if sec.same(sec.bearer(request.headers.get("authorization")), self.token):
-            return True
-        if sec.same(request.cookies.get(sec.COOKIE), self.token):
-            return sec.same(csrf or request.headers.get("x-csrf-token"), self.csrf)
-        return False
-
-    # -- the one write
-    def add_command(self, kind: str, params: Mapping[str, Any] | None, actor: str) -> int:
-        from mltrader.live.journal import Journal
-
-        if not hasattr(Journal, "add_command"):
-            raise HTTPException(501, "this mltrader's journal has no command table "
-                                "(Journal.add_command); upgrade mltrader")
-        assert self.source.journal_url is not None
-        with self._writer_lock:
-            if self._writer is None:
-                self._writer = Journal(self.source.journal_url)
-            run_id = self.views.run_id() if self.views is not None else None
-            return int(self._writer.add_command(kind, params, actor=actor, run_id=run_id))
-
-    def metric_values(self) -> dict[str, Any]:
-        values: dict[str, Any] = {"stream_clients": self.stream.clients}
-        if self.views is None:
-            values["journal_up"] = 0 if self.source.journal_url else None
-            return values
-        try:
-            ov = self.views.overview()
-            values.update({k: ov[k] for k in ("equity", "cash", "exposure")})
-            values["last_bar_lag_seconds"] = ov["lag_seconds"]
-            values.update(self.views.counts())
-            values["journal_up"] = 1
-        except Exception:
-            values["journal_up"] = 0
-        return values
-
-    def close(self) -> None:
-        if self.journal is not None:
-            self.journal.close()
-        if self._writer is not None:
-            self._writer.close()
-
-
-def _own_origin(request: Request) -> str:
-    return f"{request.url.scheme}://{request.headers.get('host', '')}"
 
 
 # ------------------------------------------------------------------------------ the app
@@ -675,77 +372,3 @@ def create_app(source: Source, *, token: str | None = None, host: str = "127.0.0
     return app
 
 
-# ------------------------------------------------------------------------------ helpers
-
-
-def _health(dash: Dashboard) -> dict[str, Any]:
-    out: dict[str, Any] = {"journal": dash.journal.safe_url if dash.journal else None,
-                           "journal_reachable": False, "journal_error": dash.journal_error,
-                           "last_bar": None, "lag_seconds": None,
-                           "stream_clients": dash.stream.clients, "errors": [],
-                           "version": __version__}
-    if dash.views is not None:
-        try:
-            ov = dash.views.overview()
-            out.update(journal_reachable=True, last_bar=ov["last_bar"],
-                       lag_seconds=ov["lag_seconds"], errors=dash.views.errors(50))
-        except Exception as exc:
-            out["journal_error"] = " ".join(str(exc).split())[:300]
-    return out
-
-
-def _overview_chart(ov: Mapping[str, Any]) -> str:
-    t = [p["time"] for p in ov["curve"]]
-    data: list[dict[str, Any]] = [
-        {"x": t, "y": [p["equity"] for p in ov["curve"]], "name": "equity", "type": "scatter",
-         "mode": "lines"},
-        {"x": t, "y": [p["drawdown"] for p in ov["curve"]], "name": "drawdown",
-         "type": "scatter", "mode": "lines", "yaxis": "y2", "fill": "tozeroy"}]
-    if ov.get("buy_and_hold"):
-        data.insert(1, {"x": t, "y": ov["buy_and_hold"], "name": "buy & hold",
-                        "type": "scatter", "mode": "lines"})
-    layout = {"height": 420, "margin": {"t": 20, "l": 60, "r": 20, "b": 30},
-              "yaxis": {"domain": [0.32, 1], "title": "equity"},
-              "yaxis2": {"domain": [0, 0.25], "tickformat": ".0%", "title": "drawdown"},
-              "legend": {"orientation": "h"}}
-    return json.dumps({"data": data, "layout": layout})
-
-
-def _overlay_chart(curves: list[dict[str, Any]]) -> str:
-    data = []
-    for c in curves:
-        first = next((v for v in c["equity"] if v), None) or 1.0
-        data.append({"x": c["time"], "y": [v / first if v is not None else None
-                                           for v in c["equity"]],
-                     "name": c["name"], "type": "scatter", "mode": "lines"})
-    layout = {"height": 420, "margin": {"t": 20, "l": 60, "r": 20, "b": 30},
-              "yaxis": {"title": "growth of 1"}, "legend": {"orientation": "h"}}
-    return json.dumps({"data": data, "layout": layout})
-
-
-def _num(v: Any, digits: int = 2) -> str:
-    if v is None or (isinstance(v, float) and v != v):
-        return "–"
-    if isinstance(v, int | float):
-        return f"{v:,.{digits}f}"
-    return str(v)
-
-
-def _pct(v: Any) -> str:
-    return "–" if v is None else f"{float(v) * 100:.2f}%"
-
-
-def _when(v: Any) -> str:
-    if not v:
-        return "–"
-    try:
-        return pd.Timestamp(v).strftime("%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        return str(v)
-
-
-def _short(v: Any, n: int = 120) -> str:
-    if isinstance(v, Mapping):
-        v = ", ".join(f"{k}={_num(x, 4) if isinstance(x, float) else x}" for k, x in v.items())
-    s = "" if v is None else str(v)
-    return s if len(s) <= n else s[: n - 1] + "…"
