@@ -16,8 +16,6 @@ from mltrader.backtest import kernel as K
 from mltrader.core.market import MarketRules
 from mltrader.core.settings import EngineSettings
 
-HALF_TICK = 0.005  # a price within half a tick of its limit is at it (as the kernel)
-
 
 # ----------------------------------------------------------------------------- commissions
 class GenericCommission(bt.CommInfoBase):

@@ -10,8 +10,7 @@ import backtrader as bt
 import numpy as np
 
 from mltrader.backtest import kernel as K
-from mltrader.backtest.bt_broker import HALF_TICK
-from mltrader.core.market import lot_round
+from mltrader.core.market import at_limit_down, at_limit_up, lot_round
 from mltrader.core.orders import decision_orders, order_delta
 from mltrader.risk.exits import exit_levels
 
@@ -105,10 +104,10 @@ class _TargetWeights(bt.Strategy):
             why = ""
             if not px == px:
                 why = "no_price"  # suspended: the order placed at the close cannot fill
-            elif p.limit_up is not None and delta > 0 and px >= p.limit_up[t, i] - HALF_TICK:
+            elif p.limit_up is not None and delta > 0 and at_limit_up(px, p.limit_up[t, i]):
                 why = "limit_up"
             elif (p.limit_down is not None and delta < 0
-                  and px <= p.limit_down[t, i] + HALF_TICK):
+                  and at_limit_down(px, p.limit_down[t, i])):
                 why = "limit_down"
             elif p.unit_shares and p.band > 0:
                 if value is None:
@@ -160,7 +159,7 @@ class _TargetWeights(bt.Strategy):
                     px = tgt
             if not px == px:
                 continue
-            hold_ld = p.limit_down is not None and px <= p.limit_down[t, i] + HALF_TICK
+            hold_ld = p.limit_down is not None and at_limit_down(px, p.limit_down[t, i])
             if stop:
                 self.sell(data=d, size=after[i], exectype=bt.Order.Stop, price=float(lvl),
                           exit_px=float(px), why=why, hold_ld=hold_ld)

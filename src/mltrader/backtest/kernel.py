@@ -21,7 +21,7 @@ from numba import njit
 
 from mltrader.core.book import book_leg, split_fill
 from mltrader.core.fills import order_price, slipped
-from mltrader.core.market import lot_round
+from mltrader.core.market import at_limit_down, at_limit_up, lot_round
 from mltrader.core.orders import cash_room, leverage_room, order_delta, target_shares
 from mltrader.core.params import (
     FP_BAND,
@@ -94,7 +94,6 @@ W_MAX_POSITION = W_GUARD + G_MAX_POSITION
 W_LIMIT_UP, W_LIMIT_DOWN, W_T1, W_LOT = 17, 18, 19, 20  # after the guards (11..16)
 # exits a market's rule held back (counted): T+1, limit-down lock
 X_T1, X_LIMIT_DOWN = 0, 1
-_HALF_TICK = 0.005  # a price within half a tick of its limit is at the limit
 # order origins: 0 the strategy, else the guard whose flatten order it is
 ORIGIN_STRATEGY = 0
 
@@ -312,9 +311,9 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                             continue
                     if ref_px == ref_px and (limits or t1):
                         why_not = W_NONE
-                        if limits and delta > 0 and ref_px >= lim_up[t, i] - _HALF_TICK:
+                        if limits and delta > 0 and at_limit_up(ref_px, lim_up[t, i]):
                             why_not = W_LIMIT_UP
-                        elif limits and delta < 0 and ref_px <= lim_dn[t, i] + _HALF_TICK:
+                        elif limits and delta < 0 and at_limit_down(ref_px, lim_dn[t, i]):
                             why_not = W_LIMIT_DOWN
                         elif t1 and delta < 0 and sh[i] > 0:
                             bought = b_qty[i] if b_day[i] == day[t] else 0.0
@@ -529,7 +528,7 @@ def simulate(o_arr, h_arr, l_arr, c_arr, v_arr, tw, ent, ext, sent, sext, book_o
                     if t1 and b_day[i] == day[t] and b_qty[i] > 0.0:
                         held_back[X_T1] += 1  # bought this session: it cannot go today
                         px = np.nan
-                    elif limits and px <= lim_dn[t, i] + _HALF_TICK:
+                    elif limits and at_limit_down(px, lim_dn[t, i]):
                         held_back[X_LIMIT_DOWN] += 1  # locked at limit-down: no buyer
                         px = np.nan
                 if px == px:

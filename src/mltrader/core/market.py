@@ -33,6 +33,7 @@ from mltrader.errors import ConfigError
 if TYPE_CHECKING:
     from mltrader.data.ashare import AshareData
 
+HALF_TICK = 0.005  # a price within half a tick of its limit is at the limit
 CHINEXT_REFORM = dt.date(2020, 8, 24)
 MAIN_BOARD_REFORM = dt.date(2023, 4, 10)
 TICK = 0.01
@@ -131,6 +132,19 @@ def lot_round(delta: float, held: float, lot: float) -> float:
     if held > 0.0 and held + delta <= 1e-9 * max(1.0, held):
         return -held  # selling out: the whole position, odd lot included
     return -np.floor(-delta / lot + 1e-9) * lot
+
+
+@njit(cache=True, inline="always")
+def at_limit_up(price: float, limit_up: float) -> bool:
+    """A buy at `price` would fill at the day's limit-up (locked: no seller); False when
+    the day has no limit (NaN)."""
+    return price >= limit_up - HALF_TICK
+
+
+@njit(cache=True, inline="always")
+def at_limit_down(price: float, limit_down: float) -> bool:
+    """A sell (or a stop) at `price` would fill at the day's limit-down (locked: no buyer)."""
+    return price <= limit_down + HALF_TICK
 
 
 def _round_half_up(x: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from mltrader.data.bars import Bars
+from mltrader.data.cn_codes import board
 from mltrader.errors import DataError
 
 Adjust = Literal["qfq", "hfq", "none"]
@@ -37,20 +38,7 @@ INDEX_FILE = "ashare_index_daily_2010_2024.csv.gz"
 SYMBOLS_FILE = "ashare_symbols.csv"
 CSI300 = "000300.SH"
 REQUIRED = ("date", "symbol", "open", "high", "low", "close", "volume")
-Board = Literal["main", "chinext", "star", "bse"]
 NO_ROWS = -(10**9)  # `AshareData.listing` of a symbol without rows
-
-
-def board_of(code: str) -> Board:
-    """The board of a normalised code (600519.SH): STAR 688/689, ChiNext 300/301, BSE .BJ."""
-    num, _, exch = code.partition(".")
-    if exch == "BJ" or num[:1] in ("4", "8"):
-        return "bse"
-    if num[:3] in ("688", "689"):
-        return "star"
-    if num[:3] in ("300", "301"):
-        return "chinext"
-    return "main"
 
 
 @dataclass(frozen=True, eq=False)
@@ -166,7 +154,7 @@ def ashare_panel(frame: pd.DataFrame, adjust: str = "qfq", source: str = "ashare
         is_st=_wide(df, "is_st", index, symbols) == 1, suspended=susp,
         amount=_wide(df, "amount", index, symbols), adj_factor=factor, listing=listing,
         ipo_in_data=np.array([bool(known.get(s, False)) for s in symbols]),
-        boards=tuple(board_of(s) for s in symbols), adjust=adjust)
+        boards=tuple(board(s) for s in symbols), adjust=adjust)
 
 
 def _bundled(filename: str) -> pd.DataFrame:

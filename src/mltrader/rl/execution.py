@@ -46,7 +46,7 @@ from numba import njit
 
 from mltrader.core.book import book_leg, split_fill
 from mltrader.core.fills import slipped
-from mltrader.core.market import RuleArrays, lot_round
+from mltrader.core.market import RuleArrays, at_limit_down, at_limit_up, lot_round
 from mltrader.core.orders import cash_room, leverage_room, order_delta, target_shares
 from mltrader.core.params import (
     FP_BAND,
@@ -129,7 +129,6 @@ G_TIME_STOP = 7
 ACTED = {**GUARD_NAMES, G_TIME_STOP: "time stop"}
 
 _EPS = 1e-9  # the kernel's tolerance for "below zero" without allow_short
-_HALF_TICK = 0.005  # the kernel's: a price within half a tick of its limit is at the limit
 
 
 def new_state(n: int, t_len: int, gp: np.ndarray, day: np.ndarray
@@ -381,10 +380,10 @@ def step_bar(t: int, px: np.ndarray, ip: np.ndarray, fp: np.ndarray, S: np.ndarr
                         _acted(st, g)
                         continue  # rejected by a guard
                 if limits or t1:  # a market's rules, on the reference price (kernel's order)
-                    if limits and delta > 0 and bo >= px[P_LIM_UP, u, i] - _HALF_TICK:
+                    if limits and delta > 0 and at_limit_up(bo, px[P_LIM_UP, u, i]):
                         st[MK_LIMIT_UP] += 1.0
                         continue  # locked at limit-up: no seller
-                    if limits and delta < 0 and bo <= px[P_LIM_DN, u, i] + _HALF_TICK:
+                    if limits and delta < 0 and at_limit_down(bo, px[P_LIM_DN, u, i]):
                         st[MK_LIMIT_DOWN] += 1.0
                         continue  # locked at limit-down: no buyer
                     if t1 and delta < 0 and sh[i] > 0:
@@ -469,7 +468,7 @@ def step_bar(t: int, px: np.ndarray, ip: np.ndarray, fp: np.ndarray, S: np.ndarr
                 if t1 and S[BDAY, i] == day[u] and S[BQTY, i] > 0.0:
                     st[MK_HELD] += 1.0  # bought this session: it cannot go today
                     p = np.nan
-                elif limits and p <= px[P_LIM_DN, u, i] + _HALF_TICK:
+                elif limits and at_limit_down(p, px[P_LIM_DN, u, i]):
                     st[MK_HELD] += 1.0  # locked at limit-down: no buyer
                     p = np.nan
             if p == p:

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from mltrader.core.costs import CostModel, limit_fill_price
-from mltrader.core.market import RuleArrays, lot_round
+from mltrader.core.market import RuleArrays, at_limit_down, at_limit_up, lot_round
 from mltrader.core.orders import cash_room, leverage_room
 from mltrader.core.settings import EngineSettings
 from mltrader.data.feeds import BarEvent
@@ -62,7 +62,6 @@ from mltrader.live.brokers.base import (
 from mltrader.live.brokers.paper_store import PaperStore
 
 _P = ParamSpec("_P")
-_HALF_TICK = 0.005  # a price within half a tick of its limit is at the limit (as the kernel)
 _R = TypeVar("_R")
 
 
@@ -421,7 +420,7 @@ class PaperBroker:
         if px is None:
             return
         limits = self._limits(sym)
-        if limits is not None and held > 0 and px <= limits[1] + _HALF_TICK:
+        if limits is not None and held > 0 and at_limit_down(px, limits[1]):
             return  # locked at limit-down: no buyer (the kernel holds the stop back too)
         qty = min(w.order.qty - w.order.filled_qty, abs(held))
         self._fill(w, side, qty, self.costs.fill_price(px, side, h, lo), px)
@@ -468,9 +467,9 @@ class PaperBroker:
         not fill (limit locks, T+1), else None and the quantity it may fill."""
         limits = self._limits(sym)
         if limits is not None:
-            if side > 0 and px >= limits[0] - _HALF_TICK:
+            if side > 0 and at_limit_up(px, limits[0]):
                 return "market: limit-up lock (no buy at the limit price)", qty
-            if side < 0 and px <= limits[1] + _HALF_TICK:
+            if side < 0 and at_limit_down(px, limits[1]):
                 return "market: limit-down lock (no sell at the limit price)", qty
         if self.settings.market.t_plus_one and side < 0 and held > 0:
             sellable = held - self._bought_today(sym)
