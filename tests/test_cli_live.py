@@ -58,6 +58,11 @@ def session(files) -> tuple[Path, Result]:
     return folder, result
 
 
+def test_paper_keeps_a_session_log_for_the_dashboard(session):
+    log = (session[0] / "session.log").read_text()
+    assert "INFO mltrader.live" in log and "journal" in log
+
+
 def copy_of(folder: Path, tmp_path: Path, name: str = "copy") -> Path:
     dst = tmp_path / name
     shutil.copytree(folder, dst)

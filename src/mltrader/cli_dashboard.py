@@ -27,6 +27,9 @@ def dashboard(
     runs: Annotated[Path | None, typer.Option(
         "--runs", help="A runs/ folder: its backtests as a table, reports, equity overlay.")
     ] = None,
+    log: Annotated[Path | None, typer.Option(
+        "--log", help="The session's log file for the Health page (default: session.log "
+        "beside a SQLite journal).")] = None,
     host: Annotated[str, typer.Option(
         "--host", help="Address to bind; anything but 127.0.0.1 needs "
         "MLTRADER_DASHBOARD_TOKEN set.")] = "127.0.0.1",
@@ -50,7 +53,7 @@ def dashboard(
         raise MltraderError(f"--token-env: {TOKEN_ENV} is not set; export it or drop "
                             "--token-env")
     check_bind(host, from_env)  # before anything is opened
-    source = Source.resolve(session, journal, runs)
+    source = Source.resolve(session, journal, runs, log)
     import uvicorn
 
     from mltrader.dashboard import create_app

@@ -388,6 +388,7 @@ def paper(
     everything is journaled (SQLite). A session folder holds config.yaml, journal.db and
     broker.db (the paper account); run the same command again to continue it.
     """
+    from mltrader.live.logfile import LOG_NAME, session_log
     from mltrader.live.session import paper_session
     from mltrader.pipeline import load_data
     from mltrader.plan import judged_start
@@ -433,7 +434,7 @@ def paper(
             state["last"] = t
 
         try:
-            with _sigterm_as_interrupt():
+            with _sigterm_as_interrupt(), session_log(Path(folder) / LOG_NAME):
                 res = paper_session(cfg, bars, folder, speed=speed, progress=on_bar)
         except KeyboardInterrupt:
             last = state.get("last")
@@ -492,6 +493,7 @@ def live(
     """
     from mltrader.config import load_config
     from mltrader.live.journal import Journal
+    from mltrader.live.logfile import log_beside, session_log
     from mltrader.live.runner import Runner
     from mltrader.live.session import live_session
     from mltrader.pipeline import load_data
@@ -531,7 +533,7 @@ def live(
                       f"equity {_money(acct.equity)}, cash {_money(acct.cash)}; reconciled: "
                       + ", ".join(f"{k} {v}" for k, v in counts.items())
                       + f". Journal: {escape(j.url)}. Ctrl-C stops.", highlight=False)
-            with _log_to_stderr():
+            with _log_to_stderr(), session_log(log_beside(url)):
                 with _sigterm_as_interrupt():
                     res = live_session(runner, feed, calendar, max_bars=max_bars)
             acct = adapter.account()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import time
 
@@ -13,42 +12,18 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from mltrader.config import config_from_dict
 from mltrader.dashboard import Source, create_app
 from mltrader.dashboard.data import ReadOnlyJournal
-from mltrader.data.files import save_file
 from mltrader.errors import MltraderError
 from mltrader.live.brokers.base import Fill
 from mltrader.live.journal import Journal
-from mltrader.live.session import journal_url, paper_session
-from mltrader.pipeline import load_data
-from mltrader.testing import synthetic_bars
+from mltrader.live.session import journal_url
+from tests.dashboard.support import LOCAL, TOKEN, free_port
 
-TOKEN = "test-token-0123456789abcdef"
-LOCAL = "http://127.0.0.1:8050"
-CONFIG = {
-    "name": "dash",
-    "strategy": {"name": "crossover", "fast": 3, "slow": 12},
-    "walk_forward": {"first_test_year": 2001},
-    "execution": {"size_at": "decision", "rebalance_band": 0.0},
-    "costs": {"commission_bps": 1, "slippage_bps": 5},
-}
 HAS_COMMANDS = hasattr(Journal, "add_command")
 needs_commands = pytest.mark.skipif(
     not HAS_COMMANDS, reason="Journal.add_command / commands_frame (the runner's command "
     "table) are not in this tree yet: the control endpoint cannot write a command")
-
-
-@pytest.fixture(scope="module")
-def session(tmp_path_factory):
-    d = tmp_path_factory.mktemp("dash")
-    path = save_file(synthetic_bars(330, 3, seed=8, ohlc=True, start="2000-01-03"),
-                     d / "bars.csv")
-    cfg = config_from_dict({**CONFIG, "data": {"source": "file", "path": str(path)}})
-    bars, _ = load_data(cfg)
-    folder = d / "sess"
-    res = paper_session(cfg, bars, folder)
-    return folder, res
 
 
 def _client(folder, *, client=("127.0.0.1", 5000), host="127.0.0.1", **kw):
@@ -105,6 +80,21 @@ def test_pages_render_the_sessions_numbers(client, session):
     assert js.status_code == 200 and len(js.content) > 1_000_000
 
 
+def test_api_docs_load_without_a_cdn(client):
+    """/docs and /redoc reference only this server's assets (no machine here, and no
+    trader's air-gapped box, can reach a CDN), and every asset they reference is served."""
+    import re
+
+    for page in ("/docs", "/redoc"):
+        html = client.get(page).text
+        urls = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html)
+        urls += re.findall(r"""url: ?["']([^"']+)["']""", html)
+        assert urls, page
+        for url in urls:
+            assert not url.startswith(("http:", "https:", "//")), (page, url)
+            assert client.get(url).status_code == 200, (page, url)
+
+
 def test_partial_render_is_only_the_content(client):
     r = client.get("/positions", headers={"X-Partial": "1"})
     assert r.status_code == 200 and "<html" not in r.text and 'id="pos"' in r.text
@@ -127,6 +117,14 @@ def test_api_returns_the_journals_data(client, session):
     assert pd.Timestamp(ov["last_bar"]) == eq.index[-1]
     assert ov["roi_total"] == pytest.approx(res.equity / eq["equity"].iloc[0] - 1)
     assert ov["lag_seconds"] > 0 and ov["closed_trades"] > 0 and 0 <= ov["win_rate"] <= 1
+    # buy-and-hold: the first bar's equity spread equally over the universe at its closes
+    bh = ov["buy_and_hold"]
+    assert len(bh) == len(eq) and bh[0] == pytest.approx(eq["equity"].iloc[0])
+    closes = folder.parent.joinpath("bars.csv")
+    px = pd.read_csv(closes, parse_dates=["date"]).pivot(index="date", columns="symbol",
+                                                         values="close")
+    first, last = (px.loc[t] for t in (eq.index[0], eq.index[-1]))
+    assert ov["roi_buy_and_hold"] == pytest.approx((last / first).mean() - 1, rel=1e-9)
     pos = client.get("/api/positions").json()
     assert {f["fill_id"] for f in pos["fills"]} == set(fills["fill_id"])
     got = client.get("/api/fills", params={"limit": 3}).json()
@@ -271,6 +269,65 @@ def test_controls_with_the_token_write_a_command(session, tmp_path):
     assert row["params"] == {"param": "risk.max_position", "value": 0.2}
 
 
+def test_health_shows_the_broker_and_the_log_tail(session, tmp_path):
+    import shutil
+
+    from mltrader.live.logfile import LOG_NAME
+
+    folder = tmp_path / "copy"
+    shutil.copytree(session[0], folder)
+    lines = [f"2026-12-06 10:00:{i:02d} INFO mltrader.live.session: line {i}" for i in range(150)]
+    (folder / LOG_NAME).write_text("\n".join(lines) + "\n")
+    with _client(folder) as c:
+        h = c.get("/api/health").json()
+        assert h["broker"]["name"] == "paper" and h["broker"]["status"] == "answering"
+        assert h["broker"]["last_error"] is None and h["broker"]["last_ok"]
+        assert h["log_file"].endswith(LOG_NAME) and h["log_tail"] == lines[-100:]
+        page = c.get("/health").text
+        assert "line 149" in page and "line 49<" not in page and "answering" in page
+        with Journal(journal_url(folder)) as j:  # the broker stops answering
+            run_id = int(j.runs_frame()["id"].iloc[-1])
+            j.audit("bar_failed", {"bar_time": "2001-06-01", "symbols": ["S00"],
+                                   "error": "TransientBrokerError: connection reset"},
+                    run_id=run_id)
+            j.audit("bar_failed", {"error": "ValueError: a bug of ours"}, run_id=run_id)
+        h = c.get("/api/health").json()
+        assert h["broker"]["status"] == "failing"
+        assert "connection reset" in h["broker"]["last_error"]["detail"]["error"]
+        assert "failing" in c.get("/health").text
+
+
+def test_the_session_log_keeps_info_lines_and_is_found_beside_the_journal(tmp_path):
+    import logging
+
+    from mltrader.live.logfile import LOG_NAME, log_beside, session_log, tail
+
+    with session_log(tmp_path / "s" / LOG_NAME):
+        logging.getLogger("mltrader.live.session").info("market closed until %s", "Monday")
+        logging.getLogger("mltrader.live.session").debug("not kept")
+    got = tail(tmp_path / "s" / LOG_NAME)
+    assert len(got) == 1 and got[0].endswith("market closed until Monday")
+    assert log_beside(f"sqlite:///{tmp_path}/s/journal.db") == tmp_path / "s" / LOG_NAME
+    assert log_beside("postgresql+psycopg://u@h/db") is None
+    assert tail(tmp_path / "missing.log") == []
+
+
+def test_a_flat_book_shows_no_positions(session, tmp_path):
+    """The newest snapshot with nothing held writes no position rows: the page must not
+    show the older snapshot's positions as held."""
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(session[0], folder)
+    with _client(folder) as c:
+        assert c.get("/api/positions").json()["positions"]  # the session ends holding some
+        with Journal(journal_url(folder)) as j:
+            run_id = int(j.runs_frame()["id"].iloc[-1])
+            j.snapshot(run_id, pd.Timestamp("2030-01-03", tz="UTC"), {}, 5000.0, 5000.0)
+        assert c.get("/api/positions").json()["positions"] == []
+        assert "Flat." in c.get("/positions").text
+
+
 # ---------------------------------------------------------------------------- read-only
 
 
@@ -298,12 +355,6 @@ def test_the_journal_is_never_written_by_reads(session):
 # ---------------------------------------------------------------------------- live stream
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_stream_pushes_an_event_after_a_new_fill_and_bar(session, tmp_path):
     import shutil
 
@@ -311,7 +362,7 @@ def test_stream_pushes_an_event_after_a_new_fill_and_bar(session, tmp_path):
 
     folder = tmp_path / "live"
     shutil.copytree(session[0], folder)
-    port = _free_port()
+    port = free_port()
     app = create_app(Source(journal_url(folder)), token=TOKEN, host="127.0.0.1",
                      token_from_env=True, poll_interval=0.1)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,

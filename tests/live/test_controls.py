@@ -361,4 +361,4 @@ def test_an_old_journal_gets_the_commands_table(tmp_path):
         assert len(j.commands_frame()) == 1
     with sqlite3.connect(path) as db:
         versions = [v for (v,) in db.execute("SELECT version FROM schema_version")]
-    assert SCHEMA_VERSION == 2 and max(versions) == 2
+    assert max(versions) == SCHEMA_VERSION >= 2

@@ -41,6 +41,7 @@ from fastapi.responses import (
     StreamingResponse,
 )
 from fastapi.templating import Jinja2Templates
+from fastapi_offline import FastAPIOffline
 
 from mltrader import __version__
 from mltrader.dashboard import security as sec
@@ -70,6 +71,7 @@ from mltrader.dashboard.models import (
     Risk,
 )
 from mltrader.dashboard.render import (
+    _ago,
     _health,
     _num,
     _overlay_chart,
@@ -111,7 +113,8 @@ def create_app(source: Source, *, token: str | None = None, host: str = "127.0.0
         await dash.stream.stop()
         dash.close()
 
-    app = FastAPI(title="mltrader dashboard", version=__version__, lifespan=lifespan,
+    # FastAPIOffline: /docs (Swagger UI 5) and /redoc served from the installed package, no CDN
+    app = FastAPIOffline(title="mltrader dashboard", version=__version__, lifespan=lifespan,
                   description="A running session's journal and the backtest run folders. "
                   "Reads need the token (Authorization: Bearer) except from 127.0.0.1 to a "
                   "server bound to 127.0.0.1; controls always need it.")
@@ -119,6 +122,7 @@ def create_app(source: Source, *, token: str | None = None, host: str = "127.0.0
     templates = Jinja2Templates(directory=str(TEMPLATES))
     templates.env.filters["num"] = _num
     templates.env.filters["pct"] = _pct
+    templates.env.filters["ago"] = _ago
     templates.env.filters["when"] = _when
     templates.env.filters["short"] = _short
 
@@ -133,7 +137,7 @@ def create_app(source: Source, *, token: str | None = None, host: str = "127.0.0
         path = request.url.path
         if path != "/login" and not path.startswith("/api/control/") and not dash.may_read(
                 request):
-            if path.startswith(("/api", "/metrics", "/openapi", "/docs", "/static")):
+            if path.startswith(("/api", "/metrics", "/openapi", "/docs", "/redoc", "/static")):
                 return JSONResponse({"detail": "token required: Authorization: Bearer "
                                                "<MLTRADER_DASHBOARD_TOKEN>"}, 401)
             return RedirectResponse("/login", 303)

@@ -40,6 +40,7 @@ from mltrader.live.journal import (
     t_runs,
 )
 from mltrader.live.journal.reads import JournalReads
+from mltrader.live.logfile import log_beside
 from mltrader.live.status import resolve_journal_url
 
 _T = TypeVar("_T")
@@ -64,22 +65,30 @@ class Source:
 
     journal_url: str | None = None
     runs_dir: Path | None = None
+    log_file: Path | None = None  # the session's log (Health shows its tail)
+
+    def __post_init__(self) -> None:
+        if self.log_file is None:  # a SQLite journal's session.log beside it
+            object.__setattr__(self, "log_file", log_beside(self.journal_url))
 
     @classmethod
     def resolve(cls, session: Path | None = None, journal: str | None = None,
-                runs: Path | None = None) -> Source:
-        """From the command line's --session / --journal / --runs (checked: a missing
-        folder or journal file is an error naming it, never an empty database created)."""
+                runs: Path | None = None, log: Path | None = None) -> Source:
+        """From the command line's --session / --journal / --runs / --log (checked: a
+        missing folder or journal file is an error naming it, never an empty database
+        created)."""
         url = None
         if session is not None or journal:
             url = resolve_journal_url(journal, session)
+        if log is not None and Path(log).is_dir():
+            raise MltraderError(f"--log {log} is a folder; give the log file (session.log)")
         if runs is not None and not Path(runs).is_dir():
             raise MltraderError(f"runs folder {runs} not found; pass the folder backtests "
                                 "write to (default runs/)")
         if url is None and runs is None:
             raise MltraderError("what to show? give --session DIR, --journal URL or "
                                 "--runs DIR")
-        return cls(url, Path(runs) if runs is not None else None)
+        return cls(url, Path(runs) if runs is not None else None, log)
 
 
 # ------------------------------------------------------------------------------ journal
@@ -179,6 +188,19 @@ class ReadOnlyJournal(JournalReads):
                 df[col] = pd.to_datetime(df[col], utc=True, errors="coerce")
         return df
 
+    def last_snapshot_time(self, run_id: int) -> pd.Timestamp | None:
+        """The bar time of the run's newest equity (and positions) snapshot."""
+        value = self._run(lambda c: c.execute(select(func.max(t_equity.c.time))
+                                              .where(t_equity.c.run_id == run_id)).scalar())
+        return None if value is None else pd.Timestamp(value).tz_convert("UTC")
+
+    def last_bar_written(self, run_id: int) -> pd.Timestamp | None:
+        """When (wall clock, UTC) the run last wrote a bar's decisions: the runner got
+        through a whole bar, the broker's account and orders included."""
+        value = self._run(lambda c: c.execute(select(func.max(t_decisions.c.created_at))
+                                              .where(t_decisions.c.run_id == run_id)).scalar())
+        return None if value is None else pd.Timestamp(value).tz_convert("UTC")
+
     def marks(self) -> dict[str, Any]:
         """The journal's change marks: max ids / times per table (one read transaction);
         the poller compares them to tell the pages what changed."""
@@ -202,6 +224,15 @@ class ReadOnlyJournal(JournalReads):
 
         has_commands = self.has_table("commands")
         return self._run(read)
+
+
+def _broker_error(action: str, detail: Any) -> bool:
+    """An audit row that says the broker did not answer or refused."""
+    if action == "order_submit_failed":
+        return True
+    error = str(detail.get("error", "")) if isinstance(detail, Mapping) else ""
+    return action == "bar_failed" and any(w in error.split(":")[0] for w in (
+        "Broker", "Rejected", "Connection", "Timeout"))
 
 
 def _json_field(value: Any) -> Any:
@@ -301,6 +332,12 @@ def equity_stats(eq: pd.DataFrame, now: pd.Timestamp | None = None) -> dict[str,
 # ------------------------------------------------------------------------------ views
 
 
+def _growth(values: list[float | None] | None) -> float | None:
+    """last / first - 1 over the known values (None when fewer than one is known)."""
+    known = [v for v in values or [] if v is not None]
+    return known[-1] / known[0] - 1 if known and known[0] else None
+
+
 class JournalViews:
     """The dashboard's questions to one journal, answered as JSON-ready dicts."""
 
@@ -327,8 +364,16 @@ class JournalViews:
                   "drawdown": float(d)}
                  for t, v, d in zip(eq.index, eq["equity"],
                                     (eq["equity"] / eq["equity"].cummax() - 1), strict=True)]
+        bh = None
+        if rid is not None and len(eq) and self.j.has_table("benchmark"):
+            series = self.j.benchmark_series(rid)
+            series = series[~series.index.duplicated(keep="last")]
+            if len(series):
+                aligned = series.reindex(eq.index, method="ffill")
+                bh = [None if pd.isna(v) else float(v) for v in aligned]
         return {"run": run, **stats, "win_rate": rate, "closed_trades": closes,
-                "fills": len(fills), "curve": curve, "buy_and_hold": None}
+                "fills": len(fills), "curve": curve, "buy_and_hold": bh,
+                "roi_buy_and_hold": _growth(bh)}
 
     def positions(self) -> list[dict[str, Any]]:
         rid = self.run_id()
@@ -337,7 +382,10 @@ class JournalViews:
         pos = self.j.positions_frame(rid)
         if pos.empty:
             return []
-        pos = pos[(pos["time"] == pos["time"].max()) & (pos["qty"] != 0)]
+        # the newest snapshot is the equity row's: a flat book writes no position rows, so
+        # the newest position rows may be an older snapshot's (not what is held now)
+        last = self.j.last_snapshot_time(rid)
+        pos = pos[(pos["time"] == last) & (pos["qty"] != 0)]
         return records(pos)
 
     def orders(self, open_only: bool = False) -> list[dict[str, Any]]:
@@ -392,6 +440,30 @@ class JournalViews:
         df = self.j.audit_frame()
         df = df[[_matches(a, ERROR_WORDS) for a in df["action"]]]
         return records(df.tail(limit).iloc[::-1])
+
+    def broker(self) -> dict[str, Any]:
+        """The broker of the newest run: answering (a bar was written after its last error)
+        or failing since its last error (a refused submission, a bar that failed on it)."""
+        run = self.run()
+        if run is None:
+            return {"name": None, "mode": None, "status": "no run yet", "last_ok": None,
+                    "last_error": None}
+        rid = int(run["id"])
+        last_ok = self.j.last_bar_written(rid)
+        audit = self.j.audit_frame(rid)
+        errs = audit[[_broker_error(a, d) for a, d in zip(audit["action"], audit["detail"],
+                                                         strict=True)]] if len(audit) else audit
+        last_err = records(errs.tail(1))[0] if len(errs) else None
+        if last_err is not None and (last_ok is None
+                                     or pd.Timestamp(last_err["time"]) > last_ok):
+            status = "failing"
+        elif last_ok is None:
+            status = "no bar yet"
+        else:
+            status = "answering"
+        return {"name": run.get("broker"), "mode": run.get("mode"), "status": status,
+                "last_ok": last_ok.isoformat() if last_ok is not None else None,
+                "last_error": last_err}
 
     def commands(self, limit: int = 200) -> list[dict[str, Any]]:
         return records(self.j.commands_frame(limit))

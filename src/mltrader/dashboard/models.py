@@ -43,8 +43,11 @@ class Overview(BaseModel):
     bars: int
     fills: int
     curve: list[CurvePoint]
-    buy_and_hold: list[float] | None = Field(
-        None, description="buy-and-hold equity on the same times, when known")
+    buy_and_hold: list[float | None] | None = Field(
+        None, description="buy-and-hold equity on the same times (the run's first-bar "
+        "equity spread equally over the universe, no costs), when the journal has it")
+    roi_buy_and_hold: float | None = Field(None, description="buy-and-hold's total return "
+                                           "over the same bars")
 
 
 class Position(Row):
@@ -118,6 +121,15 @@ class Risk(BaseModel):
     commands: list[Command]
 
 
+class BrokerStatus(BaseModel):
+    name: str | None = Field(description="the newest run's broker")
+    mode: str | None = Field(description="paper or live")
+    status: str = Field(description="answering, failing (an error after the last bar "
+                        "written), no bar yet, or no run yet")
+    last_ok: str | None = Field(description="when the runner last got through a bar")
+    last_error: AuditEvent | None = Field(description="the newest broker error (audit)")
+
+
 class Health(BaseModel):
     journal: str | None = Field(description="the journal URL, password masked")
     journal_reachable: bool
@@ -126,6 +138,9 @@ class Health(BaseModel):
     lag_seconds: float | None
     stream_clients: int
     errors: list[AuditEvent]
+    broker: BrokerStatus | None
+    log_file: str | None = Field(description="the session log the tail is from")
+    log_tail: list[str] = Field(description="its last lines, oldest first")
     version: str
 
 

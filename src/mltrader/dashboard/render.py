@@ -10,6 +10,9 @@ import pandas as pd
 
 from mltrader import __version__
 from mltrader.dashboard.state import Dashboard
+from mltrader.live.logfile import tail
+
+LOG_LINES = 100  # the Health page's log tail
 
 
 def _health(dash: Dashboard) -> dict[str, Any]:
@@ -17,12 +20,16 @@ def _health(dash: Dashboard) -> dict[str, Any]:
                            "journal_reachable": False, "journal_error": dash.journal_error,
                            "last_bar": None, "lag_seconds": None,
                            "stream_clients": dash.stream.clients, "errors": [],
-                           "version": __version__}
+                           "broker": None, "version": __version__}
+    log_file = dash.source.log_file
+    out["log_file"] = str(log_file) if log_file is not None else None
+    out["log_tail"] = tail(log_file, LOG_LINES) if log_file is not None else []
     if dash.views is not None:
         try:
             ov = dash.views.overview()
             out.update(journal_reachable=True, last_bar=ov["last_bar"],
-                       lag_seconds=ov["lag_seconds"], errors=dash.views.errors(50))
+                       lag_seconds=ov["lag_seconds"], errors=dash.views.errors(50),
+                       broker=dash.views.broker())
         except Exception as exc:
             out["journal_error"] = " ".join(str(exc).split())[:300]
     return out
@@ -63,6 +70,17 @@ def _num(v: Any, digits: int = 2) -> str:
     if isinstance(v, int | float):
         return f"{v:,.{digits}f}"
     return str(v)
+
+
+def _ago(seconds: Any) -> str:
+    """A lag in the unit a trader reads at a glance: s, min, h or days (ago)."""
+    if seconds is None or seconds != seconds:
+        return "–"
+    s = float(seconds)
+    for limit, unit, size in ((120, "s", 1), (7200, "min", 60), (172800, "h", 3600)):
+        if abs(s) < limit:
+            return f"{s / size:,.0f} {unit} ago"
+    return f"{s / 86400:,.1f} days ago"
 
 
 def _pct(v: Any) -> str:

@@ -49,6 +49,7 @@ from mltrader.data.bars import Bars
 from mltrader.data.calendars import MarketCalendar, periods_per_year, resolve_calendar, session_ids
 from mltrader.data.feeds import BarEvent
 from mltrader.live import controls
+from mltrader.live.benchmark import buy_and_hold_shares, marked_value
 from mltrader.live.brokers.base import (
     UNTRIGGERABLE_BUY_STOP,
     Broker,
@@ -145,6 +146,7 @@ class Runner(JournalSync):
         self._fill_totals: dict[str, tuple[float, float, float]] = {}
         self._order_views: dict[str, tuple[object, ...]] = {}
         self._last_close: dict[str, float] = {}
+        self._bh: dict[str, float] = {}  # buy-and-hold shares per symbol (the first bar's)
         self._missing: dict[str, int] = {}  # held symbol -> bars in a row without a bar
         self.bars_digest = ""  # chained hash of every bar taken (a resume checks its replay)
         self._eq_last = float(cfg.initial_cash)
@@ -264,6 +266,8 @@ class Runner(JournalSync):
             self.sent += sent
             for sym, c in closes.items():
                 self._last_close[sym] = float(c)
+            if not self._bh:
+                self._bh = buy_and_hold_shares(equity, self._last_close)
             self._eq_last = equity
             self._finish_bar(time, row, members, account.cash, equity)
         except BaseException:
@@ -319,6 +323,10 @@ class Runner(JournalSync):
                     out.append(OrderRequest(
                         client_order_id(self.cfg.name, time, sym, f"flatten:{flat}"), sym,
                         "sell" if q > 0 else "buy", abs(q)))
+            if out:  # which orders close what, and why (the Risk page's "why")
+                detail = {"reason": flat, "bar_time": time,
+                          "orders": {r.client_order_id: r.symbol for r in out}}
+                self._journal(lambda j: j.audit("flatten_orders", detail, run_id=self.run_id))
             return out
         s = self.settings
         deltas = decision_orders(
@@ -561,7 +569,8 @@ class Runner(JournalSync):
             for write in deferred:
                 write(self.journal)
             self.journal.record_decisions(self.run_id, time, decided, art)
-            self.journal.snapshot(self.run_id, time, positions, cash, equity)
+            self.journal.snapshot(self.run_id, time, positions, cash, equity,
+                                  benchmark=marked_value(self._bh, self._last_close))
             self.journal.save_runner_state(self.run_id, time, self._state())
         self._last_done = time
 
@@ -570,7 +579,7 @@ class Runner(JournalSync):
         gs, orders = self.gate.state()
         return {"gate": gs, "orders": orders, "exits": self.exits.state(),
                 "held": self._held, "exit_orders": self._exit_orders,
-                "last_close": self._last_close, "eq_last": self._eq_last,
+                "last_close": self._last_close, "eq_last": self._eq_last, "bh": self._bh,
                 "bars_digest": self.bars_digest, "controls": self.controls.state()}
 
     def _restore(self, journal: Journal, run_id: int) -> None:

@@ -44,6 +44,7 @@ class JournalSync:
     _held: dict[str, float]
     _exit_orders: dict[str, dict[str, Any]]
     _last_close: dict[str, float]
+    _bh: dict[str, float]
     _unconfirmed: dict[str, pd.Timestamp]
     _fill_totals: dict[str, tuple[float, float, float]]
     _order_views: dict[str, tuple[object, ...]]
@@ -72,6 +73,7 @@ class JournalSync:
             self._exit_orders = dict(st.get("exit_orders", {}))
             self._last_close = {k: float(v) for k, v in st.get("last_close", {}).items()}
             self._eq_last = float(st.get("eq_last", self._eq_last))
+            self._bh = {k: float(v) for k, v in st.get("bh", {}).items()}
             self.bars_digest = str(st.get("bars_digest", ""))
         dec = journal.decisions_frame(run_id)
         if len(dec):  # what the model said on the bars already traded (strategies look back)

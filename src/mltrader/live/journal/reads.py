@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from mltrader.live.brokers.base import FINAL_STATUSES
 from mltrader.live.journal.schema import (
     t_audit,
+    t_benchmark,
     t_commands,
     t_decisions,
     t_equity,
@@ -114,6 +115,14 @@ class JournalReads:
         df = _frame(self._rows(stmt), ["time", "cash", "equity"], times=["time"],
                     floats=["cash", "equity"])
         return df.set_index("time")
+
+    def benchmark_series(self, run_id: int) -> pd.Series:
+        """The run's buy-and-hold equity by time (UTC); empty for runs before schema 3."""
+        stmt = (select(t_benchmark.c.time, t_benchmark.c.equity)
+                .where(t_benchmark.c.run_id == run_id)
+                .order_by(t_benchmark.c.time, t_benchmark.c.id))
+        df = _frame(self._rows(stmt), ["time", "equity"], times=["time"], floats=["equity"])
+        return df.set_index("time")["equity"].rename("buy_and_hold")
 
     def positions_frame(self, run_id: int) -> pd.DataFrame:
         stmt = (select(t_positions.c.time, t_positions.c.symbol, t_positions.c.qty,

@@ -32,7 +32,7 @@ from sqlalchemy.types import TypeDecorator
 
 from mltrader.live.journal.errors import JournalError
 
-SCHEMA_VERSION = 2  # 2: the operator command table (`commands`)
+SCHEMA_VERSION = 3  # 2: the operator command table (`commands`); 3: `benchmark`
 _PG_LOCK_KEY = 0x6D6C7472  # "mltr": serialises schema creation between processes
 
 
@@ -164,6 +164,18 @@ t_equity = Table(
     Column("cash", Float, nullable=False),
     Column("equity", Float, nullable=False),
     Index("ix_equity_run_time", "run_id", "time"),
+    sqlite_autoincrement=True,
+)
+
+# the run's buy-and-hold comparison: its first bar's equity spread equally over the
+# universe at that bar's closes, marked at each bar's closes (no costs; the dashboard's line)
+t_benchmark = Table(
+    "benchmark", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
+    Column("time", UTCDateTime, nullable=False),
+    Column("equity", Float, nullable=False),
+    Index("ix_benchmark_run_time", "run_id", "time"),
     sqlite_autoincrement=True,
 )
 

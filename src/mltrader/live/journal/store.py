@@ -65,6 +65,7 @@ from mltrader.live.journal.redact import (
 from mltrader.live.journal.schema import (
     create_schema,
     t_audit,
+    t_benchmark,
     t_commands,
     t_decisions,
     t_equity,
@@ -449,8 +450,9 @@ class Journal(JournalReads):
 
     def snapshot(self, run_id: int, time: Any,
                  positions: Mapping[str, Position] | Iterable[Position],
-                 cash: float, equity: float) -> None:
-        """Positions and equity at ``time``, in one transaction."""
+                 cash: float, equity: float, benchmark: float | None = None) -> None:
+        """Positions and equity at ``time`` (and the run's buy-and-hold value when given),
+        in one transaction."""
         items = list(positions.values() if isinstance(positions, Mapping) else positions)
         rows = [dict(run_id=run_id, time=time, symbol=p.symbol, qty=float(p.qty),
                      avg_price=_num(p.avg_price)) for p in items]
@@ -460,6 +462,9 @@ class Journal(JournalReads):
                 conn.execute(t_positions.insert(), rows)
             conn.execute(t_equity.insert().values(
                 run_id=run_id, time=time, cash=float(cash), equity=float(equity)))
+            if benchmark is not None and math.isfinite(benchmark):
+                conn.execute(t_benchmark.insert().values(
+                    run_id=run_id, time=time, equity=float(benchmark)))
 
         self._run(write)
 
