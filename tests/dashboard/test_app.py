@@ -328,6 +328,28 @@ def test_a_flat_book_shows_no_positions(session, tmp_path):
         assert "Flat." in c.get("/positions").text
 
 
+def test_a_change_renders_each_page_once_for_every_open_page(session, monkeypatch):
+    """20 open pages re-fetch on the same change: the server renders the page once and
+    serves the copy; a new change renders it again. The guard still runs first: a remote
+    request without the token never gets the loopback readers' copy."""
+    with _client(session[0]) as c:
+        dash = c.app.state.dashboard
+        calls = []
+        real = dash.views.positions
+        monkeypatch.setattr(dash.views, "positions", lambda: calls.append(1) or real())
+        monkeypatch.setattr(type(dash.stream), "clients", property(lambda self: 20))
+        pages = [c.get("/positions", headers={"X-Partial": "1"}) for _ in range(20)]
+        assert len(calls) == 1 and len({p.text for p in pages}) == 1
+        assert pages[0].status_code == 200 and 'id="pos"' in pages[0].text
+        dash.stream.seq += 1  # the journal changed
+        c.get("/positions", headers={"X-Partial": "1"})
+        assert len(calls) == 2
+    with _client(session[0], client=("10.0.0.9", 5000), host="0.0.0.0") as remote:
+        remote.app.state.dashboard.stream.seq = dash.stream.seq
+        r = remote.get("/positions", headers={"X-Partial": "1"}, follow_redirects=False)
+        assert r.status_code == 303
+
+
 # ---------------------------------------------------------------------------- read-only
 
 

@@ -119,12 +119,36 @@ def create_app(source: Source, *, token: str | None = None, host: str = "127.0.0
                   "Reads need the token (Authorization: Bearer) except from 127.0.0.1 to a "
                   "server bound to 127.0.0.1; controls always need it.")
     app.state.dashboard = dash
+    # every open page re-fetches its sections on the same change event: each page is
+    # rendered once per change (the stream's seq) and the copy served to the other pages
+    partials: dict[tuple[str, bool], tuple[int, bytes, dict[str, str]]] = {}
+    partial_locks: dict[tuple[str, bool], asyncio.Lock] = {}
     templates = Jinja2Templates(directory=str(TEMPLATES))
     templates.env.filters["num"] = _num
     templates.env.filters["pct"] = _pct
     templates.env.filters["ago"] = _ago
     templates.env.filters["when"] = _when
     templates.env.filters["short"] = _short
+
+    @app.middleware("http")
+    async def shared_partials(request: Request, call_next: Any) -> Response:
+        # added before `guard`, so it runs inside it: only requests the guard let through
+        if (request.method != "GET" or request.headers.get("x-partial") != "1"
+                or not dash.stream.clients):
+            return await call_next(request)
+        key = (f"{request.url.path}?{request.url.query}", dash.authed(request))
+        async with partial_locks.setdefault(key, asyncio.Lock()):
+            seq = dash.stream.seq
+            hit = partials.get(key)
+            if hit is not None and hit[0] == seq:
+                return Response(hit[1], headers=hit[2])
+            resp = await call_next(request)
+            chunks = resp.body_iterator  # type: ignore[attr-defined]
+            body = b"".join([chunk async for chunk in chunks])
+            headers = {k: v for k, v in resp.headers.items() if k != "content-length"}
+            if resp.status_code == 200:
+                partials[key] = (seq, body, headers)
+            return Response(body, resp.status_code, headers=headers)
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Response:
