@@ -563,7 +563,7 @@ def main() -> None:
 
 # the trading commands (paper, live) and the account commands (status, flatten, parity)
 # register themselves on `app`, in this order
-from mltrader import cli_account, cli_dashboard, cli_financials, cli_live, cli_placebo, cli_sectors, cli_seeds, cli_trials  # noqa: E402,F401,I001,E501
+from mltrader import cli_account, cli_dashboard, cli_financials, cli_live, cli_news, cli_placebo, cli_sectors, cli_seeds, cli_sentiment, cli_trials  # noqa: E402,F401,I001,E501
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -67,7 +67,10 @@ def model_config(cfg: RunConfig, mc: ModelConfig) -> RunConfig:
     """The run config one compared model is run with: `cfg` with its model, and, for a
     policy that outputs positions (rl_sharpe, the RL agents) under a forecast rule, the
     positions rule in its place (same shorting), since a position is not a forecast."""
-    out = cfg.model_copy(update={"model": mc, "compare": []})
+    update: dict[str, object] = {"model": mc, "compare": []}
+    if mc.add_features:
+        update["features"] = list(dict.fromkeys([*cfg.features, *mc.add_features]))
+    out = cfg.model_copy(update=update)
     if mc.name in PANEL_MODELS and cfg.strategy.name != "positions":
         rule = StrategyConfig(name="positions", allow_short=allows_short(cfg))
         out = out.model_copy(update={"strategy": rule})

@@ -151,6 +151,9 @@ class ModelConfig(_Strict):
     nested_years: int = Field(3, ge=1, le=30, description=(
         "with inputs: years of the input models' out-of-sample predictions before the first "
         "test year that this model's first fold trains on"))
+    add_features: list[str] = Field(default_factory=list, description=(
+        "in `compare`: features this entry sees besides the run's `features` (the same "
+        "model with and without, e.g. news_score, on the same folds)"))
 
     @field_validator("name")
     @classmethod
@@ -430,6 +433,36 @@ class NotifyConfig(_Strict):
         return [n for n in ("webhook", "telegram", "email") if getattr(self, n) is not None]
 
 
+class NewsConfig(_Strict):
+    """The news the news_* features read: where it comes from and how it is scored.
+
+    An item counts for the first bar whose close comes after its publication (features/
+    news.py); a file's naive timestamps need `tz`.
+    """
+
+    source: Literal["file", "alpaca", "yahoo", "rss"] = Field(
+        "file", description="file (CSV / Parquet: timestamp, symbols, headline[, summary, "
+        "source]; `mltrader news import FILE` checks one), alpaca (its news API; keys as "
+        "for its bars), yahoo (latest items only), rss (`feeds`)")
+    path: Path | None = Field(None, description="the news file (source: file)")
+    tz: str | None = Field(None, description="time zone of the file's naive timestamps, e.g. "
+                           "America/New_York (None: they must carry an offset)")
+    feeds: list[str] = Field(default_factory=list, description="RSS / Atom URLs (source: rss)")
+    scorer: str = Field("vader", description="vader, textblob, lm (Loughran-McDonald) or "
+                        "tfidf_lr (trained on the bundled labelled tweets); `mltrader "
+                        "sentiment eval` measures them")
+    text: Literal["headline", "headline_summary"] = Field(
+        "headline", description="what is scored: the headline, or headline and summary")
+
+    @model_validator(mode="after")
+    def _needs_where(self) -> NewsConfig:
+        if self.source == "file" and self.path is None:
+            raise ValueError("news.source file needs news.path (the CSV / Parquet file)")
+        if self.source == "rss" and not self.feeds:
+            raise ValueError("news.source rss needs news.feeds (one or more feed URLs)")
+        return self
+
+
 class RunConfig(_Strict):
     """One run: data, features, model, walk-forward, strategy, costs, output."""
 
@@ -451,6 +484,8 @@ class RunConfig(_Strict):
     execution: ExecutionConfig = ExecutionConfig()
     risk: RiskConfig = RiskConfig()
     notify: NotifyConfig = NotifyConfig()
+    news: NewsConfig | None = Field(None, description="news for the news_* sentiment "
+                                    "features (see NewsConfig)")
     output_dir: Path = Field(Path("runs"), description="where run folders go")
     market: Literal["us", "cn_a"] = Field(
         "us", description="the market's trading rules: us (none beyond the engine's), cn_a "

@@ -49,6 +49,7 @@ from mltrader.models.walkforward import (
     stack,
     walk_forward_predict,
 )
+from mltrader.news_inputs import prepare_news
 from mltrader.plan import (
     engine_settings,
     execution,
@@ -360,6 +361,7 @@ def compute_signals(bars: Bars, cfg: RunConfig, progress: ProgressFactory | None
     fill = resolve_fill(cfg, bars)
     spec = get_strategy(cfg.strategy.name)
     params = validate_params(cfg.strategy.name, cfg.strategy.params)
+    prepare_news(cfg, bars)  # the news_* features' news, loaded and scored once
     feats = compute_features(bars, cfg.features)
     labels = forward_return(bars, fill, cfg.target.horizon)
     folds = run_folds(bars, cfg) if spec.needs_model else []

@@ -12,6 +12,7 @@ import pandas as pd
 from mltrader.data.bars import Bars
 from mltrader.errors import ConfigError
 from mltrader.features import indicators as ind
+from mltrader.features import news as nws
 from mltrader.features import regimes as reg
 from mltrader.features import sectors as sec
 from mltrader.features.alpha158 import ALPHA158, alpha158
@@ -30,6 +31,9 @@ _PATTERNS: list[tuple[re.Pattern[str], Callable[[int], FeatureFn]]] = [
     (re.compile(r"regime_(\d+)"), lambda n: lambda b: reg.rolling_regimes(b.frame("close"), n)),
     (re.compile(r"market_regime_(\d+)"), lambda n: lambda b: _broadcast(
         b, reg.market_regime(b.frame("close"), n))),
+    # news sentiment (features/news.py): needs the config's `news:` section
+    (re.compile(r"news_surprise_(\d+)"), lambda n: lambda b: nws.news_surprise(b, n)),
+    (re.compile(r"news_decay_(\d+)"), lambda n: lambda b: nws.news_decay(b, n)),
     # A-share board (industry) features, bundled 2018 snapshot; NaN before 2018-07-01
     *[(re.compile(rf"sector_{k}_(\d+)"), lambda n, k=k: lambda b: sec.sector_feature(b, k, n))
       for k in sec.FEATURE_KINDS],
@@ -102,7 +106,8 @@ def resolve(name: str) -> FeatureFn:
     raise ConfigError(
         f"unknown feature {name!r} in `features`; use ret_N, sma_ratio_N, vol_N, rsi_N, sma_N, "
         "regime_N, market_regime_N, sector_ret_N, sector_rel_N, sector_breadth_N, "
-        "sector_rank_N (A-share boards), open, high, low, close, volume (N = bars), the set "
+        "sector_rank_N (A-share boards), news_score, news_count, news_surprise_N, "
+        "news_decay_N (news sentiment), open, high, low, close, volume (N = bars), the set "
         "alpha158 or one of its a158_<Qlib name> like a158_KMID"
         f"{', or one of ' + ', '.join(FEATURES) if FEATURES else ''}"
     )
@@ -130,4 +135,8 @@ def compute_features(bars: Bars, names: list[str] | tuple[str, ...]) -> dict[str
 from mltrader.features.fundamentals import FUNDAMENTAL_FEATURES  # noqa: E402
 
 for _name, _fn in FUNDAMENTAL_FEATURES.items():
+    register_feature(_name, _fn)
+
+# news_*: news sentiment aligned to bars (features/news.py)
+for _name, _fn in nws.NEWS_FEATURES.items():
     register_feature(_name, _fn)

@@ -118,6 +118,9 @@ class Runner(JournalSync):
         self._peak_eq = float(cfg.initial_cash)
         self.mode = mode
         self.spec = get_strategy(cfg.strategy.name)
+        from mltrader.news_inputs import prepare_news
+
+        prepare_news(cfg, history)  # news_* features: the configured news, scored, registered
         if self.spec.needs_model and signal is None:
             from mltrader.live.signals import WalkForwardSignal
 
