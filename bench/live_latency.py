@@ -1,7 +1,7 @@
 """Bar arrival -> orders submitted: the runner's latency per bar (the live-trading issue).
 
     python bench/live_latency.py [--bars 250] [--journal]
-           [--dashboard-clients N [--compare R] [--nice N] [--pin]]
+           [--dashboard-clients N [--compare R] [--nice N (19)] [--pin]]
 
 Default config (LightGBM, 9 features, threshold rule) on the bundled 20 stocks: the model in
 force is trained on the history first (the walk-forward schedule retrains it at the first
@@ -20,11 +20,13 @@ stream open and re-fetch their pages on every change, as the page's script does;
 event and fetch counts are printed. Both processes are stopped after the replay.
 `--compare R` runs R rounds of (0 clients, N clients) alternately, a fresh journal each
 run, and prints both p99s and their ratio (target: within 10 %): on a shared, noisy
-machine only runs interleaved in one invocation compare honestly. `--nice N` runs the
-dashboard and the browsers under `nice -n N`; `--pin` the runner on core 0 and the dashboard
-and its browsers on core 1 (taskset), as a bot would share a small machine. Each run also splits the runner's on_bar time
-(its thread's /proc schedstat, Linux) into running, waiting for a core, and blocked (fsync,
-locks): whether the dashboard costs the runner CPU or makes it wait on the journal.
+machine only runs interleaved in one invocation compare honestly. `--nice N` (default 19)
+is the dashboard's own `--nice` (its default: the bot never waits for a core because of
+it) and the simulated browsers' (they stand in for browsers elsewhere); `--pin` puts the
+runner on core 0 and the dashboard and its browsers on core 1 (taskset). Each run also
+splits the runner's on_bar time (its thread's /proc schedstat, Linux) into running,
+waiting for a core, and blocked (fsync, locks): whether the dashboard costs the runner CPU
+or makes it wait on the journal. KEEP_BENCH_JOURNAL=1 keeps the last run's journal.
 """
 
 from __future__ import annotations
@@ -79,10 +81,10 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-@contextlib.contextmanager
 PIN: tuple[int, int] | None = None  # --pin: (the runner's core, the dashboard's core)
 
 
+@contextlib.contextmanager
 def dashboard(db: str, clients: int, nice: int = 0) -> Iterator[dict[str, Any]]:
     """The dashboard over the journal file ``db`` and ``clients`` browsers on its stream,
     both ready when this yields; on exit the clients' counts are put in the yielded dict
@@ -91,11 +93,13 @@ def dashboard(db: str, clients: int, nice: int = 0) -> Iterator[dict[str, Any]]:
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if k != "MLTRADER_DASHBOARD_TOKEN"}
     log = tempfile.TemporaryFile()
-    niced = ["nice", "-n", str(nice)] if nice else []
-    if PIN:  # the dashboard and its browsers on the other core than the runner's
-        niced = ["taskset", "-c", str(PIN[1]), *niced]
-    server = subprocess.Popen([*niced, MLTRADER, "dashboard", "--journal", f"sqlite:///{db}",
-                               "--port", str(port)], stdout=log, stderr=log, env=env)
+    # the server lowers its own priority (`mltrader dashboard --nice`, 19 by default); the
+    # simulated browsers stand in for browsers on other machines: the same nice for them
+    pinned = ["taskset", "-c", str(PIN[1])] if PIN else []  # the other core than the runner's
+    niced = [*pinned, "nice", "-n", str(nice)] if nice else pinned
+    server = subprocess.Popen([*pinned, MLTRADER, "dashboard", "--journal", f"sqlite:///{db}",
+                               "--port", str(port), "--nice", str(nice)],
+                              stdout=log, stderr=log, env=env)
     browsers = None
     counts: dict[str, Any] = {}
     try:
@@ -179,7 +183,10 @@ def replay(cfg: Any, bars: Any, n_bars: int, journal: bool, clients: int = 0, ni
         t_replay = time.perf_counter() - t_replay
     if jr is not None:
         jr.close()
-    shutil.rmtree(tmp, ignore_errors=True)
+    if os.environ.get("KEEP_BENCH_JOURNAL"):
+        print(f"journal kept: {tmp}/j.db")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     return {"history": len(history), "symbols": len(bars.symbols), "train": train,
             "orders": orders, "retrain": retrain, "journal": jr is not None,
             "ms": np.array(lat) * 1e3, "cpu": np.array(cpu) * 1e3,
@@ -269,8 +276,9 @@ def main() -> None:
     ap.add_argument("--compare", type=int, default=0, metavar="ROUNDS",
                     help="with --dashboard-clients: ROUNDS alternating runs with 0 and N "
                          "clients, and the p99 ratio")
-    ap.add_argument("--nice", type=int, default=0, metavar="N",
-                    help="run the dashboard and the browsers under `nice -n N`")
+    ap.add_argument("--nice", type=int, default=19, metavar="N",
+                    help="the dashboard's `--nice N` (its default, 19) and the simulated "
+                         "browsers' nice; 0: both at the runner's priority")
     ap.add_argument("--pin", action="store_true",
                     help="runner on core 0, dashboard and browsers on core 1 (Linux; how a "
                          "bot and its dashboard share a small machine without competing)")

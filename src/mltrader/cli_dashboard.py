@@ -34,6 +34,11 @@ def dashboard(
         "--host", help="Address to bind; anything but 127.0.0.1 needs "
         "MLTRADER_DASHBOARD_TOKEN set.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8050,
+    nice: Annotated[int, typer.Option(
+        "--nice", min=0, max=19, help="Lower the dashboard's CPU priority by N so a bot on "
+        "the same machine never waits for a core because of it (20 open pages on 2 cores "
+        "otherwise cost its bar-to-order p99 ~1.8x, bench/RESULTS_live.md); 0 keeps the "
+        "normal priority.")] = 19,
     token_env: Annotated[bool, typer.Option(
         "--token-env", help="Require MLTRADER_DASHBOARD_TOKEN to be set (never generate "
         "one).")] = False,
@@ -59,6 +64,8 @@ def dashboard(
     from mltrader.dashboard import create_app
 
     web = create_app(source, token=token, host=host, token_from_env=from_env)
+    if nice and hasattr(os, "nice"):
+        os.nice(nice)  # pages may wait a little; the bot beside it must not
     shown = f"[{host}]" if ":" in host else host
     out.print(f"mltrader dashboard on http://{shown}:{port}", highlight=False)
     if not from_env:
