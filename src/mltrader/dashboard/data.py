@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import pandas as pd
-from sqlalchemy import create_engine, event, func, select, text
+from sqlalchemy import create_engine, event, func, or_, select, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
@@ -40,6 +40,7 @@ from mltrader.live.journal import (
     t_runs,
 )
 from mltrader.live.journal.reads import JournalReads
+from mltrader.live.journal.reads import _frame as journal_frame
 from mltrader.live.logfile import log_beside
 from mltrader.live.status import resolve_journal_url
 
@@ -188,6 +189,56 @@ class ReadOnlyJournal(JournalReads):
                 df[col] = pd.to_datetime(df[col], utc=True, errors="coerce")
         return df
 
+    # the pages' reads: newest first and LIMITed in SQL (a page re-renders on every change;
+    # reading whole tables made each render cost ~100 ms on a year of bars)
+    def audit_where(self, *conds: Any, limit: int) -> pd.DataFrame:
+        """The newest ``limit`` audit events matching ``conds``, newest first."""
+        stmt = select(t_audit).where(*conds).order_by(t_audit.c.id.desc()).limit(int(limit))
+        return journal_frame(self._rows(stmt), [c.name for c in t_audit.c], times=["time"])
+
+    def decisions_where(self, run_id: int, symbol: str | None, start: pd.Timestamp | None,
+                        end: pd.Timestamp | None, limit: int) -> pd.DataFrame:
+        """The run's newest ``limit`` decisions (filtered), newest bar first."""
+        c = t_decisions.c
+        stmt = select(t_decisions).where(c.run_id == run_id)
+        if symbol:
+            stmt = stmt.where(c.symbol == symbol)
+        if start is not None:
+            stmt = stmt.where(c.bar_time >= start)
+        if end is not None:
+            stmt = stmt.where(c.bar_time <= end)
+        stmt = stmt.order_by(c.bar_time.desc(), c.symbol.desc(), c.id.desc()).limit(int(limit))
+        return journal_frame(self._rows(stmt), [x.name for x in t_decisions.c],
+                             times=["bar_time", "created_at"], floats=["prediction", "target"])
+
+    def orders_between(self, run_id: int, first: Any, last: Any) -> pd.DataFrame:
+        """The run's orders decided on bars in [first, last], oldest first."""
+        c = t_orders.c
+        stmt = (select(t_orders).where(c.run_id == run_id, c.bar_time >= first,
+                                       c.bar_time <= last)
+                .order_by(c.created_at, c.client_order_id))
+        return journal_frame(self._rows(stmt), [x.name for x in t_orders.c],
+                             times=["bar_time", "created_at", "updated_at"],
+                             floats=["qty", "limit_price", "stop_price", "filled_qty",
+                                     "avg_fill_price"])
+
+    def positions_at(self, run_id: int, time: Any) -> pd.DataFrame:
+        c = t_positions.c
+        stmt = (select(c.time, c.symbol, c.qty, c.avg_price)
+                .where(c.run_id == run_id, c.time == time).order_by(c.symbol))
+        return journal_frame(self._rows(stmt), ["time", "symbol", "qty", "avg_price"],
+                             times=["time"], floats=["qty", "avg_price"])
+
+    def newest_fills(self, run_id: int | None, limit: int) -> pd.DataFrame:
+        """The newest ``limit`` fills (of one run), newest first."""
+        stmt = (select(*t_fills.c, t_orders.c.run_id)
+                .join(t_orders, t_fills.c.client_order_id == t_orders.c.client_order_id)
+                .order_by(t_fills.c.time.desc(), t_fills.c.fill_id.desc()).limit(int(limit)))
+        if run_id is not None:
+            stmt = stmt.where(t_orders.c.run_id == run_id)
+        return journal_frame(self._rows(stmt), [c.name for c in t_fills.c] + ["run_id"],
+                             times=["time"], floats=["qty", "price", "commission"])
+
     def last_snapshot_time(self, run_id: int) -> pd.Timestamp | None:
         """The bar time of the run's newest equity (and positions) snapshot."""
         value = self._run(lambda c: c.execute(select(func.max(t_equity.c.time))
@@ -268,6 +319,12 @@ def jsonable(value: Any) -> Any:
 
 def records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return [jsonable(r) for r in df.to_dict("records")]
+
+
+def _any_word(words: Iterable[str]) -> Any:
+    """SQL: the audit action contains one of ``words`` (as `_matches`, in the database)."""
+    action = func.lower(t_audit.c.action)
+    return or_(*[action.like(f"%{w}%") for w in words])
 
 
 def _matches(action: str, words: Iterable[str]) -> bool:
@@ -375,18 +432,26 @@ class JournalViews:
                 "fills": len(fills), "curve": curve, "buy_and_hold": bh,
                 "roi_buy_and_hold": _growth(bh)}
 
+    def last_bar(self) -> dict[str, Any]:
+        """The newest run's last bar and how late it is (the Health page: one row read)."""
+        rid = self.run_id()
+        last = self.j.last_snapshot_time(rid) if rid is not None else None
+        if last is None:
+            return {"last_bar": None, "lag_seconds": None}
+        lag = (pd.Timestamp.now(tz="UTC") - last).total_seconds()
+        return {"last_bar": last.isoformat(), "lag_seconds": max(0.0, lag)}
+
     def positions(self) -> list[dict[str, Any]]:
         rid = self.run_id()
         if rid is None:
             return []
-        pos = self.j.positions_frame(rid)
-        if pos.empty:
-            return []
         # the newest snapshot is the equity row's: a flat book writes no position rows, so
         # the newest position rows may be an older snapshot's (not what is held now)
         last = self.j.last_snapshot_time(rid)
-        pos = pos[(pos["time"] == last) & (pos["qty"] != 0)]
-        return records(pos)
+        if last is None:
+            return []
+        pos = self.j.positions_at(rid, last)
+        return records(pos[pos["qty"] != 0])
 
     def orders(self, open_only: bool = False) -> list[dict[str, Any]]:
         df = pd.DataFrame(self.j.pending_orders()) if open_only else self.j.orders_frame(
@@ -399,28 +464,24 @@ class JournalViews:
         return records(df)
 
     def fills(self, limit: int = 500) -> list[dict[str, Any]]:
-        df = self.j.fills_for(self.run_id())
-        return records(df.tail(limit).iloc[::-1])
+        return records(self.j.newest_fills(self.run_id(), limit))
 
     def decisions(self, symbol: str | None = None, start: str | None = None,
                   end: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
         rid = self.run_id()
-        df = self.j.decisions_frame(rid)
+        if rid is None:
+            return []
+        df = self.j.decisions_where(rid, symbol or None, _when(start) if start else None,
+                                    _when(end, end=True) if end else None, limit)
         if df.empty:
             return []
-        if symbol:
-            df = df[df["symbol"] == symbol]
-        if start:
-            df = df[df["bar_time"] >= _when(start)]
-        if end:
-            df = df[df["bar_time"] <= _when(end, end=True)]
-        orders = self.j.orders_frame(rid)
+        orders = self.j.orders_between(rid, df["bar_time"].min(), df["bar_time"].max())
         keyed: dict[tuple[str, str], dict[str, Any]] = {}
         for o in orders.to_dict("records"):
             if o["bar_time"] is not None and not pd.isna(o["bar_time"]):
                 keyed.setdefault((o["bar_time"].isoformat(), o["symbol"]), o)
         out = []
-        for d in df.tail(limit).iloc[::-1].to_dict("records"):
+        for d in df.to_dict("records"):
             o = keyed.get((d["bar_time"].isoformat(), d["symbol"]))
             d["order"] = (None if o is None else
                           {k: o[k] for k in ("client_order_id", "side", "qty", "type",
@@ -429,17 +490,14 @@ class JournalViews:
         return out
 
     def audit(self, limit: int = 500) -> list[dict[str, Any]]:
-        return records(self.j.audit_frame().tail(limit).iloc[::-1])
+        return records(self.j.audit_where(limit=limit))
 
     def risk(self, limit: int = 500) -> list[dict[str, Any]]:
-        df = self.j.audit_frame()
-        df = df[[a not in ROUTINE and _matches(a, RISK_WORDS) for a in df["action"]]]
-        return records(df.tail(limit).iloc[::-1])
+        return records(self.j.audit_where(t_audit.c.action.not_in(sorted(ROUTINE)),
+                                          _any_word(RISK_WORDS), limit=limit))
 
     def errors(self, limit: int = 50) -> list[dict[str, Any]]:
-        df = self.j.audit_frame()
-        df = df[[_matches(a, ERROR_WORDS) for a in df["action"]]]
-        return records(df.tail(limit).iloc[::-1])
+        return records(self.j.audit_where(_any_word(ERROR_WORDS), limit=limit))
 
     def broker(self) -> dict[str, Any]:
         """The broker of the newest run: answering (a bar was written after its last error)
@@ -450,10 +508,11 @@ class JournalViews:
                     "last_error": None}
         rid = int(run["id"])
         last_ok = self.j.last_bar_written(rid)
-        audit = self.j.audit_frame(rid)
+        audit = self.j.audit_where(t_audit.c.run_id == rid, t_audit.c.action.in_(
+            ["order_submit_failed", "bar_failed"]), limit=500)
         errs = audit[[_broker_error(a, d) for a, d in zip(audit["action"], audit["detail"],
                                                          strict=True)]] if len(audit) else audit
-        last_err = records(errs.tail(1))[0] if len(errs) else None
+        last_err = records(errs.head(1))[0] if len(errs) else None
         if last_err is not None and (last_ok is None
                                      or pd.Timestamp(last_err["time"]) > last_ok):
             status = "failing"

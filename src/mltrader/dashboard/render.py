@@ -26,10 +26,8 @@ def _health(dash: Dashboard) -> dict[str, Any]:
     out["log_tail"] = tail(log_file, LOG_LINES) if log_file is not None else []
     if dash.views is not None:
         try:
-            ov = dash.views.overview()
-            out.update(journal_reachable=True, last_bar=ov["last_bar"],
-                       lag_seconds=ov["lag_seconds"], errors=dash.views.errors(50),
-                       broker=dash.views.broker())
+            out.update(journal_reachable=True, **dash.views.last_bar(),
+                       errors=dash.views.errors(50), broker=dash.views.broker())
         except Exception as exc:
             out["journal_error"] = " ".join(str(exc).split())[:300]
     return out
