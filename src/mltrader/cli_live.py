@@ -534,8 +534,14 @@ def live(
                       + ", ".join(f"{k} {v}" for k, v in counts.items())
                       + f". Journal: {escape(j.url)}. Ctrl-C stops.", highlight=False)
             with _log_to_stderr(), session_log(log_beside(url)):
-                with _sigterm_as_interrupt():
-                    res = live_session(runner, feed, calendar, max_bars=max_bars)
+                from mltrader.news_inputs import live_news
+
+                stop_news = live_news(cfg, list(history.symbols))  # news_*: the news stream
+                try:
+                    with _sigterm_as_interrupt():
+                        res = live_session(runner, feed, calendar, max_bars=max_bars)
+                finally:
+                    stop_news()
             acct = adapter.account()
     finally:
         adapter.close()

@@ -440,10 +440,12 @@ class NewsConfig(_Strict):
     news.py); a file's naive timestamps need `tz`.
     """
 
-    source: Literal["file", "alpaca", "yahoo", "rss"] = Field(
+    source: Literal["file", "alpaca", "yahoo", "rss", "placebo"] = Field(
         "file", description="file (CSV / Parquet: timestamp, symbols, headline[, summary, "
         "source]; `mltrader news import FILE` checks one), alpaca (its news API; keys as "
-        "for its bars), yahoo (latest items only), rss (`feeds`)")
+        "for its bars), yahoo (latest items only), rss (`feeds`), placebo (real headlines "
+        "at random times about random symbols: no information by construction, the "
+        "negative control of a with / without comparison)")
     path: Path | None = Field(None, description="the news file (source: file)")
     tz: str | None = Field(None, description="time zone of the file's naive timestamps, e.g. "
                            "America/New_York (None: they must carry an offset)")
@@ -451,6 +453,8 @@ class NewsConfig(_Strict):
     scorer: str = Field("vader", description="vader, textblob, lm (Loughran-McDonald) or "
                         "tfidf_lr (trained on the bundled labelled tweets); `mltrader "
                         "sentiment eval` measures them")
+    seed: int = Field(0, description="placebo: which random draw")
+    per_day: float = Field(4.0, gt=0, le=1000, description="placebo: items a day")
     text: Literal["headline", "headline_summary"] = Field(
         "headline", description="what is scored: the headline, or headline and summary")
 

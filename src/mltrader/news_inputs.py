@@ -14,6 +14,8 @@ import hashlib
 import json
 import logging
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -78,9 +80,11 @@ def load_news(cfg: RunConfig, symbols: list[str], start: pd.Timestamp,
         return frame[pd.DatetimeIndex(frame["time"]) >= start].reset_index(drop=True)
     from mltrader.data.news import CachedNews, NewsCache, source_for
 
-    kwargs = {"feeds": list(n.feeds)} if n.source == "rss" else {}
+    kwargs: dict[str, Any] = ({"feeds": list(n.feeds)} if n.source == "rss" else
+                              {"seed": n.seed, "per_day": n.per_day} if n.source == "placebo"
+                              else {})
     source = source_for(n.source, **kwargs)
-    if cfg.data.cache and n.source != "yahoo":  # Yahoo: only its latest items, no history
+    if cfg.data.cache and n.source in ("alpaca", "rss"):  # Yahoo: latest only; placebo: drawn
         source = CachedNews(source, NewsCache())
     return source.fetch(symbols, start, end)
 
@@ -109,6 +113,34 @@ def score_items(items: pd.DataFrame, scorer: str, text: str = "headline",
                      "universe and are not used", int(outside.sum()))
         rows = rows[~outside]
     return rows.reset_index(drop=True)
+
+
+def live_news(cfg: RunConfig, symbols: list[str], stream: Any = None) -> Callable[[], None]:
+    """Feed the news_* features from Alpaca's real-time news while a live runner trades:
+    each article is scored as it arrives and added to the registered news (the next bar's
+    features see it, by its publication time). Starts a daemon thread; returns `stop`.
+    Nothing (a no-op stop) when no feature reads news or the news source is not alpaca."""
+    if not uses_news(cfg) or cfg.news is None or cfg.news.source != "alpaca":
+        return lambda: None
+    from mltrader.data.news import AlpacaNewsStream
+
+    n, universe = cfg.news, set(symbols)
+
+    def on_item(frame: pd.DataFrame) -> None:
+        try:
+            scored = score_items(frame, n.scorer, n.text, universe)
+        except Exception as e:  # a scorer failure must not end the stream
+            log.warning("news: an article could not be scored (%s); skipped", e)
+            return
+        if len(scored):
+            nws.add_news(scored)
+            log.info("news: %s %r scored %+.3f", ",".join(scored["symbol"]),
+                     str(frame["headline"].iloc[0])[:80], float(scored["score"].iloc[0]))
+
+    feed = AlpacaNewsStream(symbols, on_item, stream=stream)
+    thread = threading.Thread(target=feed.run, name="mltrader-news", daemon=True)
+    thread.start()
+    return feed.stop
 
 
 def forget_news() -> None:

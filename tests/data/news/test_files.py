@@ -78,7 +78,8 @@ def test_naive_timestamps_need_a_zone(tmp_path):
         read_news_file(p)
     msg = _one_line(e)
     assert "have no time zone: add an offset (2024-01-02T15:30:00-05:00)" in msg
-    assert "set news.tz in the config, e.g. America/New_York" in msg
+    assert ("set news.tz in the config (--tz for `mltrader news import`), e.g. "
+            "America/New_York") in msg
 
 
 def test_tz_localizes_naive_and_converts_aware(tmp_path):

@@ -12,7 +12,8 @@ from mltrader.errors import ConfigError
 @pytest.mark.parametrize(("name", "kw", "cls"), [
     ("alpaca", {}, "AlpacaNews"), ("Yahoo", {"count": 5}, "YahooNews"),
     ("rss", {"feeds": ["https://example.com/feed"]}, "RssNews"),
-    ("file", {"path": "news.csv", "tz": "UTC"}, "FileNews")])
+    ("file", {"path": "news.csv", "tz": "UTC"}, "FileNews"),
+    ("placebo", {"seed": 3}, "PlaceboNews")])
 def test_source_for_builds_each_source(name, kw, cls):
     src = source_for(name, **kw)  # builds only: no key, network or file needed yet
     assert type(src).__name__ == cls and isinstance(src, NewsSource)

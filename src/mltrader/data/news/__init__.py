@@ -22,20 +22,23 @@ from mltrader.data.news.frame import (
     stable_id,
     validate_news,
 )
+from mltrader.data.news.placebo import PlaceboNews
 from mltrader.data.news.rss import Feed, RssNews
 from mltrader.data.news.yahoo import YahooNews
 from mltrader.errors import ConfigError
 
 __all__ = ["NEWS_COLUMNS", "SOURCES", "AlpacaNews", "AlpacaNewsStream", "CachedNews", "Feed",
-           "FileNews", "NewsCache", "NewsError", "NewsSource", "RssNews", "YahooNews",
+           "FileNews", "NewsCache", "NewsError", "NewsSource", "PlaceboNews", "RssNews",
+           "YahooNews",
            "empty_news", "explode_symbols", "news_frame", "parse_symbols", "read_news_file",
            "source_for", "stable_id", "validate_news", "write_news_file"]
 
-SOURCES = ("alpaca", "yahoo", "rss", "file")
+SOURCES = ("alpaca", "yahoo", "rss", "file", "placebo")
 
 
 def source_for(name: str, **kw: Any) -> NewsSource:
-    """The news source registered as `name` (alpaca, yahoo, rss, file), built with `kw`."""
+    """The news source registered as `name` (alpaca, yahoo, rss, file, placebo), built with
+    `kw`."""
     key = str(name).strip().lower()
     if key == "alpaca":
         return AlpacaNews(**kw)
@@ -45,5 +48,7 @@ def source_for(name: str, **kw: Any) -> NewsSource:
         return RssNews(**kw)
     if key == "file":
         return FileNews(**kw)
+    if key == "placebo":
+        return PlaceboNews(**kw)
     raise ConfigError(f"news.source: unknown news source {name!r}; use one of "
                       f"{', '.join(SOURCES)}")

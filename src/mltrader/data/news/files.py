@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 
 REQUIRED = ("timestamp", "symbols", "headline")
 OPTIONAL = ("summary", "source", "id", "provider")
-TZ_HINT = ("add an offset (2024-01-02T15:30:00-05:00) or set news.tz in the config, "
-           "e.g. America/New_York")
+TZ_HINT = ("add an offset (2024-01-02T15:30:00-05:00) or set news.tz in the config "
+           "(--tz for `mltrader news import`), e.g. America/New_York")
 
 
 def _kind(p: Path) -> str:
