@@ -172,14 +172,24 @@ def _wait_for_a_position(page) -> None:
         time.sleep(BAR_SECONDS / 2)
 
 
+def _wait_for_a_blocked_order(page) -> None:
+    """The paused session holds back an order that adds exposure (and audits it)."""
+    deadline = time.monotonic() + 2 * WAIT_MS / 1000
+    while not any(e["action"] == "order_blocked" and e["detail"].get("guard") ==
+                  "paused (operator)" for e in page.request.get("/api/risk").json()["events"]):
+        assert time.monotonic() < deadline, "nothing was held back in 30 s of pause"
+        time.sleep(BAR_SECONDS / 2)
+
+
 def test_pause_resume_and_flatten_take_effect_in_the_session(page, replaying):
     folder, _, proc = replaying
     page.goto("/")
     page.wait_for_selector("#controls")
     _no_reload_mark(page)
+    _wait_for_a_position(page)  # adding to it, or a new entry, is what a pause holds back
     pause = _command(page, "Pause new entries")
     _applied(page, pause)
-    time.sleep(12 * BAR_SECONDS)  # a dozen bars paused
+    _wait_for_a_blocked_order(page)  # bars go on until the strategy wants to add
     resume = _command(page, "Resume")
     _applied(page, resume)
     _wait_for_a_position(page)
