@@ -18,7 +18,7 @@ from mltrader.errors import MltraderError
 from mltrader.live.brokers.base import Fill
 from mltrader.live.journal import Journal
 from mltrader.live.session import journal_url
-from tests.dashboard.support import LOCAL, TOKEN, free_port
+from tests.dashboard.support import LOCAL, TOKEN, serve
 
 HAS_COMMANDS = hasattr(Journal, "add_command")
 needs_commands = pytest.mark.skipif(
@@ -380,22 +380,11 @@ def test_the_journal_is_never_written_by_reads(session):
 def test_stream_pushes_an_event_after_a_new_fill_and_bar(session, tmp_path):
     import shutil
 
-    import uvicorn
-
     folder = tmp_path / "live"
     shutil.copytree(session[0], folder)
-    port = free_port()
     app = create_app(Source(journal_url(folder)), token=TOKEN, host="127.0.0.1",
                      token_from_env=True, poll_interval=0.1)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        for _ in range(100):
-            if server.started:
-                break
-            time.sleep(0.05)
+    with serve(app) as base:
         events: list[tuple[str, dict, float]] = []
         writes: dict[str, float] = {}
 
@@ -415,7 +404,7 @@ def test_stream_pushes_an_event_after_a_new_fill_and_bar(session, tmp_path):
                 writes["bar"] = time.monotonic()
                 j.snapshot(run_id, pd.Timestamp("2030-01-03", tz="UTC"), {}, 1000.0, 5000.0)
 
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c, \
+        with httpx.Client(base_url=base, timeout=10) as c, \
                 c.stream("GET", "/api/stream") as r:
             assert r.status_code == 200
             assert r.headers["content-type"].startswith("text/event-stream")
@@ -442,12 +431,9 @@ def test_stream_pushes_an_event_after_a_new_fill_and_bar(session, tmp_path):
         assert fill_ev and fill_ev[0] - writes["fill"] < 1.0
         assert bar_ev and bar_ev[0] - writes["bar"] < 1.0
         assert app.state.dashboard.stream.clients <= 1  # one shared poller, per-client queues
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as c:
+        with httpx.Client(base_url=base) as c:
             page = c.get("/positions").text
         assert "123.4560" in page
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 # ---------------------------------------------------------------------------- backtests
