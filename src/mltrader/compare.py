@@ -19,10 +19,12 @@ from mltrader.backtest.engine import run_backtest
 from mltrader.backtest.metrics import compute_metrics
 from mltrader.backtest.result import BacktestResult
 from mltrader.config import ModelConfig, RunConfig, StrategyConfig
+from mltrader.core.settings import EngineSettings
 from mltrader.data.bars import Bars
 from mltrader.errors import ConfigError
 from mltrader.models.evaluation import prediction_stats
 from mltrader.models.registry import CLASSIFIERS, PANEL_MODELS
+from mltrader.parallel import run_units
 from mltrader.pipeline import (
     ProgressFactory,
     buy_and_hold_targets,
@@ -112,6 +114,47 @@ def _deflate(rows: list[dict], results: dict[str, BacktestResult], n_trials: int
         row["dsr_trials"] = n
 
 
+@dataclass(frozen=True)
+class _Shared:
+    """What every compared model's unit reads (shipped once per worker / into Ray)."""
+
+    cfg: RunConfig
+    bars: Bars
+    settings: EngineSettings
+    ppy: float
+    sessions: np.ndarray | None
+    progress: ProgressFactory | None
+
+
+@dataclass(frozen=True)
+class _ModelOut:
+    row: dict[str, object]
+    result: BacktestResult
+    n_trials: int
+    start: int
+    folds: int
+    realised: np.ndarray
+
+
+def _run_model(shared: _Shared, mc: ModelConfig) -> _ModelOut:
+    """One compared model, the same path as `mltrader backtest`: features, tuning,
+    walk-forward (same folds: they depend only on the bars and walk_forward settings)."""
+    cfg, bars, ppy = shared.cfg, shared.bars, shared.ppy
+    mcfg = model_config(cfg, mc)
+    sig = compute_signals(bars, mcfg, shared.progress)
+    start = sig.start
+    sized = trade_targets(sig, bars, mcfg, ppy)
+    res = run_backtest(bars, sized.values, shared.settings, start=start, unit=sized.unit,
+                       sessions=shared.sessions)
+    pred = sig.predictions.to_numpy()
+    realised = sig.labels.to_numpy()
+    direction = cfg.target.kind == "direction" or mc.name in CLASSIFIERS
+    stats = prediction_stats(pred[start:], realised[start:], regression=not direction)
+    row = {"model": _label(mc), "rule": mcfg.strategy.name, "n_trials": sig.n_trials,
+           "params": sig.params, **stats, **compute_metrics(res, ppy)}
+    return _ModelOut(row, res, sig.n_trials, start, len(sig.folds), realised)
+
+
 def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | None = None,
             registry: TrialRegistry | None = None) -> CompareOutput:
     """Train every model of `cfg.compare` (or `cfg.model`) walk-forward and score it.
@@ -133,26 +176,16 @@ def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars 
     settings = engine_settings(cfg, fill, ppy)
     rows, results = [], {}
     trials: dict[str, int] = {}
-    start = 0
-    for mc in models:
-        # each model goes through the same path as `mltrader backtest`: features, tuning,
-        # walk-forward (same folds: they depend only on the bars and walk_forward settings)
-        mcfg = model_config(cfg, mc)
-        sig = compute_signals(bars, mcfg, progress)
-        start = sig.start
-        trials[_label(mc)] = sig.n_trials
-        sized = trade_targets(sig, bars, mcfg, ppy)
-        res = run_backtest(bars, sized.values, settings, start=start, unit=sized.unit,
-                           sessions=sessions)
-        results[_label(mc)] = res
-        pred = sig.predictions.to_numpy()
-        realised = sig.labels.to_numpy()
-        direction = cfg.target.kind == "direction" or mc.name in CLASSIFIERS
-        params = sig.params
-        stats = prediction_stats(pred[start:], realised[start:], regression=not direction)
-        rows.append({"model": _label(mc), "rule": mcfg.strategy.name,
-                     "n_trials": trials[_label(mc)], "params": params,
-                     **stats, **compute_metrics(res, ppy)})
+    # each model is one unit of work (cfg.executor: here, local workers or Ray tasks); the
+    # fold progress shows only when the models run in this process
+    serial = cfg.executor.kind == "local" and cfg.executor.workers <= 1
+    shared = _Shared(cfg, bars, settings, ppy, sessions, progress if serial else None)
+    outs = run_units(_run_model, models, cfg.executor, shared)
+    start, n_folds, realised = outs[0].start, outs[0].folds, outs[0].realised
+    for mc, out in zip(models, outs, strict=True):
+        trials[_label(mc)] = out.n_trials
+        results[_label(mc)] = out.result
+        rows.append(out.row)
     hold = dataclasses.replace(settings, stop_loss=None, take_profit=None, trailing_stop=None,
                                guards=Guards(), allow_short=False)
     bench = run_backtest(bars, buy_and_hold_targets(bars, start), hold, start=start,
@@ -179,5 +212,5 @@ def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars 
     board = board[[c for c in LEADERBOARD_COLUMNS if c in board.columns]
                   + [c for c in board.columns if c not in LEADERBOARD_COLUMNS]]
     oos = {"start": str(bars.index[start].date()), "end": str(bars.index[-1].date()),
-           "bars": int(len(bars) - start), "folds": len(sig.folds)}
+           "bars": int(len(bars) - start), "folds": n_folds}
     return CompareOutput(cfg, board, results, bench, oos)

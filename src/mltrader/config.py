@@ -467,6 +467,21 @@ class NewsConfig(_Strict):
         return self
 
 
+class ExecutorConfig(_Strict):
+    """Where independent units of research work run (compare's models, ...): in this
+    process, on local worker processes, or as tasks on a Ray cluster. Results are the same
+    whichever runs them."""
+
+    kind: Literal["local", "ray"] = Field("local", description="local (this machine's "
+                                          "processes) or ray (`pip install 'mltrader[ray]'`)")
+    workers: int = Field(1, ge=1, le=1024, description="local: worker processes (1: run in "
+                         "this process)")
+    address: str | None = Field(None, description="ray: `auto` (a running cluster), "
+                                "ray://host:10001, or None for a local Ray on this machine")
+    num_cpus: int | None = Field(None, ge=1, description="ray: CPUs of a local Ray (None: "
+                                 "all); each task takes one")
+
+
 class RunConfig(_Strict):
     """One run: data, features, model, walk-forward, strategy, costs, output."""
 
@@ -490,6 +505,7 @@ class RunConfig(_Strict):
     notify: NotifyConfig = NotifyConfig()
     news: NewsConfig | None = Field(None, description="news for the news_* sentiment "
                                     "features (see NewsConfig)")
+    executor: ExecutorConfig = ExecutorConfig()
     output_dir: Path = Field(Path("runs"), description="where run folders go")
     market: Literal["us", "cn_a"] = Field(
         "us", description="the market's trading rules: us (none beyond the engine's), cn_a "

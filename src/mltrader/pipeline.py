@@ -29,7 +29,7 @@ from mltrader.data.calendars import (
     session_ids,
     weekend_hint,
 )
-from mltrader.data.datasets import DATASETS, load_bundled
+from mltrader.data.datasets import DATASETS, SYNTHETIC_WARNING, load_bundled
 from mltrader.data.fetch import NETWORK_SOURCES
 from mltrader.data.intervals import check_interval, detect_interval
 from mltrader.errors import ConfigError
@@ -681,6 +681,8 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
                         "predictions (predictions.parquet).")
     if cfg.data.source == "bundled" and DATASETS[cfg.data.dataset].name == "sp500_20stocks":
         warnings.append(SURVIVORSHIP_WARNING)
+    if cfg.data.source == "bundled" and DATASETS[cfg.data.dataset].synthetic:
+        warnings.append(SYNTHETIC_WARNING)
     m = metrics["strategy"]
     notes.append(f"Turnover {m['turnover'] or 0:.1f}x equity per year; costs ate "  # type: ignore[index]
                  f"{m['cost_drag'] or 0:.2%} of equity per year (cost drag).")  # type: ignore[index]

@@ -183,6 +183,7 @@ def _index_curves(out: RunOutput) -> dict[str, pd.Series]:
 def write_compare(out: CompareOutput, run_dir: Path) -> dict[str, Path]:
     """Write a comparison's leaderboard (CSV and JSON), its config and its report."""
     from mltrader.backtest.compare_report import write_compare_report
+    from mltrader.data.datasets import SYNTHETIC_UNIVERSE, SYNTHETIC_WARNING
     from mltrader.pipeline import SURVIVORSHIP_WARNING
 
     paths = {
@@ -210,6 +211,8 @@ def write_compare(out: CompareOutput, run_dir: Path) -> dict[str, Path]:
     ]
     warnings = ([SURVIVORSHIP_WARNING] if cfg.data.source == "bundled"
                 and cfg.data.dataset == "sp500_20stocks" else [])
+    if cfg.data.source == "bundled" and cfg.data.dataset == SYNTHETIC_UNIVERSE:
+        warnings.append(SYNTHETIC_WARNING)
     write_compare_report(paths["report"], title=f"mltrader compare: {cfg.name}",
                          leaderboard=out.leaderboard, results=out.results,
                          benchmark=out.benchmark, notes=notes, warnings=warnings)

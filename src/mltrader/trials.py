@@ -52,7 +52,7 @@ TRIALS_FILE = "trials.jsonl"
 DEFAULT_PATH = Path("runs") / TRIALS_FILE
 KINDS = ("backtest", "sensitivity", "compare", "tuning", "rl_seed")
 # top-level RunConfig keys that name or place a run but do not change what it trades
-RUN_ONLY_KEYS = ("name", "output_dir")
+RUN_ONLY_KEYS = ("name", "output_dir", "executor")
 FORMAT_VERSION = 1
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -91,3 +92,13 @@ class LazyBacktestResult(BacktestResult):
             object.__setattr__(self, key, value)
         object.__setattr__(self, "_builders", builders)
         object.__setattr__(self, "_built", {})
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        """Pickled (to another process: a worker's result) as the eager `BacktestResult`
+        with every table built: the builders are closures over the engine's arrays."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(BacktestResult)}
+        return _eager, (values,)
+
+
+def _eager(values: dict[str, object]) -> BacktestResult:
+    return BacktestResult(**values)  # type: ignore[arg-type]

@@ -17,6 +17,10 @@ from sklearn.svm import SVC, SVR
 from sklearn.tree import DecisionTreeRegressor
 
 from mltrader.errors import ConfigError
+from mltrader.models.threads import thread_budget
+
+# LightGBM's names for its thread count besides n_jobs: one given in the config replaces ours
+_LGBM_THREAD_ALIASES = frozenset({"n_jobs", "num_threads", "num_thread", "nthread", "nthreads"})
 
 
 def _lightgbm(params: dict[str, Any], seed: int) -> BaseEstimator:
@@ -31,12 +35,17 @@ def _lightgbm(params: dict[str, Any], seed: int) -> BaseEstimator:
         subsample_freq=1,
         colsample_bytree=0.8,
         reg_lambda=1.0,
-        n_jobs=2,
+        # the thread budget when built (models.threads): all cores given to this process,
+        # or its share under an executor; the model is the same for any thread count with
+        # deterministic=True + force_row_wise=True (checked in tests/models/test_threads.py)
+        n_jobs=thread_budget(),
         deterministic=True,
         force_row_wise=True,
         verbose=-1,
     )
-    base.update(params)
+    base.update(params)  # an explicit n_jobs (or num_threads alias) in the config wins
+    if _LGBM_THREAD_ALIASES & set(params) - {"n_jobs"}:
+        del base["n_jobs"]
     base["random_state"] = seed
     return LGBMRegressor(**base)
 
@@ -53,6 +62,8 @@ def _lightgbm_classifier(params: dict[str, Any], seed: int) -> BaseEstimator:
 
     base = _lightgbm({}, seed).get_params()
     base.update(params)
+    if _LGBM_THREAD_ALIASES & set(params) - {"n_jobs"}:
+        del base["n_jobs"]
     base["random_state"] = seed
     return LGBMClassifier(**base)
 
@@ -74,9 +85,11 @@ def _tree(params: dict[str, Any], seed: int) -> BaseEstimator:
 
 
 def _forest(params: dict[str, Any], seed: int) -> BaseEstimator:
+    # one thread: scikit-learn's forest adds its trees' predictions in the order its
+    # threads finish, so with n_jobs > 1 a prediction's last bits vary from run to run and
+    # between executors (measured: pearson IC differs in the 17th digit)
     base: dict[str, Any] = {"n_estimators": 50, "max_depth": 6, "min_samples_leaf": 200,
-                            "max_samples": 0.3,
-                            "max_features": 0.5, "n_jobs": 2}
+                            "max_samples": 0.3, "max_features": 0.5, "n_jobs": 1}
     base.update(params)
     return RandomForestRegressor(random_state=seed, **base)
 

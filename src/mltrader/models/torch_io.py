@@ -33,16 +33,23 @@ import torch  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 from torch import nn  # noqa: E402
 
+from mltrader.models.threads import thread_budget  # noqa: E402
+
 
 @contextmanager
 def torch_env(threads: int | None, deterministic: bool = False) -> Iterator[None]:
     """Set torch's thread count (and deterministic algorithms) for the block; both restored
-    after. Every torch model here fits and predicts inside it (reproducible by seed)."""
+    after. Every torch model here fits and predicts inside it (reproducible by seed).
+
+    `threads` None (or 0) means the thread budget (`models.threads.thread_budget`: the cores
+    given, or this worker's share). A model's `threads` is part of its result: torch's CPU
+    kernels sum in a different order with another thread count (an LSTM's predictions moved
+    by ~3e-8 between 1 and 2 threads), so the models keep an explicit default and only
+    `threads=None` follows the budget."""
     prev_threads = torch.get_num_threads()
     prev_det = torch.are_deterministic_algorithms_enabled()
     try:
-        if threads:
-            torch.set_num_threads(int(threads))
+        torch.set_num_threads(int(threads) if threads else thread_budget())
         if deterministic:
             torch.use_deterministic_algorithms(True)
         yield

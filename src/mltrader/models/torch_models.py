@@ -276,7 +276,10 @@ class _TorchEstimator(BaseEstimator):
 
 _TRAIN_DOC = """epochs, batch_size, lr (Adam), patience (epochs without a better validation loss),
     val_fraction (last share of samples used for early stopping), embargo (samples dropped
-    between training and validation), seed, threads (torch threads during fit/predict)."""
+    between training and validation), seed, threads (torch threads during fit/predict; None:
+    the thread budget, `models.threads`. A fixed count by default because the count changes
+    the results in the last bits, and the same config and seed must give the same metrics
+    under any executor)."""
 
 
 class LSTMRegressor(RegressorMixin, _TorchEstimator):

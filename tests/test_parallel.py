@@ -1,0 +1,79 @@
+"""Units of work in this process, on local worker processes, or on Ray: the same results in
+the same order; `mltrader compare` with workers gives the same leaderboard and equity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mltrader.compare import compare
+from mltrader.config import ExecutorConfig, config_from_dict
+from mltrader.data.files import save_file
+from mltrader.parallel import run_units
+from mltrader.testing import synthetic_bars
+
+
+def square_plus(shared, unit):
+    """A unit: reads the shared array (shipped once per worker) and its own argument."""
+    from mltrader.models.threads import thread_budget
+
+    return float(shared[unit] ** 2 + unit), thread_budget()
+
+
+def test_local_workers_return_the_serial_results_in_order():
+    shared = np.arange(10.0)
+    seen = []
+    serial = run_units(square_plus, range(10), ExecutorConfig(), shared)
+    par = run_units(square_plus, range(10), ExecutorConfig(workers=2), shared,
+                    progress=lambda done, total: seen.append((done, total)))
+    assert [r[0] for r in par] == [r[0] for r in serial] == [i * i + i for i in range(10)]
+    assert {r[1] for r in par} == {1}  # 2 workers on 2 cores: one thread each
+    assert seen[-1] == (10, 10) and len(seen) == 10
+
+
+def boom(shared, unit):
+    if unit == 3:
+        raise ValueError("unit 3 failed")
+    return unit
+
+
+def test_a_failing_unit_fails_the_run():
+    with pytest.raises(ValueError, match="unit 3 failed"):
+        run_units(boom, range(6), ExecutorConfig(workers=2))
+
+
+def _cfg(tmp_path, **executor):
+    path = save_file(synthetic_bars(700, 4, seed=5, start="2000-01-03"), tmp_path / "bars.csv")
+    return config_from_dict({
+        "features": ["ret_1", "ret_5", "sma_ratio_20", "vol_20"],
+        "walk_forward": {"first_test_year": 2001, "min_train_rows": 100},
+        "data": {"source": "file", "path": str(path)},
+        "compare": [{"name": "ridge"}, {"name": "lightgbm", "params": {"n_estimators": 30}},
+                    {"name": "random_forest", "params": {"n_estimators": 20}}],
+        "executor": executor})
+
+
+def test_compare_with_workers_matches_one_process(tmp_path):
+    one = compare(_cfg(tmp_path))
+    two = compare(_cfg(tmp_path, workers=2))
+    pd.testing.assert_frame_equal(one.leaderboard, two.leaderboard, check_exact=True)
+    for name, res in one.results.items():
+        pd.testing.assert_series_equal(res.equity, two.results[name].equity, check_exact=True)
+    assert one.oos == two.oos
+
+
+def test_a_lazy_backtest_result_pickles_as_the_same_eager_result(tmp_path):
+    """A worker's backtest comes back through pickle: the lazy tables' builders are
+    closures, so it travels as the eager result with every table built."""
+    import pickle
+
+    from mltrader.backtest.result import BacktestResult
+
+    res = compare(_cfg(tmp_path)).results["ridge"]
+    back = pickle.loads(pickle.dumps(res))
+    assert type(back) is BacktestResult
+    for name in ("equity", "cash"):
+        pd.testing.assert_series_equal(getattr(back, name), getattr(res, name))
+    for name in ("positions", "weights", "fills", "trades", "orders"):
+        pd.testing.assert_frame_equal(getattr(back, name), getattr(res, name))
