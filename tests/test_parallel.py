@@ -55,8 +55,17 @@ def _cfg(tmp_path, **executor):
 
 
 def test_compare_with_workers_matches_one_process(tmp_path):
+    import contextlib
+
+    ticks: list[tuple[int, str]] = []
+
+    @contextlib.contextmanager
+    def bar(total):  # the CLI's progress bar: one tick as each model finishes
+        yield lambda msg: ticks.append((total, msg))
+
     one = compare(_cfg(tmp_path))
-    two = compare(_cfg(tmp_path, workers=2))
+    two = compare(_cfg(tmp_path, workers=2), unit_progress=bar)
+    assert ticks == [(3, "1 of 3"), (3, "2 of 3"), (3, "3 of 3")]
     pd.testing.assert_frame_equal(one.leaderboard, two.leaderboard, check_exact=True)
     for name, res in one.results.items():
         pd.testing.assert_series_equal(res.equity, two.results[name].equity, check_exact=True)

@@ -16,6 +16,7 @@ from mltrader.cli_app import (
     _fold_progress,
     _one_line,
     _progress,
+    _unit_progress,
     app,
     err,
     guarded,
@@ -240,7 +241,7 @@ def compare(
     ov.common(first_test_year=first_test_year, initial_cash=initial_cash, sets=set_)
     cfg = load_run_config(config, ov, smoke)
     check_writable(Path(cfg.output_dir))
-    result = run_compare(cfg, progress=_fold_progress,
+    result = run_compare(cfg, progress=_fold_progress, unit_progress=_unit_progress,
                          registry=None if smoke else registry_for(cfg.output_dir))
     run_dir = new_run_dir(Path(cfg.output_dir), cfg.name)
     paths = write_compare(result, run_dir)

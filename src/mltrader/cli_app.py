@@ -158,3 +158,8 @@ def _progress(label: str, total: int, prefix: str = "", transient: bool = False
 
 def _fold_progress(total: int) -> AbstractContextManager[Callable[[str], None]]:
     return _progress("walk-forward folds", total, prefix="last fold: ")
+
+
+def _unit_progress(total: int) -> AbstractContextManager[Callable[[str], None]]:
+    """Units of work on workers or Ray (compare's models): one tick as each finishes."""
+    return _progress("models (on the executor)", total, prefix="last done: ")

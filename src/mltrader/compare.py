@@ -156,7 +156,8 @@ def _run_model(shared: _Shared, mc: ModelConfig) -> _ModelOut:
 
 
 def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | None = None,
-            registry: TrialRegistry | None = None) -> CompareOutput:
+            registry: TrialRegistry | None = None,
+            unit_progress: ProgressFactory | None = None) -> CompareOutput:
     """Train every model of `cfg.compare` (or `cfg.model`) walk-forward and score it.
 
     `registry`: every model is recorded as a trial on this data and each deflated Sharpe
@@ -180,7 +181,12 @@ def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars 
     # fold progress shows only when the models run in this process
     serial = cfg.executor.kind == "local" and cfg.executor.workers <= 1
     shared = _Shared(cfg, bars, settings, ppy, sessions, progress if serial else None)
-    outs = run_units(_run_model, models, cfg.executor, shared)
+    if serial or unit_progress is None:
+        outs = run_units(_run_model, models, cfg.executor, shared)
+    else:  # the models report as they finish (their folds run elsewhere)
+        with unit_progress(len(models)) as advance:
+            outs = run_units(_run_model, models, cfg.executor, shared,
+                             progress=lambda done, total: advance(f"{done} of {total}"))
     start, n_folds, realised = outs[0].start, outs[0].folds, outs[0].realised
     for mc, out in zip(models, outs, strict=True):
         trials[_label(mc)] = out.n_trials
