@@ -75,6 +75,19 @@ def test_surprise_and_decay_by_hand():
     assert f["news_decay_2"]["MSFT"].to_numpy() == pytest.approx(np.zeros(5))
 
 
+def test_the_news_features_share_one_alignment_until_the_news_changes(monkeypatch):
+    calls = []
+    real = nws.assign_bars
+    monkeypatch.setattr(nws, "assign_bars", lambda *a: calls.append(1) or real(*a))
+    rows = [("2024-11-26 15:00", "AAPL", 0.6)]
+    first = _features(rows)  # registers the news; four features, one alignment
+    assert len(calls) == 1
+    nws.add_news(_scored([("2024-11-27 15:00", "AAPL", -0.2)]))  # a streamed item
+    again = compute_features(BARS, NAMES)
+    assert len(calls) == 2 and again["news_count"].to_numpy().sum() == 2
+    assert first["news_count"].to_numpy().sum() == 1  # the earlier frames are untouched
+
+
 def test_a_news_feature_without_news_is_a_one_line_error():
     nws.use_news(None)
     with pytest.raises(ConfigError, match="`news:` section") as e:

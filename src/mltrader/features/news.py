@@ -26,19 +26,18 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from weakref import WeakKeyDictionary
 
 import numpy as np
 import pandas as pd
 
 from mltrader.data.bars import Bars
-from mltrader.data.calendars import CONTINUOUS, resolve_calendar
+from mltrader.data.calendars import CONTINUOUS, interval_minutes, resolve_calendar
 from mltrader.data.intervals import detect_interval
 from mltrader.data.schedules import calendar_schedule
 from mltrader.errors import ConfigError
 
 SCORED_COLUMNS = ("time", "symbol", "score")
-PLAIN = ("news_score", "news_count")
-PATTERNS = ("news_surprise_", "news_decay_")
 
 
 @dataclass(frozen=True)
@@ -116,19 +115,13 @@ def bar_close_times(index: pd.DatetimeIndex, calendar: str | None,
     interval = detect_interval(idx) if len(idx) > 1 else "1d"
     cal = resolve_calendar(calendar, list(symbols) or ["SPY"])
     if interval != "1d":
-        return idx + pd.Timedelta(_minutes(interval), "min")
+        return idx + pd.Timedelta(interval_minutes(interval), "min")
     day_end = idx.normalize() + pd.Timedelta(days=1)
     if cal.name in CONTINUOUS:
         return day_end
     sched = calendar_schedule(cal.name, idx[0], idx[-1])
     closes = pd.DatetimeIndex(sched["close"].reindex(idx.normalize()))
     return closes.where(closes.notna(), day_end)  # a bar on no session: its day's end
-
-
-def _minutes(interval: str) -> int:
-    from mltrader.data.calendars import interval_minutes
-
-    return interval_minutes(interval)
 
 
 def assign_bars(times: pd.DatetimeIndex, closes: pd.DatetimeIndex) -> np.ndarray:
@@ -138,9 +131,25 @@ def assign_bars(times: pd.DatetimeIndex, closes: pd.DatetimeIndex) -> np.ndarray
     return np.searchsorted(c, t, side="right")
 
 
+# per Bars object: the panel its sums were made from and the sums; the four news features
+# of one compute share one alignment (a new panel, e.g. a streamed item, recomputes)
+_PER_BAR: WeakKeyDictionary[Bars, tuple[NewsPanel, np.ndarray, np.ndarray]] = (
+    WeakKeyDictionary())
+
+
 def per_bar(bars: Bars, panel: NewsPanel | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(sum of scores, item count) per bar and symbol, (T, N) each."""
     panel = panel or active_news()
+    hit = _PER_BAR.get(bars)
+    if hit is not None and hit[0] is panel:
+        return hit[1], hit[2]
+    total, count = _per_bar(bars, panel)
+    total.flags.writeable = count.flags.writeable = False  # shared by the features
+    _PER_BAR[bars] = (panel, total, count)
+    return total, count
+
+
+def _per_bar(bars: Bars, panel: NewsPanel) -> tuple[np.ndarray, np.ndarray]:
     T, N = len(bars.index), len(bars.symbols)
     total, count = np.zeros((T, N)), np.zeros((T, N))
     news = panel.scored
@@ -170,7 +179,7 @@ def news_score(bars: Bars) -> pd.DataFrame:
 
 
 def news_count(bars: Bars) -> pd.DataFrame:
-    return _frame(bars, per_bar(bars)[1])
+    return _frame(bars, per_bar(bars)[1].copy())
 
 
 def news_surprise(bars: Bars, n: int) -> pd.DataFrame:
