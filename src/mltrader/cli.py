@@ -24,12 +24,14 @@ from mltrader.cli_app import (
 )
 from mltrader.cli_options import (
     DataOpt,
+    ExecutorOpt,
     FirstTestYearOpt,
     InitialCashOpt,
     Overrides,
     SetOpt,
     SmokeOpt,
     StrategyOpt,
+    WorkersOpt,
     load_run_config,
 )
 from mltrader.errors import MltraderError
@@ -209,13 +211,8 @@ def compare(
         help="Where run folders go (default: runs/). Example: -o /tmp/runs")] = None,
     first_test_year: FirstTestYearOpt = None,
     initial_cash: InitialCashOpt = None,
-    executor: Annotated[str | None, typer.Option(
-        "--executor", help="Where the models train: local (this machine) or ray (a Ray "
-        "cluster: executor.address in the config, or a local Ray; pip install "
-        "'mltrader[ray]'). Same results either way. Example: --executor ray")] = None,
-    workers: Annotated[int | None, typer.Option(
-        "--workers", min=1, help="local: worker processes, one model each (default 1: in "
-        "this process). Example: --workers 2")] = None,
+    executor: ExecutorOpt = None,
+    workers: WorkersOpt = None,
     set_: SetOpt = None,
     smoke: SmokeOpt = False,
 ) -> None:
@@ -234,10 +231,7 @@ def compare(
         ov.set("data.symbols", _symbol_list(symbols), f"--symbols {symbols}")
     if output_dir is not None:
         ov.set("output_dir", str(output_dir), f"--output-dir {output_dir}")
-    if executor is not None:
-        ov.set("executor.kind", executor, f"--executor {executor}")
-    if workers is not None:
-        ov.set("executor.workers", workers, f"--workers {workers}")
+    ov.executor(executor, workers)
     ov.common(first_test_year=first_test_year, initial_cash=initial_cash, sets=set_)
     cfg = load_run_config(config, ov, smoke)
     check_writable(Path(cfg.output_dir))

@@ -33,6 +33,14 @@ DataOpt = Annotated[Path | None, typer.Option(
 SmokeOpt = Annotated[bool, typer.Option(
     "--smoke", help="Check that the config runs, on a small budget: a few folds, 1 epoch, "
     "<= 20 trees; the same code path, figures that are not a result.")]
+ExecutorOpt = Annotated[str | None, typer.Option(
+    "--executor", help="Where the independent units (walk-forward folds, compared models, "
+    "grid cells, tuning folds, seeds) run: local (this machine; with --workers N, on N "
+    "processes) or ray (a Ray cluster: executor.address in the config, else a local Ray; "
+    "pip install 'mltrader[ray]'). Same results either way. Example: --executor ray")]
+WorkersOpt = Annotated[int | None, typer.Option(
+    "--workers", min=1, help="local: worker processes (default 1: in this process). "
+    "Example: --workers 2")]
 
 
 class Overrides:
@@ -53,6 +61,14 @@ class Overrides:
         if path is not None:
             self.set("data.source", "file", f"--data {path}")
             self.set("data.path", str(path), f"--data {path}")
+        return self
+
+    def executor(self, kind: str | None, workers: int | None) -> Overrides:
+        """--executor / --workers: where the units of work run (`executor:` in a config)."""
+        if kind is not None:
+            self.set("executor.kind", kind, f"--executor {kind}")
+        if workers is not None:
+            self.set("executor.workers", workers, f"--workers {workers}")
         return self
 
     def common(self, *, first_test_year: int | None = None, initial_cash: float | None = None,
