@@ -1,5 +1,24 @@
 """How mltrader scales when work runs at the same time: one subcommand per measurement.
 
+    python bench/scale.py speedup [--workload compare|grid|both] [--json FILE]
+    python bench/scale.py overhead [--units 200] [--json FILE]
+    python bench/scale.py project [-c configs/universe_500.yaml] [--cores-per-node 2]
+                                  [--gbit 10] [--json FILE]
+
+speedup: the issue's workloads run as a user runs them, in one process (`--workers 1`), on
+2 local workers (`--workers 2`) and on a local Ray with 2 CPUs (`--executor ray`), each in a
+fresh process (Ray's start included): compare = `mltrader compare -c configs/compare.yaml`
+(8 models x 18 yearly folds); grid = a 30-cell `mltrader sensitivity` over ridge's alpha
+(6) x the threshold (5), which retrains every cell. Reports the wall times, the speed-ups
+(target >= 1.7x for both parallel modes) and whether every mode wrote byte-identical
+leaderboard.csv / sensitivity.csv.
+overhead: what one unit costs on each executor beyond its own work: opening the executor,
+then 200 empty units (per-unit overhead = wall x concurrency / units), then one map whose
+shared data is a 128 MB array (what shipping a universe-sized feature block costs).
+project: the 500-symbol backtest (configs/universe_500.yaml) measured unit by unit on one
+thread (each fold's fit-and-predict time, the driver's own time, the bytes each map ships),
+then its projected wall time, and a 30-cell retraining grid's, on 1, 4, 16 and 64 nodes.
+
     python bench/scale.py side-by-side [-c configs/default.yaml] [--set KEY=VALUE ...]
                                        [--env KEY=VALUE ...] [--json FILE]
 
@@ -26,6 +45,15 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDE_BY_SIDE_TARGET = 2.5
+SPEEDUP_TARGET = 1.7
+MODES = {"single": ["--workers", "1"], "workers": ["--workers", "2"],
+         "ray": ["--executor", "ray", "--set", "executor.num_cpus=2"]}
+WORKLOADS = {
+    "compare": (["compare", "-c", "configs/compare.yaml"], "leaderboard.csv"),
+    "grid": (["sensitivity", "-c", "configs/default.yaml", "--set", "model.name=ridge",
+              "--grid", "model.params.alpha=0.01,0.1,1,10,100,1000",
+              "--grid", "threshold=0,0.0005,0.001,0.002,0.004"], "sensitivity.csv"),
+}
 
 
 def _cores() -> int:
@@ -121,6 +149,155 @@ def side_by_side(args: argparse.Namespace) -> int:
     return 0 if info["met"] and same else 1
 
 
+def _timed(cmd: list[str], tmp: Path, tag: str) -> float:
+    log = tmp / f"{tag}.log"
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        rc = subprocess.call(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - t0
+    if rc != 0:
+        raise SystemExit(f"{tag} failed (exit {rc}):\n{log.read_text()[-2000:]}")
+    return wall
+
+
+def speedup(args: argparse.Namespace) -> int:
+    names = list(WORKLOADS) if args.workload == "both" else [args.workload]
+    info: dict[str, Any] = {"cores": _cores(), "load_start": _loadavg(), "workloads": {}}
+    print(f"cores {info['cores']}, load average {info['load_start']}")
+    ok = True
+    with tempfile.TemporaryDirectory(prefix="mltrader-speedup-") as tmp_name:
+        tmp = Path(tmp_name)
+        for name in names:
+            argv, table = WORKLOADS[name]
+            walls, outputs = {}, {}
+            for mode, flags in MODES.items():
+                out = tmp / f"{name}-{mode}"
+                cmd = [sys.executable, "-m", "mltrader", *argv, "-o", str(out), *flags]
+                walls[mode] = round(_timed(cmd, tmp, f"{name}-{mode}"), 1)
+                found = sorted(out.rglob(table))
+                outputs[mode] = found[0].read_bytes() if found else None
+                print(f"{name} {mode}: {walls[mode]:.1f} s", flush=True)
+            same = outputs["single"] is not None and len(set(outputs.values())) == 1
+            ratios = {m: round(walls["single"] / walls[m], 2) for m in ("workers", "ray")}
+            met = all(r >= SPEEDUP_TARGET for r in ratios.values())
+            ok &= met and same
+            info["workloads"][name] = {"command": "mltrader " + " ".join(argv),
+                                       "seconds": walls, "speedup": ratios, "met": met,
+                                       f"same_{table}": same}
+            print(f"{name}: speed-up workers {ratios['workers']:.2f}x, ray {ratios['ray']:.2f}x "
+                  f"(target >= {SPEEDUP_TARGET}x: {'met' if met else 'MISSED'}); identical "
+                  f"{table} in every mode: {same}", flush=True)
+    info["load_end"] = _loadavg()
+    if args.json:
+        Path(args.json).write_text(json.dumps(info, indent=2) + "\n")
+    return 0 if ok else 1
+
+
+def _noop(_shared: Any, unit: int) -> int:
+    return unit
+
+
+def _touch(shared: Any, unit: int) -> float:
+    return float(shared[unit])
+
+
+def overhead(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from mltrader.config import ExecutorConfig
+    from mltrader.parallel import session
+
+    big = np.ones(16 * 1024 * 1024)  # 128 MB of float64
+    info: dict[str, Any] = {"cores": _cores(), "units": args.units, "shared_mb": 128}
+    for mode, ex, conc in (("single", ExecutorConfig(), 1),
+                           ("workers", ExecutorConfig(workers=2), 2),
+                           ("ray", ExecutorConfig(kind="ray", num_cpus=2), 2)):
+        t0 = time.perf_counter()
+        with session(ex) as mapper:
+            mapper(_noop, None, [0, 1])  # start the workers
+            opened = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            mapper(_noop, None, list(range(args.units)))
+            per_unit = (time.perf_counter() - t1) * conc / args.units
+            t2 = time.perf_counter()
+            mapper(_touch, big, [0, 1])
+            ship = time.perf_counter() - t2
+        info[mode] = {"open_s": round(opened, 3), "per_unit_ms": round(per_unit * 1e3, 3),
+                      "ship_128mb_s": round(ship, 3)}
+        print(f"{mode}: open {opened:.2f} s, per unit {per_unit * 1e3:.2f} ms, one map "
+              f"shipping 128 MB {ship:.2f} s", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(info, indent=2) + "\n")
+    return 0
+
+
+def _makespan(durations: list[float], slots: int) -> float:
+    """Longest-first onto the least loaded slot (what a task queue does, near enough)."""
+    loads = [0.0] * max(1, slots)
+    for d in sorted(durations, reverse=True):
+        i = loads.index(min(loads))
+        loads[i] += d
+    return max(loads)
+
+
+def project(args: argparse.Namespace) -> int:
+    import pickle
+
+    os.environ["MLTRADER_THREADS"] = "1"  # a Ray task holds one CPU: measure units on one
+    from mltrader.config import load_config
+    from mltrader.models.units import using
+    from mltrader.pipeline import run
+
+    units: list[dict[str, Any]] = []
+
+    def timing_map(fn: Any, shared: Any, items: list[Any], on_result: Any = None) -> list[Any]:
+        size = len(pickle.dumps(shared, protocol=pickle.HIGHEST_PROTOCOL))
+        out = []
+        for i, u in enumerate(items):
+            t = time.perf_counter()
+            out.append(fn(shared, u))
+            units.append({"fn": fn.__name__, "seconds": time.perf_counter() - t,
+                          "shared_mb": size / 1e6})
+            if on_result is not None:
+                on_result(i, out[-1])
+        return out
+
+    cfg = load_config(ROOT / args.config)
+    t0 = time.perf_counter()
+    with using(timing_map):
+        run(cfg)
+    total = time.perf_counter() - t0
+    work = [u["seconds"] for u in units]
+    driver = total - sum(work)
+    ship_mb = max((u["shared_mb"] for u in units), default=0.0)
+    ov = json.loads(args.overhead_json.read_text()) if args.overhead_json else None
+    per_task = (ov["ray"]["per_unit_ms"] / 1e3) if ov else 0.005
+    bw = args.gbit * 1e9 / 8
+    rows = []
+    for nodes in (1, 4, 16, 64):
+        slots = nodes * args.cores_per_node
+        ship = ship_mb * 1e6 * nodes / bw if nodes > 1 else 0.0  # once to each node
+        one = (driver + _makespan(work, slots) + per_task * len(work) / min(slots, len(work))
+               + ship)
+        grid = 30 * [total]  # each retraining cell: one whole run on one CPU
+        cells = (_makespan(grid, slots) + per_task * 30 / min(slots, 30) + ship)
+        rows.append({"nodes": nodes, "cpus": slots, "backtest_s": round(one, 1),
+                     "grid30_s": round(cells, 1), "ship_s": round(ship, 2)})
+    info = {"config": args.config, "units": len(work), "unit_seconds": [round(w, 2) for w in work],
+            "driver_seconds": round(driver, 1), "total_seconds": round(total, 1),
+            "shared_mb_per_map": round(ship_mb, 1), "per_task_overhead_s": per_task,
+            "cores_per_node": args.cores_per_node, "gbit": args.gbit, "projection": rows}
+    print(f"{args.config}: {total:.1f} s on one thread: {len(work)} units "
+          f"({', '.join(f'{w:.1f}' for w in work)} s), driver {driver:.1f} s; each map ships "
+          f"{ship_mb:.0f} MB")
+    for r in rows:
+        print(f"{r['nodes']:>3} node(s), {r['cpus']:>3} CPUs: backtest {r['backtest_s']:.0f} s, "
+              f"30-cell retraining grid {r['grid30_s']:.0f} s (shipping {r['ship_s']:.1f} s)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(info, indent=2) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -132,6 +309,21 @@ def main(argv: list[str] | None = None) -> int:
                    help="environment variable for the backtests, e.g. MLTRADER_THREADS=1")
     p.add_argument("--json", help="write the numbers to this JSON file")
     p.set_defaults(func=side_by_side)
+    p = sub.add_parser("speedup", help="compare and a 30-cell grid: 1 process, 2 workers, Ray")
+    p.add_argument("--workload", choices=["compare", "grid", "both"], default="both")
+    p.add_argument("--json", help="write the numbers to this JSON file")
+    p.set_defaults(func=speedup)
+    p = sub.add_parser("overhead", help="per-unit cost and data shipping of each executor")
+    p.add_argument("--units", type=int, default=200)
+    p.add_argument("--json", help="write the numbers to this JSON file")
+    p.set_defaults(func=overhead)
+    p = sub.add_parser("project", help="universe_500 measured per unit; 1-64 node projection")
+    p.add_argument("-c", "--config", default="configs/universe_500.yaml")
+    p.add_argument("--cores-per-node", type=int, default=2)
+    p.add_argument("--gbit", type=float, default=10.0, help="network between nodes, Gbit/s")
+    p.add_argument("--overhead-json", type=Path, help="per-task overhead from `overhead`")
+    p.add_argument("--json", help="write the numbers to this JSON file")
+    p.set_defaults(func=project)
     args = ap.parse_args(argv)
     return args.func(args)
 

@@ -65,7 +65,10 @@ def test_compare_with_workers_matches_one_process(tmp_path):
 
     one = compare(_cfg(tmp_path))
     two = compare(_cfg(tmp_path, workers=2), unit_progress=bar)
-    assert ticks == [(3, "1 of 3"), (3, "2 of 3"), (3, "3 of 3")]
+    assert [(total, msg.split(" (")[1]) for total, msg in ticks] == [
+        (3, "1 of 3)"), (3, "2 of 3)"), (3, "3 of 3)")]
+    assert sorted(msg.split(" (")[0] for _, msg in ticks) == ["lightgbm", "random_forest",
+                                                              "ridge"]
     pd.testing.assert_frame_equal(one.leaderboard, two.leaderboard, check_exact=True)
     for name, res in one.results.items():
         pd.testing.assert_series_equal(res.equity, two.results[name].equity, check_exact=True)
@@ -86,3 +89,46 @@ def test_a_lazy_backtest_result_pickles_as_the_same_eager_result(tmp_path):
         pd.testing.assert_series_equal(getattr(back, name), getattr(res, name))
     for name in ("positions", "weights", "fills", "trades", "orders"):
         pd.testing.assert_frame_equal(getattr(back, name), getattr(res, name))
+
+
+def sleepy(marker_dir, unit):
+    """A long unit that leaves a file when it starts and another when it finishes."""
+    import time
+    from pathlib import Path
+
+    Path(marker_dir, f"start-{unit}").touch()
+    time.sleep(30)
+    Path(marker_dir, f"done-{unit}").touch()
+    return unit
+
+
+def interrupt_when_started(marker_dir, n: int):
+    """Ctrl-C (SIGINT to this process) once `n` units have started."""
+    import os
+    import signal
+    import threading
+    import time
+    from pathlib import Path
+
+    def watch():
+        deadline = time.monotonic() + 60
+        while len(list(Path(marker_dir).glob("start-*"))) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def test_ctrl_c_cancels_the_units_and_stops_the_workers(tmp_path):
+    import multiprocessing
+    import time
+
+    interrupt_when_started(tmp_path, 2)
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_units(sleepy, range(6), ExecutorConfig(workers=2), str(tmp_path))
+    assert time.monotonic() - t0 < 20  # not the 30 s the running units would take
+    time.sleep(1)
+    assert len(list(tmp_path.glob("start-*"))) == 2  # the queued units never started
+    assert not list(tmp_path.glob("done-*"))  # the running ones were stopped
+    assert not multiprocessing.active_children()  # no worker left behind

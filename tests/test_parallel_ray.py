@@ -85,3 +85,21 @@ def test_compare_on_ray_matches_one_process(cluster, tmp_path):
     for name, res in one.results.items():
         pd.testing.assert_series_equal(res.equity, on_ray.results[name].equity,
                                        check_exact=True)
+
+
+def test_ctrl_c_cancels_the_ray_tasks(cluster, tmp_path):
+    import time
+
+    from tests.test_parallel import interrupt_when_started, sleepy
+
+    interrupt_when_started(tmp_path, 2)
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_units(sleepy, range(6), ExecutorConfig(kind="ray"), str(tmp_path))
+    assert time.monotonic() - t0 < 20
+    # the cluster's two CPUs are free again at once: the sleeping tasks were cancelled
+    t1 = time.monotonic()
+    assert run_units(die_once, [0, 1], ExecutorConfig(kind="ray"), str(tmp_path)) == [0, 10]
+    assert time.monotonic() - t1 < 20
+    assert not list(tmp_path.glob("done-*"))
+    assert len(list(tmp_path.glob("start-*"))) == 2

@@ -130,6 +130,8 @@ def backtest(
     first_test_year: FirstTestYearOpt = None,
     initial_cash: InitialCashOpt = None,
     strategy: StrategyOpt = None,
+    executor: ExecutorOpt = None,
+    workers: WorkersOpt = None,
     set_: SetOpt = None,
     smoke: SmokeOpt = False,
     engine: Annotated[str, typer.Option(
@@ -163,6 +165,7 @@ def backtest(
         ov.set("data.interval", interval, f"--interval {interval}")
     if output_dir is not None:
         ov.set("output_dir", str(output_dir), f"--output-dir {output_dir}")
+    ov.executor(executor, workers)
     ov.common(first_test_year=first_test_year, initial_cash=initial_cash, strategy=strategy,
               sets=set_)
     cfg = load_run_config(config, ov, smoke)
@@ -286,6 +289,8 @@ def sensitivity(
         "--output-dir", "-o", help="Where run folders go (default: runs/).")] = None,
     first_test_year: FirstTestYearOpt = None,
     initial_cash: InitialCashOpt = None,
+    executor: ExecutorOpt = None,
+    workers: WorkersOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Backtest a grid of parameter values; heatmaps of Sharpe and CAGR in and out of sample.
@@ -308,6 +313,7 @@ def sensitivity(
         ov.set("data.symbols", _symbol_list(symbols), f"--symbols {symbols}")
     if output_dir is not None:
         ov.set("output_dir", str(output_dir), f"--output-dir {output_dir}")
+    ov.executor(executor, workers)
     ov.common(first_test_year=first_test_year, initial_cash=initial_cash, sets=set_)
     cfg = load_config(config, ov.values, ov.origins)
     check_writable(Path(cfg.output_dir))

@@ -13,7 +13,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from mltrader.cli_app import _fold_progress, _progress, app, guarded, out
-from mltrader.cli_options import DataOpt, Overrides, SetOpt, load_run_config
+from mltrader.cli_options import (
+    DataOpt,
+    ExecutorOpt,
+    Overrides,
+    SetOpt,
+    WorkersOpt,
+    load_run_config,
+)
 
 
 @app.command(epilog="Example:  mltrader seeds -c configs/rl_sharpe.yaml --n 5")
@@ -31,6 +38,8 @@ def seeds(
         "--out", help="Folder to write (default: runs/<timestamp>-seeds-<name>/ under the "
         "config's output_dir). Example: --out runs/ppo-seeds")] = None,
     data: DataOpt = None,
+    executor: ExecutorOpt = None,
+    workers: WorkersOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """How much of a learned policy's result is its seed? Run the config once per seed.
@@ -49,7 +58,7 @@ def seeds(
     from mltrader.trials import registry_for
 
     chosen = check_seeds(n, first_seed)
-    ov = Overrides().data(data)
+    ov = Overrides().data(data).executor(executor, workers)
     ov.common(sets=set_)
     cfg = load_run_config(config, ov)
     if out_dir is None:

@@ -8,7 +8,10 @@ buy-and-hold over the same bars. A model that loses to the naive baselines shows
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +27,8 @@ from mltrader.data.bars import Bars
 from mltrader.errors import ConfigError
 from mltrader.models.evaluation import prediction_stats
 from mltrader.models.registry import CLASSIFIERS, PANEL_MODELS
-from mltrader.parallel import run_units
+from mltrader.models.units import parallel_active
+from mltrader.parallel import session
 from mltrader.pipeline import (
     ProgressFactory,
     buy_and_hold_targets,
@@ -114,9 +118,37 @@ def _deflate(rows: list[dict], results: dict[str, BacktestResult], n_trials: int
         row["dsr_trials"] = n
 
 
+def _run_models(shared: _Shared, models: list[ModelConfig],
+                unit_progress: ProgressFactory | None) -> list[_ModelOut]:
+    """Every model, in order. On workers or Ray the models run side by side in threads of
+    this process, so the folds of all of them (the units) queue together and keep every
+    worker busy; in this process one after another, with each model's fold progress."""
+    if not parallel_active():
+        return [_run_model(shared, mc) for mc in models]
+    quiet = dataclasses.replace(shared, progress=None)  # fold bars would interleave
+    ctx = unit_progress(len(models)) if unit_progress else nullcontext(lambda _msg: None)
+    pool = ThreadPoolExecutor(len(models), "compare")
+    outs: dict[int, _ModelOut] = {}
+    with ctx as advance:
+        futures = {pool.submit(contextvars.copy_context().run, _run_model, quiet, mc): i
+                   for i, mc in enumerate(models)}
+        try:
+            for f in as_completed(futures):
+                outs[futures[f]] = f.result()
+                advance(f"{_label(models[futures[f]])} ({len(outs)} of {len(models)})")
+        finally:  # on Ctrl-C or a failed model, do not wait here: the session's close
+            # stops the units the other models wait on, and their threads end with them
+            pool.shutdown(wait=not _unfinished(futures), cancel_futures=True)
+    return [outs[i] for i in range(len(models))]
+
+
+def _unfinished(futures: dict[Future[_ModelOut], int]) -> bool:
+    return any(not f.done() for f in futures)
+
+
 @dataclass(frozen=True)
 class _Shared:
-    """What every compared model's unit reads (shipped once per worker / into Ray)."""
+    """What every compared model reads."""
 
     cfg: RunConfig
     bars: Bars
@@ -177,16 +209,9 @@ def compare(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars 
     settings = engine_settings(cfg, fill, ppy)
     rows, results = [], {}
     trials: dict[str, int] = {}
-    # each model is one unit of work (cfg.executor: here, local workers or Ray tasks); the
-    # fold progress shows only when the models run in this process
-    serial = cfg.executor.kind == "local" and cfg.executor.workers <= 1
-    shared = _Shared(cfg, bars, settings, ppy, sessions, progress if serial else None)
-    if serial or unit_progress is None:
-        outs = run_units(_run_model, models, cfg.executor, shared)
-    else:  # the models report as they finish (their folds run elsewhere)
-        with unit_progress(len(models)) as advance:
-            outs = run_units(_run_model, models, cfg.executor, shared,
-                             progress=lambda done, total: advance(f"{done} of {total}"))
+    shared = _Shared(cfg, bars, settings, ppy, sessions, progress)
+    with session(cfg.executor):
+        outs = _run_models(shared, models, unit_progress)
     start, n_folds, realised = outs[0].start, outs[0].folds, outs[0].realised
     for mc, out in zip(models, outs, strict=True):
         trials[_label(mc)] = out.n_trials

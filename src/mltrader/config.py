@@ -131,6 +131,10 @@ class TuneConfig(_Strict):
     space: dict[str, list[Any]] = Field(min_length=1)
     cv_splits: int = Field(5, ge=2, le=20)
     score: Literal["ic", "mse"] = "ic"
+    parallel_trials: int = Field(1, ge=1, le=64, description=(
+        "trials asked at once before their scores are told; more than 1 lets more units "
+        "(trial x CV fold fits) run at once, but TPE then proposes each batch without the "
+        "scores of its own batch, so results depend on this number, never on the executor"))
 
 
 class ModelConfig(_Strict):

@@ -7,6 +7,7 @@ walk-forward test bar, and buy-and-hold is run over exactly the same bars with t
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ from mltrader.models.walkforward import (
     walk_forward_predict,
 )
 from mltrader.news_inputs import prepare_news
+from mltrader.parallel import session
 from mltrader.plan import (
     engine_settings,
     execution,
@@ -286,7 +288,7 @@ def _predict(bars: Bars, cfg: RunConfig, mc: ModelConfig, feats: dict[str, pd.Da
     params, n_trials = tuned_params(mc, x, train_on.to_numpy(np.float64), folds[0], cfg)
     pred, reports = walk_forward_predict(
         x, train_on.to_numpy(np.float64), folds,
-        lambda: make_model(mc.name, params, cfg.seed),
+        functools.partial(make_model, mc.name, params, cfg.seed),  # picklable: folds may
         min_train_rows=cfg.walk_forward.min_train_rows, index=bars.index, progress=progress,
         direction=cfg.target.kind == "direction",
         window=mc.window if mc.name in SEQUENCE_MODELS else None,
@@ -568,7 +570,8 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
     clock = run_clock(cfg, bars)
     cal, interval, ppy, sessions = (clock.calendar, clock.interval, clock.periods_per_year,
                                     clock.sessions)
-    sig = compute_signals(bars, cfg, progress)
+    with session(cfg.executor):  # the walk-forward folds run where `executor:` says
+        sig = compute_signals(bars, cfg, progress)
     start = sig.start
     settings = engine_settings(cfg, sig.fill, ppy)
     sized = trade_targets(sig, bars, cfg, ppy)

@@ -12,6 +12,7 @@ their registries, so models/ cannot import the config; this module sits just abo
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -156,7 +157,8 @@ def tuned_params(mc: ModelConfig, x: np.ndarray, y: np.ndarray, first: Fold, cfg
     stop = first.train_stop  # the first training window only: no test bar is ever seen
     space = {k: tuple(v) for k, v in mc.tune.space.items()}
     best = tune(x[first.train_start:stop], y[first.train_start:stop], mc.name, space,
-                mc.tune.n_trials, cfg.seed, cv, score=mc.tune.score)
+                mc.tune.n_trials, cfg.seed, cv, score=mc.tune.score,
+                parallel_trials=mc.tune.parallel_trials)
     return {**mc.params, **best.best_params}, best.n_trials
 
 
@@ -221,8 +223,8 @@ class PanelPlan:
     cost_why: str  # where the training cost came from, for the run's notes
 
     def factory(self, name: str, seed: int) -> Callable[[], BaseEstimator]:
-        est = self.est
-        return lambda: make_model(name, est, seed)
+        """A picklable factory (folds may be fitted on other processes)."""
+        return functools.partial(make_model, name, self.est, seed)
 
 
 def panel_plan(mc: ModelConfig, cfg: RunConfig, params: dict[str, Any]) -> PanelPlan:
@@ -264,8 +266,6 @@ def panel_market(cfg: RunConfig, bars: Bars, x: np.ndarray, fill: str, ppy: floa
     its own rules (`cfg.market` not us: A-shares) fills as the backtest fills: at
     `execution`'s traded prices, under its lots, T+1, price limits, taxes, minimum commission
     and ex-rights payouts; the inputs `x` stay those of the signal `bars`."""
-    from mltrader.rl.env import PortfolioEnv  # gymnasium: only for the agents
-
     settings = dataclasses.replace(engine_settings(cfg, fill, ppy),
                                    stop_loss=None, take_profit=None, trailing_stop=None)
     params = validate_params(cfg.strategy.name, cfg.strategy.params)
@@ -284,10 +284,24 @@ def panel_market(cfg: RunConfig, bars: Bars, x: np.ndarray, fill: str, ppy: floa
                           "(plan.execution) are on other dates or symbols than the bars; the "
                           "agent's market needs both on one index")
 
-    def market(start: int, stop: int, **env_kwargs: Any) -> PortfolioEnv:
-        window = int(env_kwargs.get("window", 1))
-        return PortfolioEnv(fill_bars, x, settings, action_scale=scale,
-                            start=max(start, window - 1), end=stop - 1, rules=rules,
-                            **env_kwargs)
+    return _PanelMarket(fill_bars, x, settings, scale, rules)
 
-    return market
+
+@dataclass(frozen=True)
+class _PanelMarket:
+    """`panel_market`'s market: a picklable callable (an agent's folds may train on other
+    processes), so the whole market ships once with the fold job."""
+
+    fill_bars: Bars
+    x: np.ndarray
+    settings: EngineSettings
+    scale: float
+    rules: Any
+
+    def __call__(self, start: int, stop: int, **env_kwargs: Any) -> Any:
+        from mltrader.rl.env import PortfolioEnv  # gymnasium: only for the agents
+
+        window = int(env_kwargs.get("window", 1))
+        return PortfolioEnv(self.fill_bars, self.x, self.settings, action_scale=self.scale,
+                            start=max(start, window - 1), end=stop - 1, rules=self.rules,
+                            **env_kwargs)

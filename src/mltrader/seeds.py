@@ -8,7 +8,9 @@ trial of the search: each run is recorded as an ``rl_seed`` trial, and each seed
 Sharpe is computed at the end over every trial then recorded on the data (or, with no
 registry, over the seeds themselves, their Sharpe spread as the trials' variance).
 
-The data are loaded once; each seed is a full `pipeline.run` (same folds, same engine).
+The data are loaded once; each seed is a full `pipeline.run` (same folds, same engine), run
+as one unit on the config's executor (`executor`: this process, local workers or Ray), with
+the same results on each; the trials are recorded here, in seed order.
 """
 
 from __future__ import annotations
@@ -27,9 +29,20 @@ from mltrader.backtest.deflated import deflated_sharpe_ratio
 from mltrader.config import RunConfig
 from mltrader.data.bars import Bars
 from mltrader.errors import ConfigError
+from mltrader.models.units import map_units, parallel_active
+from mltrader.parallel import session
 from mltrader.pipeline import ProgressFactory, load_data, run
 from mltrader.runs import json_safe
-from mltrader.trials import TrialRegistry, data_fingerprint, deflation_inputs, per_bar_sharpe
+from mltrader.trials import (
+    RUN_ONLY_KEYS,
+    Trial,
+    TrialRegistry,
+    config_hash,
+    data_fingerprint,
+    deflation_inputs,
+    per_bar_sharpe,
+    trials_of_run,
+)
 
 MIN_SEEDS = 2
 COLUMNS = ("seed", "total_return", "cagr", "sharpe", "max_drawdown", "turnover",
@@ -79,38 +92,86 @@ def _num(v: object) -> float:
     return float(v) if isinstance(v, int | float) and v is not None else float("nan")
 
 
+@dataclass(frozen=True)
+class _SeedRun:
+    """What one seed's run sends back to the driver: its table row, its equity's bar
+    returns, the out-of-sample period, and how `pipeline.run` would label and count it as
+    a trial (``label``, ``tuning_trials``)."""
+
+    row: dict[str, object]
+    returns: np.ndarray
+    out_of_sample: dict[str, object]
+    label: str
+    tuning_trials: int
+
+
+def _run_seed(shared: tuple[RunConfig, Bars, ProgressFactory | None], seed: int) -> _SeedRun:
+    """One seed's full run, a unit of `map_units` (on a worker or here), run without the
+    registry: the row never depends on it (the Sharpe difference test does not count trials)."""
+    cfg, bars, fold_progress = shared
+    out = run(cfg.model_copy(update={"seed": seed}), progress=fold_progress, bars=bars)
+    m = out.metrics
+    st, bh = m["strategy"], m["buy_and_hold"]
+    sig = m.get("vs_buy_and_hold_significance") or {}
+    diff = sig.get("sharpe_difference") or {}
+    row = {
+        "seed": seed, "total_return": st["total_return"], "cagr": st["cagr"],
+        "sharpe": st["sharpe"], "max_drawdown": st["max_drawdown"],
+        "turnover": st["turnover"], "buy_and_hold_sharpe": bh["sharpe"],
+        "sharpe_difference_p": diff.get("p_value"),
+        "beats_buy_and_hold": bool(sig.get("beats_benchmark")),
+    }
+    folds = bool(out.signals.folds)  # labelled and counted as pipeline._record_trial does
+    return _SeedRun(row, out.strategy.equity.pct_change().dropna().to_numpy(),
+                    dict(m["out_of_sample"]),  # type: ignore[call-overload]
+                    f"{cfg.strategy.name}/{cfg.model.name}" if folds else cfg.strategy.name,
+                    int(out.signals.n_trials))
+
+
+def _seed_trials(cfg: RunConfig, dataset: str, seed: int, got: _SeedRun) -> list[Trial]:
+    """The trials `pipeline.run(..., registry, trial_kind="rl_seed")` records for one seed."""
+    seeded = cfg.model_copy(update={"seed": seed})
+    r = got.returns
+    return trials_of_run(
+        dataset, config_hash(seeded.model_dump(mode="json"), ignore=(*RUN_ONLY_KEYS, "compare")),
+        "rl_seed", got.label, per_bar_sharpe(r), len(r), tuning_trials=got.tuning_trials)
+
+
 def run_seeds(cfg: RunConfig, seeds: list[int], registry: TrialRegistry | None = None,
               progress: ProgressFactory | None = None,
               fold_progress: ProgressFactory | None = None, bars: Bars | None = None
               ) -> SeedsOutput:
-    """Run `cfg` once per seed on the same bars; every seed recorded as an rl_seed trial."""
+    """Run `cfg` once per seed on the same bars; every seed recorded as an rl_seed trial.
+
+    Each seed is a unit of `map_units` on `cfg.executor` (this process, local workers or
+    Ray); the results do not depend on which. The registry stays here: a seed is recorded
+    once every seed before it has been, so the trials land in seed order as they finish.
+    `fold_progress` (each seed's folds) shows only when the seeds run in this process."""
     if bars is None:
         bars, _ = load_data(cfg)
-    rows, returns = [], []
-    oos: dict[str, object] = {}
+    seeds = list(seeds)
+    dataset = data_fingerprint(bars) if registry is not None else ""
+    got: dict[int, _SeedRun] = {}
+    recorded = 0
     ctx = progress(len(seeds)) if progress else nullcontext(lambda _msg: None)
-    with ctx as step:
-        for seed in seeds:
-            out = run(cfg.model_copy(update={"seed": seed}), progress=fold_progress, bars=bars,
-                      registry=registry, trial_kind="rl_seed")
-            m = out.metrics
-            st, bh = m["strategy"], m["buy_and_hold"]
-            sig = m.get("vs_buy_and_hold_significance") or {}
-            diff = sig.get("sharpe_difference") or {}
-            rows.append({
-                "seed": seed, "total_return": st["total_return"], "cagr": st["cagr"],
-                "sharpe": st["sharpe"], "max_drawdown": st["max_drawdown"],
-                "turnover": st["turnover"], "buy_and_hold_sharpe": bh["sharpe"],
-                "sharpe_difference_p": diff.get("p_value"),
-                "beats_buy_and_hold": bool(sig.get("beats_benchmark")),
-            })
-            r = out.strategy.equity.pct_change().dropna().to_numpy()
-            returns.append(r)
-            oos = dict(m["out_of_sample"])  # type: ignore[arg-type]
-            step(f"seed {seed}: Sharpe {_num(st['sharpe']):.2f}")
+    with session(cfg.executor), ctx as step:
+        def finished(i: int, res: _SeedRun) -> None:
+            nonlocal recorded
+            got[i] = res
+            while registry is not None and recorded in got:
+                registry.record_many(_seed_trials(cfg, dataset, seeds[recorded],
+                                                  got[recorded]))
+                recorded += 1
+            step(f"seed {seeds[i]}: Sharpe {_num(res.row['sharpe']):.2f}")
+
+        shared = (cfg, bars, None if parallel_active() else fold_progress)
+        results: list[_SeedRun] = map_units(_run_seed, shared, seeds, on_result=finished)
+    rows = [res.row for res in results]
+    returns = [res.returns for res in results]
+    oos = dict(results[-1].out_of_sample)
     per_bar = [per_bar_sharpe(r) for r in returns]
     if registry is not None:
-        n, var = deflation_inputs(registry.stats(data_fingerprint(bars)),
+        n, var = deflation_inputs(registry.stats(dataset),
                                   min(len(r) for r in returns))
     else:
         finite = [s for s in per_bar if s is not None and math.isfinite(s)]

@@ -22,6 +22,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,7 @@ from plotly.subplots import make_subplots
 
 from mltrader.backtest.stress import period_stats
 from mltrader.errors import ConfigError
+from mltrader.models.units import map_units, serial_map
 
 MAX_AXIS_VALUES = 50
 MAX_CELLS = 400
@@ -193,37 +195,84 @@ def run_grid(
 ) -> pd.DataFrame:
     """Evaluate every cell of the grid and score it before and from ``split``.
 
-    Cells run in ``itertools.product`` order (first axis slowest). ``evaluate(overrides)``
-    returns the equity series of the backtest for that cell; rows hold the axis values,
-    `METRIC_COLUMNS` (``_is``: bars before ``split``; ``_oos``: bars from ``split`` on; the
-    first hold-out return runs from the close before the split) and ``chosen``, True on the
-    first cell with the best ``sharpe_is``. Undefined statistics are NaN.
+    Cells run in ``itertools.product`` order (first axis slowest), in this process.
+    ``evaluate(overrides)`` returns the equity series of the backtest for that cell; rows
+    hold the axis values, `METRIC_COLUMNS` (``_is``: bars before ``split``; ``_oos``: bars
+    from ``split`` on; the first hold-out return runs from the close before the split) and
+    ``chosen``, True on the first cell with the best ``sharpe_is``. Undefined statistics are
+    NaN. `run_grid_units` runs the cells as units of work (on workers or Ray) instead.
     """
+    return _grid(axes, serial_map, _call, evaluate, split, progress, initial_cash,
+                 periods_per_year)[0]
+
+
+def run_grid_units(
+    axes: Sequence[GridAxis],
+    fn: Callable[[Any, dict[str, object]], pd.Series],
+    shared: Any,
+    split: pd.Timestamp,
+    progress: Callable[[str], None] | None = None,
+    initial_cash: float | None = None,
+    *,
+    periods_per_year: float = 252.0,
+) -> tuple[pd.DataFrame, list[pd.Series]]:
+    """`run_grid` with every cell a unit of work on the current unit map (`map_units`):
+    ``fn(shared, overrides)`` is a module-level function (it may run on a worker) and
+    ``shared`` what every cell reads, shipped once. The table (rows in ``itertools.product``
+    order) and each cell's equity in the same order; ``progress`` as each cell finishes."""
+    return _grid(axes, map_units, fn, shared, split, progress, initial_cash, periods_per_year)
+
+
+def _call(evaluate: Callable[[dict[str, object]], pd.Series],
+          overrides: dict[str, object]) -> pd.Series:
+    return evaluate(dict(overrides))
+
+
+def _grid(
+    axes: Sequence[GridAxis],
+    mapper: Callable[..., list[Any]],
+    fn: Callable[[Any, dict[str, object]], pd.Series],
+    shared: Any,
+    split: pd.Timestamp,
+    progress: Callable[[str], None] | None,
+    initial_cash: float | None,
+    periods_per_year: float,
+) -> tuple[pd.DataFrame, list[pd.Series]]:
     check_grid(axes)
     keys = [axis.key for axis in axes]
-    cells = list(itertools.product(*(axis.values for axis in axes)))
-    rows = []
-    for number, values in enumerate(cells, start=1):
-        overrides: dict[str, object] = dict(zip(keys, values, strict=True))
-        equity = evaluate(dict(overrides))
+    cells: list[dict[str, object]] = [
+        dict(zip(keys, values, strict=True))
+        for values in itertools.product(*(axis.values for axis in axes))]
+    rows: list[dict[str, object]] = [{} for _ in cells]
+    finished = itertools.count(1)
+
+    def on_result(i: int, equity: object) -> None:
         if not isinstance(equity, pd.Series):
             raise TypeError(f"evaluate must return a pandas Series, got {type(equity).__name__}")
-        before = np.asarray(equity.index < _align_split(split, equity.index))
-        row: dict[str, object] = dict(overrides)
-        for suffix, mask in (("is", before), ("oos", ~before)):
-            stats = period_stats(equity, mask, periods_per_year, initial_cash=initial_cash)
-            row[f"sharpe_{suffix}"] = stats["sharpe"]
-            row[f"cagr_{suffix}"] = stats["cagr"]
-            row[f"maxdd_{suffix}"] = stats["max_drawdown"]
-        rows.append(row)
+        rows[i] = row = _score(cells[i], equity, split, periods_per_year, initial_cash)
         if progress is not None:
-            progress(f"cell {number}/{len(cells)}: {_cell_text(overrides)}: Sharpe "
+            progress(f"cell {next(finished)}/{len(cells)}: {_cell_text(cells[i])}: Sharpe "
                      f"{_fmt(row['sharpe_is'])} selection, {_fmt(row['sharpe_oos'])} hold-out")
+
+    equities = mapper(fn, shared, [dict(c) for c in cells], on_result)
     table = pd.DataFrame(rows, columns=[*keys, *METRIC_COLUMNS])
     for col in METRIC_COLUMNS:
         table[col] = pd.to_numeric(table[col], errors="coerce").astype(float)
     table["chosen"] = _chosen(table["sharpe_is"])
-    return table
+    return table, equities
+
+
+def _score(overrides: dict[str, object], equity: pd.Series, split: pd.Timestamp,
+           periods_per_year: float, initial_cash: float | None) -> dict[str, object]:
+    """One row of the table: the cell's values and its statistics each side of ``split``."""
+    before = np.asarray(equity.index < _align_split(split, equity.index))
+    row: dict[str, object] = dict(overrides)
+    for suffix, mask in (("is", before), ("oos", ~before)):
+        stats = period_stats(equity, mask, periods_per_year, initial_cash=initial_cash)
+        row[f"sharpe_{suffix}"] = stats["sharpe"]
+        row[f"cagr_{suffix}"] = stats["cagr"]
+        row[f"maxdd_{suffix}"] = stats["max_drawdown"]
+    return row
 
 
 # --- report ----------------------------------------------------------------------------

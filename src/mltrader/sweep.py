@@ -16,14 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mltrader.backtest.engine import run_backtest
 from mltrader.config import CostsConfig, ExecutionConfig, RiskConfig, RunConfig, load_config
 from mltrader.data.bars import Bars
 from mltrader.errors import ConfigError
+from mltrader.parallel import session
 from mltrader.pipeline import (
     ProgressFactory,
+    Signals,
     compute_signals,
     load_bars,
     run,
@@ -31,7 +34,7 @@ from mltrader.pipeline import (
     trade_targets,
 )
 from mltrader.plan import engine_settings, judged_start
-from mltrader.sensitivity import GridAxis, check_grid, default_split, run_grid
+from mltrader.sensitivity import GridAxis, check_grid, default_split, run_grid_units
 from mltrader.strategy.base import StrategyInputs
 from mltrader.strategy.registry import get_strategy, run_strategy
 from mltrader.trials import (
@@ -116,43 +119,69 @@ def sensitivity(p: SweepPlan, progress: ProgressFactory | None = None,
                 registry: TrialRegistry | None = None) -> SweepOutput:
     """Backtest every cell of a checked grid out of sample; see the module docstring.
 
+    Every cell is a unit of work on the config's executor (`executor:`; this process,
+    local workers or Ray); the signals of a cheap grid are computed once, their folds on
+    that executor too. The results are the same whichever runs them.
     `registry`: every cell is recorded as a trial on this data (`mltrader trials`), so a
     later backtest of the chosen cell is deflated by the whole grid."""
     bars = p.bars
-    cells: list[Trial] = []
-    dataset = data_fingerprint(bars) if registry is not None else ""
-    sig = None if p.retrain else compute_signals(bars, p.base, progress)
-    clock = run_clock(p.base, bars)
-    ppy, sessions = clock.periods_per_year, clock.sessions
-
-    def evaluate(cell: dict[str, object]) -> pd.Series:
-        equity = _evaluate(cell)
-        if registry is not None:
+    with session(p.base.executor):
+        sig = None if p.retrain else _cell_signals(compute_signals(bars, p.base, progress))
+        clock = run_clock(p.base, bars)
+        ppy = clock.periods_per_year
+        shared = GridCells(bars, p.configs, sig, ppy, clock.sessions)
+        table, equities = run_grid_units(p.axes, grid_cell_equity, shared, p.split,
+                                         progress=on_cell, initial_cash=p.base.initial_cash,
+                                         periods_per_year=ppy)
+    if registry is not None:  # here, in product order, whatever order the cells finished in
+        dataset = data_fingerprint(bars)
+        keys = [a.key for a in p.axes]
+        trials = []
+        for values, equity in zip(_product(p.axes), equities, strict=True):
+            cell = dict(zip(keys, values, strict=True))
             cfg = p.configs[_key(cell)]
             r = equity.pct_change().dropna().to_numpy()
-            cells.append(Trial(
+            trials.append(Trial(
                 dataset, config_hash(cfg.model_dump(mode="json"), ignore=RUN_ONLY_KEYS),
                 "sensitivity", ", ".join(f"{k}={v}" for k, v in cell.items()),
                 per_bar_sharpe(r), len(r)))
-        return equity
-
-    def _evaluate(cell: dict[str, object]) -> pd.Series:
-        cfg = p.configs[_key(cell)]
-        if sig is None:
-            return run(cfg, bars=bars).strategy.equity
-        inputs = StrategyInputs(bars=bars, predictions=sig.members or {}, regimes=sig.regimes)
-        weights = run_strategy(cfg.strategy.name, inputs, cfg.strategy.params)
-        cell_sig = dataclasses.replace(sig, weights=weights)
-        sized = trade_targets(cell_sig, bars, cfg, ppy)
-        res = run_backtest(bars, sized.values, engine_settings(cfg, sig.fill, ppy), start=sig.start,
-                           unit=sized.unit, sessions=sessions)
-        return res.equity
-
-    table = run_grid(p.axes, evaluate, p.split, progress=on_cell,
-                     initial_cash=p.base.initial_cash, periods_per_year=ppy)
-    if registry is not None:
-        registry.record_many(cells)
+        registry.record_many(trials)
     return SweepOutput(p.base, table, p.axes, p.split, p.retrain)
+
+
+@dataclass(frozen=True)
+class GridCells:
+    """What every cell of a grid reads (shipped once to each worker): the bars, every cell's
+    config, the signals when the model is not retrained (None: each cell retrains), the bars
+    a year and each bar's trading session."""
+
+    bars: Bars
+    configs: dict[tuple[tuple[str, str], ...], RunConfig]
+    sig: Signals | None
+    ppy: float
+    sessions: np.ndarray
+
+
+def grid_cell_equity(shared: GridCells, cell: dict[str, object]) -> pd.Series:
+    """One cell's equity: its rule and the engine on the shared signals, or (a grid over
+    model or data keys) a whole run of its config, its folds one after another on a worker."""
+    cfg = shared.configs[_key(cell)]
+    bars, sig = shared.bars, shared.sig
+    if sig is None:
+        return run(cfg, bars=bars).strategy.equity
+    inputs = StrategyInputs(bars=bars, predictions=sig.members or {}, regimes=sig.regimes)
+    weights = run_strategy(cfg.strategy.name, inputs, cfg.strategy.params)
+    cell_sig = dataclasses.replace(sig, weights=weights)
+    sized = trade_targets(cell_sig, bars, cfg, shared.ppy)
+    res = run_backtest(bars, sized.values, engine_settings(cfg, sig.fill, shared.ppy),
+                       start=sig.start, unit=sized.unit, sessions=shared.sessions)
+    return res.equity
+
+
+def _cell_signals(sig: Signals) -> Signals:
+    """The signals without what no cell reads (the features, the fitted models), so less
+    travels to the workers."""
+    return dataclasses.replace(sig, features={}, folds=[], last_model=None)
 
 
 def _product(axes: Sequence[GridAxis]) -> list[tuple[object, ...]]:

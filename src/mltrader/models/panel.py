@@ -33,7 +33,8 @@ other model, so models stay ignorant of the engine's settings (a lower layer).
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,7 +42,14 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from mltrader.errors import ConfigError
-from mltrader.models.walkforward import Fold, FoldReport, daily_ic, fold_message
+from mltrader.models.walkforward import (
+    Fold,
+    FoldOut,
+    FoldReport,
+    daily_ic,
+    too_few_rows,
+    walk_folds,
+)
 
 # market(start, stop, **env_kwargs) -> an environment over rows start .. stop - 1 of the panel
 Market = Callable[..., Any]
@@ -114,34 +122,49 @@ def walk_forward_panel(
     on_fit: Callable[[Fold, BaseEstimator], None] | None = None,
     market: Market | None = None,
 ) -> tuple[np.ndarray, list[FoldReport]]:
-    """Out-of-sample positions (T, N) of a panel model (see the module docstring)."""
-    t_len, n_sym, _ = x.shape
+    """Out-of-sample positions (T, N) of a panel model (see the module docstring).
+
+    Each fold is one unit of work (`models.units`), as in `walk_forward_predict`: with an
+    executor open, `model_factory` and `market` must be picklable. ``on_fit(fold, model)``
+    is called once, with the last fold and its fitted policy."""
     if warmup < 0:
         raise ValueError(f"warmup must be >= 0; got {warmup}")
-    complete = np.isfinite(x).all(axis=2)
-    pred = np.full((t_len, n_sym), np.nan)
-    reports: list[FoldReport] = []
-    ctx = progress(len(folds)) if progress else nullcontext(lambda _msg: None)
-    with ctx as advance:
-        for fold in folds:
-            train = slice(fold.train_start, fold.train_stop)
-            n_train = int((complete[train] & np.isfinite(y[train])).sum())
-            if n_train < min_train_rows:
-                when = index[fold.test_start].date() if index is not None else fold.test_start
-                raise ConfigError(
-                    f"walk_forward: only {n_train} complete training rows before the test "
-                    f"period starting {when} (min_train_rows is {min_train_rows}); "
-                    "choose a later first_test_year or load more history"
-                )
-            model = fit_panel(model_factory(), x, y, train, market)
-            if on_fit is not None:
-                on_fit(fold, model)
-            lo = max(0, fold.test_start - warmup)
-            positions = predict_panel(model, x, y, slice(lo, fold.test_stop), market)
-            test = slice(fold.test_start, fold.test_stop)
-            pred[test] = np.where(complete[test], positions[fold.test_start - lo:], np.nan)
-            ic = daily_ic(pred[test], y[test])
-            mean_ic = float(np.nanmean(ic)) if np.isfinite(ic).any() else float("nan")
-            reports.append(FoldReport(fold, n_train, int(complete[test].sum()), mean_ic))
-            advance(fold_message(pred[test], y[test], mean_ic))
-    return pred, reports
+    job = _PanelJob(x, y, model_factory, min_train_rows, index, warmup, market,
+                    folds[-1] if on_fit is not None and folds else None)
+    return walk_folds(job, folds, _fit_panel_fold, progress, on_fit)
+
+
+@dataclass(frozen=True)
+class _PanelJob:
+    """What every fold of one panel walk-forward reads (shipped once per map)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    model_factory: Callable[[], BaseEstimator]
+    min_train_rows: int
+    index: pd.DatetimeIndex | None
+    warmup: int
+    market: Market | None
+    last: Fold | None
+
+
+def _fit_panel_fold(job: _PanelJob, fold: Fold) -> FoldOut:
+    """One fold's policy: fit on its training rows, run from `warmup` bars before its test
+    period, keep the test rows (NaN where the inputs are not all finite)."""
+    x, y = job.x, job.y
+    train = slice(fold.train_start, fold.train_stop)
+    test = slice(fold.test_start, fold.test_stop)
+    complete = np.isfinite(x[train]).all(axis=2)
+    n_train = int((complete & np.isfinite(y[train])).sum())
+    if n_train < job.min_train_rows:
+        raise too_few_rows(job, fold, n_train, "rows",
+                       "choose a later first_test_year or load more history")
+    model = fit_panel(job.model_factory(), x, y, train, job.market)
+    lo = max(0, fold.test_start - job.warmup)
+    positions = predict_panel(model, x, y, slice(lo, fold.test_stop), job.market)
+    test_complete = np.isfinite(x[test]).all(axis=2)
+    block = np.where(test_complete, positions[fold.test_start - lo:], np.nan)
+    ic = daily_ic(block, y[test])
+    mean_ic = float(np.nanmean(ic)) if np.isfinite(ic).any() else float("nan")
+    return FoldOut(block, FoldReport(fold, n_train, int(test_complete.sum()), mean_ic),
+                   model if fold == job.last else None)

@@ -8,6 +8,7 @@ training bars whose labels overlap a test block are purged, and bars just after 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 
 from mltrader.errors import ConfigError
 from mltrader.models.registry import make_model
+from mltrader.models.units import map_units
 from mltrader.models.walkforward import daily_ic
 
 _KINDS = ("int", "int_log", "float", "float_log", "categorical")
@@ -131,6 +133,25 @@ def _fold_data(
     return xs[ok], ys[ok], test_x, test_ok, y[test]
 
 
+def _fold_score(shared: tuple[list[tuple[np.ndarray, ...]], str, int, str, int],
+                unit: tuple[dict[str, Any], int]) -> float:
+    """One trial's score on one CV fold (a unit of `map_units`): fit ``make_model(model_name,
+    params, seed)`` on the fold's training rows and score its test bars."""
+    folds, model_name, seed, score, n_sym = shared
+    params, k = unit
+    xs, ys, test_x, test_ok, test_y = folds[k]
+    model = make_model(model_name, params, seed)
+    model.fit(xs, ys)
+    pred = np.full(test_x.shape[0], np.nan)
+    pred[test_ok] = model.predict(test_x[test_ok])
+    pred = pred.reshape(-1, n_sym)
+    if score == "ic":
+        ic = daily_ic(pred, test_y)
+        return float(np.nanmean(ic)) if np.isfinite(ic).any() else 0.0
+    ok = ~(np.isnan(pred) | np.isnan(test_y))
+    return -float(np.mean((pred[ok] - test_y[ok]) ** 2))
+
+
 def tune(
     x: np.ndarray,
     y: np.ndarray,
@@ -140,6 +161,7 @@ def tune(
     seed: int,
     cv: PurgedKFold,
     score: str = "ic",
+    parallel_trials: int = 1,
 ) -> TuningResult:
     """Search ``space`` with Optuna's TPE sampler for the parameters with the best CV score.
 
@@ -150,8 +172,15 @@ def tune(
     predictions, scores 0: no information), ``"mse"`` the negative mean squared error. The
     objective is the mean over folds; higher is better. The study is in memory (no files) and
     seeded, so a fixed ``seed`` gives the same trials.
+
+    This process owns the study (Optuna's ask/tell); the fits are units of `map_units`, one
+    per (trial, CV fold), so they run wherever the current unit map runs them, with the same
+    results. ``parallel_trials`` trials are asked at once and told together: with more than
+    one, more units run at once, but TPE proposes each batch without the scores of its own
+    batch, so the trials depend on this number (never on the executor).
     """
     import optuna
+    from optuna.trial import TrialState
 
     if x.ndim != 3 or y.ndim != 2 or x.shape[:2] != y.shape:
         raise ConfigError(f"tuning: x must be (T, N, K) and y (T, N); got {x.shape} and {y.shape}")
@@ -159,30 +188,15 @@ def tune(
         raise ConfigError(f"tuning.score {score!r} is unknown; choose one of {', '.join(_SCORES)}")
     if n_trials < 1:
         raise ConfigError(f"tuning.n_trials must be at least 1, got {n_trials}")
+    if isinstance(parallel_trials, bool) or parallel_trials < 1:
+        raise ConfigError(f"tuning.parallel_trials must be at least 1, got {parallel_trials}")
     _check_space(space)
     make_model(model_name, {}, seed)  # unknown model name: fail before any work
     folds = [
         _fold_data(x, y, train, test, k)
         for k, (train, test) in enumerate(cv.split(x.shape[0]), start=1)
     ]
-    n_sym = x.shape[1]
-
-    def objective(trial: optuna.Trial) -> float:
-        params = _suggest(trial, space)
-        scores = []
-        for xs, ys, test_x, test_ok, test_y in folds:
-            model = make_model(model_name, params, seed)
-            model.fit(xs, ys)
-            pred = np.full(test_x.shape[0], np.nan)
-            pred[test_ok] = model.predict(test_x[test_ok])
-            pred = pred.reshape(-1, n_sym)
-            if score == "ic":
-                ic = daily_ic(pred, test_y)
-                scores.append(float(np.nanmean(ic)) if np.isfinite(ic).any() else 0.0)
-            else:
-                ok = ~(np.isnan(pred) | np.isnan(test_y))
-                scores.append(-float(np.mean((pred[ok] - test_y[ok]) ** 2)))
-        return float(np.mean(scores))
+    shared = (folds, model_name, seed, score, x.shape[1])
 
     logger = optuna.logging
     previous = logger.get_verbosity()
@@ -191,7 +205,22 @@ def tune(
         study = optuna.create_study(
             direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed)
         )
-        study.optimize(objective, n_trials=n_trials)
+        done = 0
+        while done < n_trials:
+            batch = [study.ask() for _ in range(min(parallel_trials, n_trials - done))]
+            params = []
+            for trial in batch:  # suggest in trial order: TPE's draws stay in sequence
+                params.append(_suggest(trial, space))
+                make_model(model_name, params[-1], seed)  # bad parameters: fail here
+            units = [(p, k) for p in params for k in range(len(folds))]
+            scores = map_units(_fold_score, shared, units)
+            for j, trial in enumerate(batch):
+                value = float(np.mean(scores[j * len(folds):(j + 1) * len(folds)]))
+                if math.isnan(value):  # as study.optimize: a NaN objective fails the trial
+                    study.tell(trial, state=TrialState.FAIL)
+                else:
+                    study.tell(trial, value)
+            done += len(batch)
     finally:
         logger.set_verbosity(previous)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ from scipy.stats import spearmanr
 from sklearn.base import BaseEstimator, is_classifier
 
 from mltrader.errors import ConfigError
+from mltrader.models.units import map_units
 
 _FREQ = {"yearly": "Y", "quarterly": "Q", "monthly": "M"}
 
@@ -121,46 +123,101 @@ def walk_forward_predict(
     positive prediction always means "expected up" whatever the model kind.
     With `window`, each sample is one symbol's last `window` bars of features (never
     mixing symbols), in time order, for sequence models (LSTM, CNN).
+
+    Each fold is one unit of work (`models.units`: here, on local workers or on Ray), so
+    `model_factory` must be picklable when an executor is open (a `functools.partial`, not a
+    lambda). ``on_fit(fold, model)`` is called once, with the last fold and its fitted model:
+    the model a live bot would use next.
     """
-    t_len, n_sym, _ = x.shape
-    if window:
-        return _walk_forward_windows(x, y, folds, model_factory, window=window,
-                                     min_train_rows=min_train_rows, index=index,
-                                     progress=progress, direction=direction, on_fit=on_fit)
-    pred = np.full((t_len, n_sym), np.nan)
-    reports: list[FoldReport] = []
+    job = _FoldJob(x, y, model_factory, min_train_rows, index, clip_quantile, direction,
+                   window, folds[-1] if on_fit is not None and folds else None)
+    return walk_folds(job, folds, _fit_fold, progress, on_fit)
+
+
+@dataclass(frozen=True)
+class FoldOut:
+    """One fold's result: its test rows' predictions (NaN where none), its report, and its
+    fitted model when it is the model asked for (the last fold's), else None."""
+
+    block: np.ndarray
+    report: FoldReport
+    model: BaseEstimator | None = None
+
+
+def walk_folds(job: Any, folds: list[Fold], fit: Callable[[Any, Fold], FoldOut],
+          progress: Callable[[int], AbstractContextManager[Callable[[str], None]]] | None,
+          on_fit: Callable[[Fold, BaseEstimator], None] | None
+          ) -> tuple[np.ndarray, list[FoldReport]]:
+    """Every fold through `fit(job, fold)` on the current unit map, assembled in fold order;
+    the progress bar advances as each fold finishes, wherever it ran."""
+    pred = np.full(job.y.shape, np.nan)
     ctx = progress(len(folds)) if progress else nullcontext(lambda _msg: None)
     with ctx as advance:
-        for fold in folds:
-            xs, ys = _rows(x, y, fold.train_start, fold.train_stop)
-            if len(ys) < min_train_rows:
-                when = index[fold.test_start].date() if index is not None else fold.test_start
-                raise ConfigError(
-                    f"walk_forward: only {len(ys)} complete training rows before the test "
-                    f"period starting {when} (min_train_rows is {min_train_rows}); "
-                    "choose a later first_test_year or load more history"
-                )
-            model = model_factory()
-            classify = direction or is_classifier(model)
-            if classify:
-                model.fit(xs, (ys > 0).astype(np.int64))
-            else:
-                lo, hi = np.quantile(ys, [clip_quantile, 1 - clip_quantile])
-                model.fit(xs, np.clip(ys, lo, hi))
-            if on_fit is not None:
-                on_fit(fold, model)
-            test_x = x[fold.test_start : fold.test_stop].reshape(-1, x.shape[2])
-            ok = ~np.isnan(test_x).any(axis=1)
-            block = np.full(test_x.shape[0], np.nan)
-            if ok.any():  # one batched call per fold
-                block[ok] = _score(model, test_x[ok], classify)
-            pred[fold.test_start : fold.test_stop] = block.reshape(-1, n_sym)
-            window = slice(fold.test_start, fold.test_stop)
-            ic = daily_ic(pred[window], y[window])
-            mean_ic = float(np.nanmean(ic)) if np.isfinite(ic).any() else float("nan")
-            reports.append(FoldReport(fold, len(ys), int(ok.sum()), mean_ic))
-            advance(fold_message(pred[window], y[window], mean_ic))
-    return pred, reports
+        def done(_i: int, out: FoldOut) -> None:
+            f = out.report.fold
+            advance(fold_message(out.block, job.y[f.test_start:f.test_stop], out.report.ic))
+
+        outs = map_units(fit, job, folds, done)
+    for out in outs:
+        pred[out.report.fold.test_start:out.report.fold.test_stop] = out.block
+    if on_fit is not None and outs and outs[-1].model is not None:
+        on_fit(outs[-1].report.fold, outs[-1].model)
+    return pred, [out.report for out in outs]
+
+
+@dataclass(frozen=True)
+class _FoldJob:
+    """What every fold of one walk-forward reads (shipped once per map, not per fold)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    model_factory: Callable[[], BaseEstimator]
+    min_train_rows: int
+    index: pd.DatetimeIndex | None
+    clip_quantile: float
+    direction: bool
+    window: int | None
+    last: Fold | None  # the fold whose fitted model comes back
+
+
+def too_few_rows(job: Any, fold: Fold, n: int, what: str, fix: str) -> ConfigError:
+    when = job.index[fold.test_start].date() if job.index is not None else fold.test_start
+    return ConfigError(f"walk_forward: only {n} complete training {what} before the test "
+                       f"period starting {when} (min_train_rows is {job.min_train_rows}); "
+                       f"{fix}")
+
+
+def _fit_fold(job: _FoldJob, fold: Fold) -> FoldOut:
+    """Fit one fold on its training rows and predict its test rows in one batched call."""
+    if job.window:
+        return _fit_window_fold(job, fold)
+    x, y = job.x, job.y
+    n_sym = x.shape[1]
+    xs, ys = _rows(x, y, fold.train_start, fold.train_stop)
+    if len(ys) < job.min_train_rows:
+        raise too_few_rows(job, fold, len(ys), "rows",
+                       "choose a later first_test_year or load more history")
+    model = job.model_factory()
+    classify = job.direction or is_classifier(model)
+    if classify:
+        model.fit(xs, (ys > 0).astype(np.int64))
+    else:
+        lo, hi = np.quantile(ys, [job.clip_quantile, 1 - job.clip_quantile])
+        model.fit(xs, np.clip(ys, lo, hi))
+    test_x = x[fold.test_start : fold.test_stop].reshape(-1, x.shape[2])
+    ok = ~np.isnan(test_x).any(axis=1)
+    block = np.full(test_x.shape[0], np.nan)
+    if ok.any():  # one batched call per fold
+        block[ok] = _score(model, test_x[ok], classify)
+    block = block.reshape(-1, n_sym)
+    return FoldOut(block, FoldReport(fold, len(ys), int(ok.sum()),
+                                     _mean_ic(block, y[fold.test_start:fold.test_stop])),
+                   model if fold == job.last else None)
+
+
+def _mean_ic(pred: np.ndarray, realised: np.ndarray) -> float:
+    ic = daily_ic(pred, realised)
+    return float(np.nanmean(ic)) if np.isfinite(ic).any() else float("nan")
 
 
 def sequence_samples(x: np.ndarray, y: np.ndarray | None, start: int, stop: int,
@@ -187,40 +244,23 @@ def sequence_samples(x: np.ndarray, y: np.ndarray | None, start: int, stop: int,
     return windows, targets, np.stack([bars, syms], axis=1)
 
 
-def _walk_forward_windows(x: np.ndarray, y: np.ndarray, folds: list[Fold],
-                          model_factory: Callable[[], BaseEstimator], *, window: int,
-                          min_train_rows: int, index: pd.DatetimeIndex | None,
-                          progress: Callable[[int], AbstractContextManager[Callable[[str], None]]]
-                          | None, direction: bool,
-                          on_fit: Callable[[Fold, BaseEstimator], None] | None = None,
-                          ) -> tuple[np.ndarray, list[FoldReport]]:
-    pred = np.full(y.shape, np.nan)
-    reports: list[FoldReport] = []
-    ctx = progress(len(folds)) if progress else nullcontext(lambda _msg: None)
-    with ctx as advance:
-        for fold in folds:
-            xs, ys, _ = sequence_samples(x, y, fold.train_start, fold.train_stop, window)
-            if len(ys) < min_train_rows:
-                when = index[fold.test_start].date() if index is not None else fold.test_start
-                raise ConfigError(
-                    f"walk_forward: only {len(ys)} complete training windows before the test "
-                    f"period starting {when} (min_train_rows is {min_train_rows}); "
-                    "choose a later first_test_year or a shorter window"
-                )
-            model = model_factory()
-            classify = direction or is_classifier(model)
-            model.fit(xs, (ys > 0).astype(np.int64) if classify else ys)
-            if on_fit is not None:
-                on_fit(fold, model)
-            xt, _, pos = sequence_samples(x, None, fold.test_start, fold.test_stop, window)
-            if len(xt):  # one batched call per fold
-                pred[pos[:, 0], pos[:, 1]] = _score(model, xt, classify)
-            win = slice(fold.test_start, fold.test_stop)
-            ic = daily_ic(pred[win], y[win])
-            mean_ic = float(np.nanmean(ic)) if np.isfinite(ic).any() else float("nan")
-            reports.append(FoldReport(fold, len(ys), len(xt), mean_ic))
-            advance(fold_message(pred[win], y[win], mean_ic))
-    return pred, reports
+def _fit_window_fold(job: _FoldJob, fold: Fold) -> FoldOut:
+    """One fold of a sequence model: windows of each symbol's own last `window` bars."""
+    x, y, window = job.x, job.y, int(job.window or 0)
+    xs, ys, _ = sequence_samples(x, y, fold.train_start, fold.train_stop, window)
+    if len(ys) < job.min_train_rows:
+        raise too_few_rows(job, fold, len(ys), "windows",
+                       "choose a later first_test_year or a shorter window")
+    model = job.model_factory()
+    classify = job.direction or is_classifier(model)
+    model.fit(xs, (ys > 0).astype(np.int64) if classify else ys)
+    xt, _, pos = sequence_samples(x, None, fold.test_start, fold.test_stop, window)
+    block = np.full((fold.test_stop - fold.test_start, x.shape[1]), np.nan)
+    if len(xt):  # one batched call per fold
+        block[pos[:, 0] - fold.test_start, pos[:, 1]] = _score(model, xt, classify)
+    return FoldOut(block, FoldReport(fold, len(ys), len(xt),
+                                     _mean_ic(block, y[fold.test_start:fold.test_stop])),
+                   model if fold == job.last else None)
 
 
 def fold_message(pred: np.ndarray, realised: np.ndarray, mean_ic: float) -> str:
