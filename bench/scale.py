@@ -17,7 +17,11 @@ then 200 empty units (per-unit overhead = wall x concurrency / units), then one 
 shared data is a 128 MB array (what shipping a universe-sized feature block costs).
 project: the 500-symbol backtest (configs/universe_500.yaml) measured unit by unit on one
 thread (each fold's fit-and-predict time, the driver's own time, the bytes each map ships),
-then its projected wall time, and a 30-cell retraining grid's, on 1, 4, 16 and 64 nodes.
+then its projected wall time, and a 30-cell retraining grid's, on 1, 4, 16 and 64 nodes
+(nodes of --cores-per-node CPUs, --gbit between them; each map's data sent from the driver
+to every node in turn, the pessimistic case); --validate also runs it on local workers here.
+speedup's single-1-thread mode is the single process on one thread (MLTRADER_THREADS=1):
+the default single process already runs LightGBM on both cores.
 
     python bench/scale.py side-by-side [-c configs/default.yaml] [--set KEY=VALUE ...]
                                        [--env KEY=VALUE ...] [--json FILE]
@@ -46,8 +50,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 SIDE_BY_SIDE_TARGET = 2.5
 SPEEDUP_TARGET = 1.7
-MODES = {"single": ["--workers", "1"], "workers": ["--workers", "2"],
+MODES = {"single": ["--workers", "1"], "single-1-thread": ["--workers", "1"],
+         "workers": ["--workers", "2"],
          "ray": ["--executor", "ray", "--set", "executor.num_cpus=2"]}
+MODE_ENV = {"single-1-thread": {"MLTRADER_THREADS": "1"}}
 WORKLOADS = {
     "compare": (["compare", "-c", "configs/compare.yaml"], "leaderboard.csv"),
     "grid": (["sensitivity", "-c", "configs/default.yaml", "--set", "model.name=ridge",
@@ -149,15 +155,24 @@ def side_by_side(args: argparse.Namespace) -> int:
     return 0 if info["met"] and same else 1
 
 
-def _timed(cmd: list[str], tmp: Path, tag: str) -> float:
+def _timed(cmd: list[str], tmp: Path, tag: str, env: dict[str, str] | None = None
+           ) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the command and the processes it waited for: its local
+    workers; a Ray cluster's workers are not its children and are not counted)."""
+    import resource
+
     log = tmp / f"{tag}.log"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     with open(log, "w") as f:
-        rc = subprocess.call(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+        rc = subprocess.call(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
+                             env={**os.environ, **(env or {})})
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if rc != 0:
         raise SystemExit(f"{tag} failed (exit {rc}):\n{log.read_text()[-2000:]}")
-    return wall
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
 
 
 def speedup(args: argparse.Namespace) -> int:
@@ -169,23 +184,27 @@ def speedup(args: argparse.Namespace) -> int:
         tmp = Path(tmp_name)
         for name in names:
             argv, table = WORKLOADS[name]
-            walls, outputs = {}, {}
-            for mode, flags in MODES.items():
+            walls, cpus, outputs = {}, {}, {}
+            for mode in args.modes.split(","):
                 out = tmp / f"{name}-{mode}"
-                cmd = [sys.executable, "-m", "mltrader", *argv, "-o", str(out), *flags]
-                walls[mode] = round(_timed(cmd, tmp, f"{name}-{mode}"), 1)
+                cmd = [sys.executable, "-m", "mltrader", *argv, "-o", str(out), *MODES[mode]]
+                wall, cpu = _timed(cmd, tmp, f"{name}-{mode}", MODE_ENV.get(mode))
+                walls[mode], cpus[mode] = round(wall, 1), round(cpu, 1)
                 found = sorted(out.rglob(table))
                 outputs[mode] = found[0].read_bytes() if found else None
-                print(f"{name} {mode}: {walls[mode]:.1f} s", flush=True)
-            same = outputs["single"] is not None and len(set(outputs.values())) == 1
-            ratios = {m: round(walls["single"] / walls[m], 2) for m in ("workers", "ray")}
+                print(f"{name} {mode}: {wall:.1f} s wall, {cpu:.1f} s CPU"
+                      + (" (driver only)" if mode == "ray" else ""), flush=True)
+            same = None not in outputs.values() and len(set(outputs.values())) == 1
+            ratios = {f"{p}_vs_{b}": round(walls[b] / walls[p], 2)
+                      for b in ("single", "single-1-thread") if b in walls
+                      for p in ("workers", "ray") if p in walls}
             met = all(r >= SPEEDUP_TARGET for r in ratios.values())
             ok &= met and same
             info["workloads"][name] = {"command": "mltrader " + " ".join(argv),
-                                       "seconds": walls, "speedup": ratios, "met": met,
-                                       f"same_{table}": same}
-            print(f"{name}: speed-up workers {ratios['workers']:.2f}x, ray {ratios['ray']:.2f}x "
-                  f"(target >= {SPEEDUP_TARGET}x: {'met' if met else 'MISSED'}); identical "
+                                       "seconds": walls, "cpu_seconds": cpus,
+                                       "speedup": ratios, "met": met, f"same_{table}": same}
+            print(f"{name}: speed-ups " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
+                  + f" (target >= {SPEEDUP_TARGET}x: {'met' if met else 'MISSED'}); identical "
                   f"{table} in every mode: {same}", flush=True)
     info["load_end"] = _loadavg()
     if args.json:
@@ -283,7 +302,20 @@ def project(args: argparse.Namespace) -> int:
         cells = (_makespan(grid, slots) + per_task * 30 / min(slots, 30) + ship)
         rows.append({"nodes": nodes, "cpus": slots, "backtest_s": round(one, 1),
                      "grid30_s": round(cells, 1), "ship_s": round(ship, 2)})
-    info = {"config": args.config, "units": len(work), "unit_seconds": [round(w, 2) for w in work],
+    checked = None
+    if args.validate:  # the 1-node projection against a real run on this machine's workers
+        from mltrader.config import ExecutorConfig
+        from mltrader.parallel import session
+
+        os.environ.pop("MLTRADER_THREADS")
+        t0 = time.perf_counter()
+        with session(ExecutorConfig(workers=args.cores_per_node)):
+            run(cfg)
+        checked = round(time.perf_counter() - t0, 1)
+        print(f"measured on {args.cores_per_node} local workers: {checked:.1f} s "
+              f"(projected for 1 node: {rows[0]['backtest_s']:.1f} s)")
+    info = {"config": args.config, "units": len(work), "measured_1_node_s": checked,
+            "unit_seconds": [round(w, 2) for w in work],
             "driver_seconds": round(driver, 1), "total_seconds": round(total, 1),
             "shared_mb_per_map": round(ship_mb, 1), "per_task_overhead_s": per_task,
             "cores_per_node": args.cores_per_node, "gbit": args.gbit, "projection": rows}
@@ -311,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=side_by_side)
     p = sub.add_parser("speedup", help="compare and a 30-cell grid: 1 process, 2 workers, Ray")
     p.add_argument("--workload", choices=["compare", "grid", "both"], default="both")
+    p.add_argument("--modes", default=",".join(MODES),
+                   help=f"comma-separated, of {', '.join(MODES)}")
     p.add_argument("--json", help="write the numbers to this JSON file")
     p.set_defaults(func=speedup)
     p = sub.add_parser("overhead", help="per-unit cost and data shipping of each executor")
@@ -322,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cores-per-node", type=int, default=2)
     p.add_argument("--gbit", type=float, default=10.0, help="network between nodes, Gbit/s")
     p.add_argument("--overhead-json", type=Path, help="per-task overhead from `overhead`")
+    p.add_argument("--validate", action="store_true",
+                   help="also run it on this machine's cores as local workers, to check the "
+                   "1-node projection")
     p.add_argument("--json", help="write the numbers to this JSON file")
     p.set_defaults(func=project)
     args = ap.parse_args(argv)

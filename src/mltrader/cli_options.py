@@ -37,7 +37,7 @@ ExecutorOpt = Annotated[str | None, typer.Option(
     "--executor", help="Where the independent units (walk-forward folds, compared models, "
     "grid cells, tuning folds, seeds) run: local (this machine; with --workers N, on N "
     "processes) or ray (a Ray cluster: executor.address in the config, else a local Ray; "
-    "pip install 'mltrader[ray]'). Same results either way. Example: --executor ray")]
+    "pip install 'mltrader\\[ray]'). Same results either way. Example: --executor ray")]
 WorkersOpt = Annotated[int | None, typer.Option(
     "--workers", min=1, help="local: worker processes (default 1: in this process). "
     "Example: --workers 2")]
