@@ -46,6 +46,7 @@ from mltrader.models.walkforward import (
     Fold,
     FoldOut,
     FoldReport,
+    WalkJob,
     daily_ic,
     too_few_rows,
     walk_folds,
@@ -129,23 +130,18 @@ def walk_forward_panel(
     is called once, with the last fold and its fitted policy."""
     if warmup < 0:
         raise ValueError(f"warmup must be >= 0; got {warmup}")
-    job = _PanelJob(x, y, model_factory, min_train_rows, index, warmup, market,
-                    folds[-1] if on_fit is not None and folds else None)
+    job = _PanelJob(x, y, model_factory, min_train_rows, index,
+                    folds[-1] if on_fit is not None and folds else None,
+                    warmup=warmup, market=market)
     return walk_folds(job, folds, _fit_panel_fold, progress, on_fit)
 
 
 @dataclass(frozen=True)
-class _PanelJob:
-    """What every fold of one panel walk-forward reads (shipped once per map)."""
+class _PanelJob(WalkJob):
+    """A panel model's walk-forward: its warm-up and, for an agent, its market."""
 
-    x: np.ndarray
-    y: np.ndarray
-    model_factory: Callable[[], BaseEstimator]
-    min_train_rows: int
-    index: pd.DatetimeIndex | None
-    warmup: int
-    market: Market | None
-    last: Fold | None
+    warmup: int = WARMUP
+    market: Market | None = None
 
 
 def _fit_panel_fold(job: _PanelJob, fold: Fold) -> FoldOut:

@@ -129,8 +129,9 @@ def walk_forward_predict(
     lambda). ``on_fit(fold, model)`` is called once, with the last fold and its fitted model:
     the model a live bot would use next.
     """
-    job = _FoldJob(x, y, model_factory, min_train_rows, index, clip_quantile, direction,
-                   window, folds[-1] if on_fit is not None and folds else None)
+    job = _FoldJob(x, y, model_factory, min_train_rows, index,
+                   folds[-1] if on_fit is not None and folds else None,
+                   clip_quantile=clip_quantile, direction=direction, window=window)
     return walk_folds(job, folds, _fit_fold, progress, on_fit)
 
 
@@ -166,7 +167,7 @@ def walk_folds(job: Any, folds: list[Fold], fit: Callable[[Any, Fold], FoldOut],
 
 
 @dataclass(frozen=True)
-class _FoldJob:
+class WalkJob:
     """What every fold of one walk-forward reads (shipped once per map, not per fold)."""
 
     x: np.ndarray
@@ -174,10 +175,16 @@ class _FoldJob:
     model_factory: Callable[[], BaseEstimator]
     min_train_rows: int
     index: pd.DatetimeIndex | None
-    clip_quantile: float
-    direction: bool
-    window: int | None
     last: Fold | None  # the fold whose fitted model comes back
+
+
+@dataclass(frozen=True)
+class _FoldJob(WalkJob):
+    """A stacked or sequence model's walk-forward."""
+
+    clip_quantile: float = 0.01
+    direction: bool = False
+    window: int | None = None
 
 
 def too_few_rows(job: Any, fold: Fold, n: int, what: str, fix: str) -> ConfigError:
