@@ -18,7 +18,7 @@ from scipy.stats import spearmanr
 from sklearn.base import BaseEstimator, is_classifier
 
 from mltrader.errors import ConfigError
-from mltrader.models.units import map_units
+from mltrader.models.units import map_units, parallel_active
 
 _FREQ = {"yearly": "Y", "quarterly": "Q", "monthly": "M"}
 
@@ -158,7 +158,11 @@ def walk_folds(job: Any, folds: list[Fold], fit: Callable[[Any, Fold], FoldOut],
             f = out.report.fold
             advance(fold_message(out.block, job.y[f.test_start:f.test_stop], out.report.ic))
 
-        outs = map_units(fit, job, folds, done)
+        # units at the same time: the longest first (the last folds train on the most rows),
+        # so no worker is left with a big fold at the end while the others idle; one after
+        # another: in time order, so a fold without enough rows fails before any work
+        order = folds[::-1] if parallel_active() else folds
+        outs = sorted(map_units(fit, job, order, done), key=lambda o: o.report.fold.test_start)
     for out in outs:
         pred[out.report.fold.test_start:out.report.fold.test_stop] = out.block
     if on_fit is not None and outs and outs[-1].model is not None:
