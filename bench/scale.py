@@ -1,6 +1,7 @@
 """How mltrader scales when work runs at the same time: one subcommand per measurement.
 
-    python bench/scale.py speedup [--workload compare|grid|both] [--json FILE]
+    python bench/scale.py speedup [--workload compare|grid|both] [--rounds N]
+                                  [--modes single,single-1-thread,workers,ray] [--json FILE]
     python bench/scale.py overhead [--units 200] [--json FILE]
     python bench/scale.py project [-c configs/universe_500.yaml] [--cores-per-node 2]
                                   [--gbit 10] [--json FILE]
@@ -11,7 +12,8 @@ fresh process (Ray's start included): compare = `mltrader compare -c configs/com
 (8 models x 18 yearly folds); grid = a 30-cell `mltrader sensitivity` over ridge's alpha
 (6) x the threshold (5), which retrains every cell. Reports the wall times, the speed-ups
 (target >= 1.7x for both parallel modes) and whether every mode wrote byte-identical
-leaderboard.csv / sensitivity.csv.
+leaderboard.csv / sensitivity.csv. With --rounds N every mode runs N times, interleaved, and
+the medians are compared: this machine's speed drifts by up to a quarter between minutes.
 overhead: what one unit costs on each executor beyond its own work: opening the executor,
 then 200 empty units (per-unit overhead = wall x concurrency / units), then one map whose
 shared data is a 128 MB array (what shipping a universe-sized feature block costs).
@@ -40,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -184,24 +187,30 @@ def speedup(args: argparse.Namespace) -> int:
         tmp = Path(tmp_name)
         for name in names:
             argv, table = WORKLOADS[name]
-            walls, cpus, outputs = {}, {}, {}
-            for mode in args.modes.split(","):
-                out = tmp / f"{name}-{mode}"
-                cmd = [sys.executable, "-m", "mltrader", *argv, "-o", str(out), *MODES[mode]]
-                wall, cpu = _timed(cmd, tmp, f"{name}-{mode}", MODE_ENV.get(mode))
-                walls[mode], cpus[mode] = round(wall, 1), round(cpu, 1)
-                found = sorted(out.rglob(table))
-                outputs[mode] = found[0].read_bytes() if found else None
-                print(f"{name} {mode}: {wall:.1f} s wall, {cpu:.1f} s CPU"
-                      + (" (driver only)" if mode == "ray" else ""), flush=True)
+            runs: dict[str, list[tuple[float, float]]] = {}
+            outputs: dict[str, bytes | None] = {}
+            for k in range(args.rounds):
+                for mode in args.modes.split(","):
+                    out = tmp / f"{name}-{mode}-{k}"
+                    cmd = [sys.executable, "-m", "mltrader", *argv, "-o", str(out),
+                           *MODES[mode]]
+                    wall, cpu = _timed(cmd, tmp, f"{name}-{mode}-{k}", MODE_ENV.get(mode))
+                    runs.setdefault(mode, []).append((round(wall, 1), round(cpu, 1)))
+                    found = sorted(out.rglob(table))
+                    outputs[f"{mode}-{k}"] = found[0].read_bytes() if found else None
+                    print(f"{name} {mode} (round {k + 1}): {wall:.1f} s wall, {cpu:.1f} s CPU"
+                          + (" (driver only)" if mode == "ray" else ""), flush=True)
+            walls = {m: float(statistics.median(w for w, _ in r)) for m, r in runs.items()}
+            cpus = {m: float(statistics.median(c for _, c in r)) for m, r in runs.items()}
             same = None not in outputs.values() and len(set(outputs.values())) == 1
             ratios = {f"{p}_vs_{b}": round(walls[b] / walls[p], 2)
                       for b in ("single", "single-1-thread") if b in walls
                       for p in ("workers", "ray") if p in walls}
-            met = all(r >= SPEEDUP_TARGET for r in ratios.values())
+            met = bool(ratios) and all(r >= SPEEDUP_TARGET for r in ratios.values())
             ok &= met and same
             info["workloads"][name] = {"command": "mltrader " + " ".join(argv),
-                                       "seconds": walls, "cpu_seconds": cpus,
+                                       "runs_wall_cpu": runs, "median_seconds": walls,
+                                       "median_cpu_seconds": cpus,
                                        "speedup": ratios, "met": met, f"same_{table}": same}
             print(f"{name}: speed-ups " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
                   + f" (target >= {SPEEDUP_TARGET}x: {'met' if met else 'MISSED'}); identical "
@@ -343,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=side_by_side)
     p = sub.add_parser("speedup", help="compare and a 30-cell grid: 1 process, 2 workers, Ray")
     p.add_argument("--workload", choices=["compare", "grid", "both"], default="both")
+    p.add_argument("--rounds", type=int, default=1, help="repeat every mode this many times, "
+                   "interleaved; the medians are compared (this machine's speed drifts)")
     p.add_argument("--modes", default=",".join(MODES),
                    help=f"comma-separated, of {', '.join(MODES)}")
     p.add_argument("--json", help="write the numbers to this JSON file")
