@@ -71,6 +71,7 @@ from mltrader.strategy.ensemble import ensemble_missing
 from mltrader.strategy.registry import get_strategy, run_strategy, validate_params
 from mltrader.trials import (
     RUN_ONLY_KEYS,
+    Trial,
     TrialRegistry,
     TrialStats,
     config_hash,
@@ -531,6 +532,16 @@ def significance(strat: BacktestResult, bench: BacktestResult, ppy: float,
         return {"beats_benchmark": None, "summary": None, "why": str(e)}
 
 
+def run_trials(dataset: str, cfg: RunConfig, modelled: bool, returns: np.ndarray,
+               n_trials: int, kind: str = "backtest") -> list[Trial]:
+    """The trials one run counts on its data: itself (labelled strategy/model when a model
+    was walked forward) and its tuning trials."""
+    label = f"{cfg.strategy.name}/{cfg.model.name}" if modelled else cfg.strategy.name
+    return trials_of_run(
+        dataset, config_hash(cfg.model_dump(mode="json"), ignore=(*RUN_ONLY_KEYS, "compare")),
+        kind, label, per_bar_sharpe(returns), len(returns), tuning_trials=n_trials)
+
+
 def _record_trial(registry: TrialRegistry | None, cfg: RunConfig, bars: Bars, sig: Signals,
                   strat: BacktestResult, kind: str = "backtest") -> TrialStats | None:
     """Record this backtest (and its tuning trials) on its data; the data's trials so far."""
@@ -538,11 +549,17 @@ def _record_trial(registry: TrialRegistry | None, cfg: RunConfig, bars: Bars, si
         return None
     ds = data_fingerprint(bars)  # the whole loaded panel: rules with other warm-ups count too
     r = strat.equity.pct_change().dropna().to_numpy()
-    label = f"{cfg.strategy.name}/{cfg.model.name}" if sig.folds else cfg.strategy.name
-    registry.record_many(trials_of_run(
-        ds, config_hash(cfg.model_dump(mode="json"), ignore=(*RUN_ONLY_KEYS, "compare")),
-        kind, label, per_bar_sharpe(r), len(r), tuning_trials=sig.n_trials))
+    registry.record_many(run_trials(ds, cfg, bool(sig.folds), r, sig.n_trials, kind))
     return registry.stats(ds)
+
+
+def dataset_warnings(cfg: RunConfig) -> list[str]:
+    """What every report on the configured bundled data must say about it."""
+    if cfg.data.source != "bundled":
+        return []
+    spec = DATASETS[cfg.data.dataset]
+    return ([SURVIVORSHIP_WARNING] if spec.name == "sp500_20stocks" else []) + (
+        [SYNTHETIC_WARNING] if spec.synthetic else [])
 
 
 def _ic_summary(sig: Signals) -> dict[str, object]:
@@ -682,10 +699,7 @@ def run(cfg: RunConfig, progress: ProgressFactory | None = None, bars: Bars | No
         warnings.append("The strategy never traded out of sample: its entry condition was "
                         "never met (see the notes); lower the thresholds or check the "
                         "predictions (predictions.parquet).")
-    if cfg.data.source == "bundled" and DATASETS[cfg.data.dataset].name == "sp500_20stocks":
-        warnings.append(SURVIVORSHIP_WARNING)
-    if cfg.data.source == "bundled" and DATASETS[cfg.data.dataset].synthetic:
-        warnings.append(SYNTHETIC_WARNING)
+    warnings += dataset_warnings(cfg)
     m = metrics["strategy"]
     notes.append(f"Turnover {m['turnover'] or 0:.1f}x equity per year; costs ate "  # type: ignore[index]
                  f"{m['cost_drag'] or 0:.2%} of equity per year (cost drag).")  # type: ignore[index]

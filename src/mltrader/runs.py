@@ -183,8 +183,7 @@ def _index_curves(out: RunOutput) -> dict[str, pd.Series]:
 def write_compare(out: CompareOutput, run_dir: Path) -> dict[str, Path]:
     """Write a comparison's leaderboard (CSV and JSON), its config and its report."""
     from mltrader.backtest.compare_report import write_compare_report
-    from mltrader.data.datasets import SYNTHETIC_UNIVERSE, SYNTHETIC_WARNING
-    from mltrader.pipeline import SURVIVORSHIP_WARNING
+    from mltrader.pipeline import dataset_warnings
 
     paths = {
         "config": run_dir / "config.yaml",
@@ -209,10 +208,7 @@ def write_compare(out: CompareOutput, run_dir: Path) -> dict[str, Path]:
         "beats the best one expected by luck among all configurations tried (every model and "
         "tuning trial counts); below 0.95 the result is not significant.",
     ]
-    warnings = ([SURVIVORSHIP_WARNING] if cfg.data.source == "bundled"
-                and cfg.data.dataset == "sp500_20stocks" else [])
-    if cfg.data.source == "bundled" and cfg.data.dataset == SYNTHETIC_UNIVERSE:
-        warnings.append(SYNTHETIC_WARNING)
+    warnings = dataset_warnings(cfg)
     write_compare_report(paths["report"], title=f"mltrader compare: {cfg.name}",
                          leaderboard=out.leaderboard, results=out.results,
                          benchmark=out.benchmark, notes=notes, warnings=warnings)

@@ -31,17 +31,14 @@ from mltrader.data.bars import Bars
 from mltrader.errors import ConfigError
 from mltrader.models.units import map_units, parallel_active
 from mltrader.parallel import session
-from mltrader.pipeline import ProgressFactory, load_data, run
+from mltrader.pipeline import ProgressFactory, load_data, run, run_trials
 from mltrader.runs import json_safe
 from mltrader.trials import (
-    RUN_ONLY_KEYS,
     Trial,
     TrialRegistry,
-    config_hash,
     data_fingerprint,
     deflation_inputs,
     per_bar_sharpe,
-    trials_of_run,
 )
 
 MIN_SEEDS = 2
@@ -95,13 +92,13 @@ def _num(v: object) -> float:
 @dataclass(frozen=True)
 class _SeedRun:
     """What one seed's run sends back to the driver: its table row, its equity's bar
-    returns, the out-of-sample period, and how `pipeline.run` would label and count it as
-    a trial (``label``, ``tuning_trials``)."""
+    returns, the out-of-sample period, and what `pipeline.run_trials` counts it by (whether
+    a model was walked forward, its tuning trials)."""
 
     row: dict[str, object]
     returns: np.ndarray
     out_of_sample: dict[str, object]
-    label: str
+    modelled: bool
     tuning_trials: int
 
 
@@ -121,20 +118,15 @@ def _run_seed(shared: tuple[RunConfig, Bars, ProgressFactory | None], seed: int)
         "sharpe_difference_p": diff.get("p_value"),
         "beats_buy_and_hold": bool(sig.get("beats_benchmark")),
     }
-    folds = bool(out.signals.folds)  # labelled and counted as pipeline._record_trial does
     return _SeedRun(row, out.strategy.equity.pct_change().dropna().to_numpy(),
                     dict(m["out_of_sample"]),  # type: ignore[call-overload]
-                    f"{cfg.strategy.name}/{cfg.model.name}" if folds else cfg.strategy.name,
-                    int(out.signals.n_trials))
+                    bool(out.signals.folds), int(out.signals.n_trials))
 
 
 def _seed_trials(cfg: RunConfig, dataset: str, seed: int, got: _SeedRun) -> list[Trial]:
     """The trials `pipeline.run(..., registry, trial_kind="rl_seed")` records for one seed."""
-    seeded = cfg.model_copy(update={"seed": seed})
-    r = got.returns
-    return trials_of_run(
-        dataset, config_hash(seeded.model_dump(mode="json"), ignore=(*RUN_ONLY_KEYS, "compare")),
-        "rl_seed", got.label, per_bar_sharpe(r), len(r), tuning_trials=got.tuning_trials)
+    return run_trials(dataset, cfg.model_copy(update={"seed": seed}), got.modelled,
+                      got.returns, got.tuning_trials, "rl_seed")
 
 
 def run_seeds(cfg: RunConfig, seeds: list[int], registry: TrialRegistry | None = None,

@@ -95,3 +95,16 @@ def test_a_run_on_it_carries_the_synthetic_warning() -> None:
     out = run(cfg)
     assert SYNTHETIC_WARNING in out.warnings
     assert SURVIVORSHIP_WARNING not in out.warnings
+
+
+def test_backtest_and_compare_reports_warn_alike_per_dataset() -> None:
+    """One rule decides the data warnings of every report (backtest and compare)."""
+    from mltrader.config import config_from_dict
+    from mltrader.pipeline import SURVIVORSHIP_WARNING, dataset_warnings
+
+    def warned(data):
+        return dataset_warnings(config_from_dict({"data": data}))
+
+    assert warned({"source": "bundled", "dataset": SYNTHETIC_UNIVERSE}) == [SYNTHETIC_WARNING]
+    assert warned({"source": "bundled", "dataset": "sp500_20stocks"}) == [SURVIVORSHIP_WARNING]
+    assert warned({"source": "bundled", "dataset": "sp500_ohlcv"}) == []

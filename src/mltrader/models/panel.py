@@ -47,7 +47,7 @@ from mltrader.models.walkforward import (
     FoldOut,
     FoldReport,
     WalkJob,
-    daily_ic,
+    mean_ic,
     too_few_rows,
     walk_folds,
 )
@@ -154,13 +154,12 @@ def _fit_panel_fold(job: _PanelJob, fold: Fold) -> FoldOut:
     n_train = int((complete & np.isfinite(y[train])).sum())
     if n_train < job.min_train_rows:
         raise too_few_rows(job, fold, n_train, "rows",
-                       "choose a later first_test_year or load more history")
+                           "choose a later first_test_year or load more history")
     model = fit_panel(job.model_factory(), x, y, train, job.market)
     lo = max(0, fold.test_start - job.warmup)
     positions = predict_panel(model, x, y, slice(lo, fold.test_stop), job.market)
     test_complete = np.isfinite(x[test]).all(axis=2)
     block = np.where(test_complete, positions[fold.test_start - lo:], np.nan)
-    ic = daily_ic(block, y[test])
-    mean_ic = float(np.nanmean(ic)) if np.isfinite(ic).any() else float("nan")
-    return FoldOut(block, FoldReport(fold, n_train, int(test_complete.sum()), mean_ic),
+    return FoldOut(block, FoldReport(fold, n_train, int(test_complete.sum()),
+                                     mean_ic(block, y[test])),
                    model if fold == job.last else None)

@@ -145,10 +145,10 @@ class FoldOut:
     model: BaseEstimator | None = None
 
 
-def walk_folds(job: Any, folds: list[Fold], fit: Callable[[Any, Fold], FoldOut],
-          progress: Callable[[int], AbstractContextManager[Callable[[str], None]]] | None,
-          on_fit: Callable[[Fold, BaseEstimator], None] | None
-          ) -> tuple[np.ndarray, list[FoldReport]]:
+def walk_folds(job: WalkJob, folds: list[Fold], fit: Callable[[Any, Fold], FoldOut],
+               progress: Callable[[int], AbstractContextManager[Callable[[str], None]]] | None,
+               on_fit: Callable[[Fold, BaseEstimator], None] | None
+               ) -> tuple[np.ndarray, list[FoldReport]]:
     """Every fold through `fit(job, fold)` on the current unit map, assembled in fold order;
     the progress bar advances as each fold finishes, wherever it ran."""
     pred = np.full(job.y.shape, np.nan)
@@ -191,7 +191,8 @@ class _FoldJob(WalkJob):
     window: int | None = None
 
 
-def too_few_rows(job: Any, fold: Fold, n: int, what: str, fix: str) -> ConfigError:
+def too_few_rows(job: WalkJob, fold: Fold, n: int, what: str, fix: str) -> ConfigError:
+    """The one-line error of a fold with fewer complete training samples than asked."""
     when = job.index[fold.test_start].date() if job.index is not None else fold.test_start
     return ConfigError(f"walk_forward: only {n} complete training {what} before the test "
                        f"period starting {when} (min_train_rows is {job.min_train_rows}); "
@@ -207,7 +208,7 @@ def _fit_fold(job: _FoldJob, fold: Fold) -> FoldOut:
     xs, ys = _rows(x, y, fold.train_start, fold.train_stop)
     if len(ys) < job.min_train_rows:
         raise too_few_rows(job, fold, len(ys), "rows",
-                       "choose a later first_test_year or load more history")
+                           "choose a later first_test_year or load more history")
     model = job.model_factory()
     classify = job.direction or is_classifier(model)
     if classify:
@@ -222,11 +223,12 @@ def _fit_fold(job: _FoldJob, fold: Fold) -> FoldOut:
         block[ok] = _score(model, test_x[ok], classify)
     block = block.reshape(-1, n_sym)
     return FoldOut(block, FoldReport(fold, len(ys), int(ok.sum()),
-                                     _mean_ic(block, y[fold.test_start:fold.test_stop])),
+                                     mean_ic(block, y[fold.test_start:fold.test_stop])),
                    model if fold == job.last else None)
 
 
-def _mean_ic(pred: np.ndarray, realised: np.ndarray) -> float:
+def mean_ic(pred: np.ndarray, realised: np.ndarray) -> float:
+    """The mean daily IC of a block of predictions (NaN when no bar has one)."""
     ic = daily_ic(pred, realised)
     return float(np.nanmean(ic)) if np.isfinite(ic).any() else float("nan")
 
@@ -261,7 +263,7 @@ def _fit_window_fold(job: _FoldJob, fold: Fold) -> FoldOut:
     xs, ys, _ = sequence_samples(x, y, fold.train_start, fold.train_stop, window)
     if len(ys) < job.min_train_rows:
         raise too_few_rows(job, fold, len(ys), "windows",
-                       "choose a later first_test_year or a shorter window")
+                           "choose a later first_test_year or a shorter window")
     model = job.model_factory()
     classify = job.direction or is_classifier(model)
     model.fit(xs, (ys > 0).astype(np.int64) if classify else ys)
@@ -270,7 +272,7 @@ def _fit_window_fold(job: _FoldJob, fold: Fold) -> FoldOut:
     if len(xt):  # one batched call per fold
         block[pos[:, 0] - fold.test_start, pos[:, 1]] = _score(model, xt, classify)
     return FoldOut(block, FoldReport(fold, len(ys), len(xt),
-                                     _mean_ic(block, y[fold.test_start:fold.test_stop])),
+                                     mean_ic(block, y[fold.test_start:fold.test_stop])),
                    model if fold == job.last else None)
 
 
