@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
 from sklearn.base import BaseEstimator, is_classifier
 
 from mltrader.errors import ConfigError
@@ -92,13 +91,45 @@ def stack(features: dict[str, pd.DataFrame]) -> np.ndarray:
 
 
 def daily_ic(pred: np.ndarray, realised: np.ndarray) -> np.ndarray:
-    """Per-bar Spearman correlation across symbols (NaN where < 3 valid pairs)."""
+    """Per-bar Spearman correlation across symbols (NaN where < 3 valid pairs or either side
+    is constant): all bars at once, bit for bit what `scipy.stats.spearmanr` gives bar by
+    bar, about 70x faster (it was most of a linear model's walk-forward time).
+
+    Exact because average ranks, their mean (n + 1) / 2 and the centred ranks' products are
+    halves and quarters, so every sum is exact whatever its order; what is left is the same
+    few float operations `np.corrcoef` does, in its order."""
+    pred = np.asarray(pred, dtype=np.float64)
+    realised = np.asarray(realised, dtype=np.float64)
+    ok = ~(np.isnan(pred) | np.isnan(realised))
+    n = ok.sum(axis=1)
+    mid = ((n + 1) / 2.0)[:, None]
+    a = np.where(ok, _row_ranks(pred, ok) - mid, 0.0)
+    b = np.where(ok, _row_ranks(realised, ok) - mid, 0.0)
+    saa, sbb, sab = (a * a).sum(axis=1), (b * b).sum(axis=1), (a * b).sum(axis=1)
     out = np.full(pred.shape[0], np.nan)
-    for t in range(pred.shape[0]):
-        ok = ~(np.isnan(pred[t]) | np.isnan(realised[t]))
-        if ok.sum() >= 3 and np.ptp(pred[t, ok]) > 0 and np.ptp(realised[t, ok]) > 0:
-            out[t] = spearmanr(pred[t, ok], realised[t, ok]).statistic
+    use = (n >= 3) & (saa > 0) & (sbb > 0)
+    inv = 1.0 / (n[use] - 1)  # np.cov's 1 / (n - ddof); then corrcoef's c[1, 0] / s1 / s0
+    out[use] = np.clip(sab[use] * inv / np.sqrt(sbb[use] * inv) / np.sqrt(saa[use] * inv),
+                       -1.0, 1.0)
     return out
+
+
+def _row_ranks(v: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Each row's average ranks (1-based, ties share their mean rank) among its ``ok``
+    cells; the other cells get ranks after them, which the caller ignores."""
+    rows, cols = v.shape
+    key = np.where(ok, v, np.nan)  # NaN sorts last
+    order = np.argsort(key, axis=1, kind="stable")
+    s = np.take_along_axis(key, order, axis=1)
+    first = np.ones((rows, cols), dtype=bool)  # a tie group starts here (NaN != NaN: alone)
+    np.not_equal(s[:, 1:], s[:, :-1], out=first[:, 1:])
+    flat = first.ravel()
+    starts = np.flatnonzero(flat)
+    counts = np.diff(np.append(starts, flat.size))
+    mean_rank = (starts % cols + (counts + 1) / 2.0)[np.cumsum(flat) - 1].reshape(rows, cols)
+    ranks = np.empty((rows, cols))
+    np.put_along_axis(ranks, order, mean_rank, axis=1)
+    return ranks
 
 
 def walk_forward_predict(
