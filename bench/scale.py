@@ -1,17 +1,22 @@
 """How mltrader scales when work runs at the same time: one subcommand per measurement.
 
     python bench/scale.py speedup [--workload compare|grid|both] [--rounds N]
-                                  [--modes single,single-1-thread,workers,ray] [--json FILE]
+                                  [--modes single,single-1-thread,workers,ray,ray-cluster]
+                                  [--json FILE]
     python bench/scale.py overhead [--units 200] [--json FILE]
     python bench/scale.py project [-c configs/universe_500.yaml] [--cores-per-node 2]
                                   [--gbit 10] [--json FILE]
 
 speedup: the issue's workloads run as a user runs them, in one process (`--workers 1`), on
-2 local workers (`--workers 2`) and on a local Ray with 2 CPUs (`--executor ray`), each in a
-fresh process (Ray's start included): compare = `mltrader compare -c configs/compare.yaml`
-(8 models x 18 yearly folds); grid = a 30-cell `mltrader sensitivity` over ridge's alpha
-(6) x the threshold (5), which retrains every cell. Reports the wall times, the speed-ups
-(target >= 1.7x for both parallel modes) and whether every mode wrote byte-identical
+2 local workers (`--workers 2`), on a local Ray with 2 CPUs that the command starts and stops
+(`--executor ray`; its start is inside the time) and on a running Ray of 2 CPUs that it
+connects to (mode ray-cluster: a head started once by the benchmark on 127.0.0.1, as a
+cluster is run; `--executor ray --set executor.address=...`), each in a fresh process:
+compare = `mltrader compare -c configs/compare.yaml` (8 models x 18 yearly folds); grid = a
+30-cell `mltrader sensitivity` over ridge's alpha (6) x the threshold (5), which retrains
+every cell. Reports the wall times, the speed-ups (target >= 1.7x for the parallel modes),
+the ceiling (the single process's wall time over the 2-worker run's CPU-seconds / cores:
+what perfect spreading of that work would give) and whether every mode wrote byte-identical
 leaderboard.csv / sensitivity.csv. With --rounds N every mode runs N times, interleaved, and
 the medians are compared: this machine's speed drifts by up to a quarter between minutes.
 overhead: what one unit costs on each executor beyond its own work: opening the executor,
@@ -40,6 +45,7 @@ fixed LightGBM thread count); `--env` sets environment variables for them (e.g.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -47,6 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +62,11 @@ SIDE_BY_SIDE_TARGET = 2.5
 SPEEDUP_TARGET = 1.7
 MODES = {"single": ["--workers", "1"], "single-1-thread": ["--workers", "1"],
          "workers": ["--workers", "2"],
-         "ray": ["--executor", "ray", "--set", "executor.num_cpus=2"]}
+         "ray": ["--executor", "ray", "--set", "executor.num_cpus=2"],
+         "ray-cluster": ["--executor", "ray", "--set", "executor.address={ray_address}"]}
+RAY_PORT = 6391  # the ray-cluster mode's head (GCS) on 127.0.0.1
+RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 MODE_ENV = {"single-1-thread": {"MLTRADER_THREADS": "1"}}
 WORKLOADS = {
     "compare": (["compare", "-c", "configs/compare.yaml"], "leaderboard.csv"),
@@ -178,43 +189,85 @@ def _timed(cmd: list[str], tmp: Path, tag: str, env: dict[str, str] | None = Non
     return wall, cpu
 
 
+@contextlib.contextmanager
+def _ray_head(tmp: Path, cpus: int = 2) -> Iterator[str]:
+    """A Ray head with ``cpus`` CPUs on 127.0.0.1 for the block (`ray start --head --block`,
+    dashboard and usage stats off), as a cluster that commands connect to; its address."""
+    address = f"127.0.0.1:{RAY_PORT}"
+    ray_bin = Path(sys.executable).with_name("ray")
+    log = open(tmp / "ray-head.log", "w")  # noqa: SIM115 - closed below
+    head = subprocess.Popen(
+        [str(ray_bin), "start", "--head", "--block", f"--num-cpus={cpus}",
+         "--node-ip-address=127.0.0.1", f"--port={RAY_PORT}", "--include-dashboard=false",
+         "--disable-usage-stats"], stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, **RAY_ENV})
+    try:
+        deadline = time.monotonic() + 120
+        while subprocess.call([str(ray_bin), "status", f"--address={address}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, **RAY_ENV}) != 0:
+            if head.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the Ray head did not start:\n"
+                                 f"{(tmp / 'ray-head.log').read_text()[-2000:]}")
+            time.sleep(1)
+        yield address
+    finally:
+        head.terminate()
+        try:
+            head.wait(60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+        log.close()
+
+
 def speedup(args: argparse.Namespace) -> int:
     names = list(WORKLOADS) if args.workload == "both" else [args.workload]
     info: dict[str, Any] = {"cores": _cores(), "load_start": _loadavg(), "workloads": {}}
     print(f"cores {info['cores']}, load average {info['load_start']}")
     ok = True
-    with tempfile.TemporaryDirectory(prefix="mltrader-speedup-") as tmp_name:
-        tmp = Path(tmp_name)
+    modes = args.modes.split(",")
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mltrader-speedup-")))
+        ray_address = stack.enter_context(_ray_head(tmp)) if "ray-cluster" in modes else ""
         for name in names:
             argv, table = WORKLOADS[name]
             runs: dict[str, list[tuple[float, float]]] = {}
             outputs: dict[str, bytes | None] = {}
             for k in range(args.rounds):
-                for mode in args.modes.split(","):
+                for mode in modes:
                     out = tmp / f"{name}-{mode}-{k}"
                     cmd = [sys.executable, "-m", "mltrader", *argv, "-o", str(out),
-                           *MODES[mode]]
-                    wall, cpu = _timed(cmd, tmp, f"{name}-{mode}-{k}", MODE_ENV.get(mode))
+                           *(a.format(ray_address=ray_address) for a in MODES[mode])]
+                    wall, cpu = _timed(cmd, tmp, f"{name}-{mode}-{k}",
+                                       {**MODE_ENV.get(mode, {}), **RAY_ENV})
                     runs.setdefault(mode, []).append((round(wall, 1), round(cpu, 1)))
                     found = sorted(out.rglob(table))
                     outputs[f"{mode}-{k}"] = found[0].read_bytes() if found else None
                     print(f"{name} {mode} (round {k + 1}): {wall:.1f} s wall, {cpu:.1f} s CPU"
-                          + (" (driver only)" if mode == "ray" else ""), flush=True)
+                          + (" (driver only)" if mode.startswith("ray") else ""), flush=True)
             walls = {m: float(statistics.median(w for w, _ in r)) for m, r in runs.items()}
             cpus = {m: float(statistics.median(c for _, c in r)) for m, r in runs.items()}
             same = None not in outputs.values() and len(set(outputs.values())) == 1
             ratios = {f"{p}_vs_{b}": round(walls[b] / walls[p], 2)
                       for b in ("single", "single-1-thread") if b in walls
-                      for p in ("workers", "ray") if p in walls}
+                      for p in ("workers", "ray", "ray-cluster") if p in walls}
+            # no executor can beat the work spread perfectly over the cores: the 2-worker
+            # run's CPU-seconds / cores is a floor on any parallel run's wall time
+            ceiling = ({b: round(walls[b] * info["cores"] / cpus["workers"], 2)
+                        for b in ("single", "single-1-thread") if b in walls}
+                       if "workers" in cpus else {})
             met = bool(ratios) and all(r >= SPEEDUP_TARGET for r in ratios.values())
             ok &= met and same
             info["workloads"][name] = {"command": "mltrader " + " ".join(argv),
                                        "runs_wall_cpu": runs, "median_seconds": walls,
-                                       "median_cpu_seconds": cpus,
-                                       "speedup": ratios, "met": met, f"same_{table}": same}
+                                       "median_cpu_seconds": cpus, "speedup": ratios,
+                                       "ceiling_vs": ceiling, "met": met,
+                                       f"same_{table}": same}
             print(f"{name}: speed-ups " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
-                  + f" (target >= {SPEEDUP_TARGET}x: {'met' if met else 'MISSED'}); identical "
-                  f"{table} in every mode: {same}", flush=True)
+                  + f" (target >= {SPEEDUP_TARGET}x: {'met' if met else 'MISSED'}); "
+                  + "".join(f"ceiling vs {b} {v:.2f}x (its CPU work spread perfectly over "
+                            f"{info['cores']} cores); " for b, v in ceiling.items())
+                  + f"identical {table} in every mode: {same}", flush=True)
     info["load_end"] = _loadavg()
     if args.json:
         Path(args.json).write_text(json.dumps(info, indent=2) + "\n")

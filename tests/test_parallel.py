@@ -132,3 +132,28 @@ def test_ctrl_c_cancels_the_units_and_stops_the_workers(tmp_path):
     assert len(list(tmp_path.glob("start-*"))) == 2  # the queued units never started
     assert not list(tmp_path.glob("done-*"))  # the running ones were stopped
     assert not multiprocessing.active_children()  # no worker left behind
+
+
+def test_a_local_ray_is_our_own_even_when_another_runs_here(monkeypatch):
+    """No address: ray.init(address="local"), so a Ray already started on this machine
+    (`ray start`) is not joined (it would also refuse num_cpus)."""
+    import sys
+    import types
+
+    from mltrader.parallel import ray_init
+
+    calls = []
+    fake = types.SimpleNamespace(is_initialized=lambda: False,
+                                 init=lambda **kw: calls.append(kw))
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    ray_init(ExecutorConfig(kind="ray", num_cpus=2))
+    ray_init(ExecutorConfig(kind="ray", address="auto"))
+    assert calls[0]["address"] == "local" and calls[0]["num_cpus"] == 2
+    assert calls[1]["address"] == "auto" and "num_cpus" not in calls[1]
+
+
+def test_num_cpus_with_a_cluster_address_is_refused():
+    from mltrader.errors import ConfigError
+
+    with pytest.raises((ValueError, ConfigError), match="num_cpus sizes a local Ray"):
+        config_from_dict({"executor": {"kind": "ray", "address": "auto", "num_cpus": 2}})

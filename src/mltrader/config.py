@@ -485,6 +485,14 @@ class ExecutorConfig(_Strict):
     num_cpus: int | None = Field(None, ge=1, description="ray: CPUs of a local Ray (None: "
                                  "all); each task takes one")
 
+    @model_validator(mode="after")
+    def _cpus_of_a_local_ray(self) -> ExecutorConfig:
+        if self.address is not None and self.num_cpus is not None:
+            raise ValueError(f"executor.num_cpus sizes a local Ray, but executor.address "
+                             f"({self.address}) joins a running cluster, which has its own "
+                             "CPUs; drop one of them")
+        return self
+
 
 class RunConfig(_Strict):
     """One run: data, features, model, walk-forward, strategy, costs, output."""

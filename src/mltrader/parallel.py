@@ -223,7 +223,10 @@ def ray_init(executor: ExecutorConfig) -> tuple[Any, bool]:
     if executor.address:
         ray.init(address=executor.address, **kw)
     else:
-        ray.init(num_cpus=executor.num_cpus, _node_ip_address="127.0.0.1", **kw)
+        # "local": a new Ray of our own even when another runs here (`ray start`); without
+        # it ray.init would join that one, and refuse num_cpus
+        ray.init(address="local", num_cpus=executor.num_cpus, _node_ip_address="127.0.0.1",
+                 **kw)
     return ray, True
 
 
