@@ -124,10 +124,11 @@ def _scipy_daily_ic(pred, realised):
     out = np.full(pred.shape[0], np.nan)
     for t in range(pred.shape[0]):
         ok = ~(np.isnan(pred[t]) | np.isnan(realised[t]))
+        if ok.sum() < 3:
+            continue
         with np.errstate(invalid="ignore"):  # ptp of [inf, inf] is inf - inf
-            varies = np.ptp(pred[t, ok]) > 0 and np.ptp(realised[t, ok]) > 0 if ok.any() else False
-        if ok.sum() >= 3 and varies:
-            out[t] = spearmanr(pred[t, ok], realised[t, ok]).statistic
+            if np.ptp(pred[t, ok]) > 0 and np.ptp(realised[t, ok]) > 0:
+                out[t] = spearmanr(pred[t, ok], realised[t, ok]).statistic
     return out
 
 
